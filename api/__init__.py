@@ -1,0 +1,1 @@
+"""The landcover REST service (FastAPI)."""

@@ -1,0 +1,1 @@
+"""Metrics (mIoU, accuracy, kappa), few-shot evaluation, reports and plots, the demo."""

@@ -1,0 +1,1 @@
+"""Geospatial data: rasterio I/O, dataset readers, tile folders, synthetic regions."""

@@ -1,0 +1,1 @@
+"""Model bundles, adaptation to a support folder, sliding-window prediction, writers."""

@@ -1,0 +1,1 @@
+"""Model-agnostic meta-learning on ``torch.func`` (no geo, no Lightning)."""

@@ -1,0 +1,5 @@
+"""Episodes (tasks) and the samplers that produce them."""
+
+from landcover.tasks.task import Task
+
+__all__ = ["Task"]

@@ -1,0 +1,1 @@
+"""Lightning meta-training (module, data module, CLI) and baselines."""
