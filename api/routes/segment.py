@@ -1,0 +1,93 @@
+"""``POST /v1/segment``: support tiles and one query raster in a single synchronous call.
+
+For small jobs: the base model is adapted in the request (nothing is stored) and the map
+of the query raster comes back directly. The query raster is limited to
+``segment_max_pixels``; larger work goes through ``/v1/adaptations``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from api.deps import Svc
+from api.engine import media
+from api.errors import BadInput
+from api.routes.adaptations import (
+    ArchiveField,
+    FormatQuery,
+    ImagesField,
+    MasksField,
+    ModelField,
+    StepsField,
+    base_model,
+    predict_file,
+    stage_raster,
+)
+from api.schemas import error_responses
+from api.security import Owner
+from api.uploads import stage_support
+
+router = APIRouter(prefix="/v1", tags=["segment"])
+
+
+@router.post(
+    "/segment",
+    summary="Adapt and segment in one call (small jobs)",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The map of the query raster (GeoTIFF, PNG preview or GeoJSON).",
+            "content": {"image/tiff": {}, "image/png": {}, "application/geo+json": {}},
+        },
+        **error_responses(401, 413, 415, 422, 429),
+    },
+)
+def segment(
+    _: Owner,
+    services: Svc,
+    model: ModelField,
+    raster: Annotated[UploadFile, File(description="Query raster to segment.")],
+    images: ImagesField = None,
+    masks: MasksField = None,
+    archive: ArchiveField = None,
+    steps: StepsField = None,
+    format: FormatQuery = "geotiff",
+) -> FileResponse:
+    """Adapt ``model`` to the support tiles, then segment ``raster`` with it."""
+    settings = services.settings
+    bundle = base_model(services, model)
+    if steps is not None and steps > settings.max_steps:
+        raise BadInput(
+            f"steps={steps} is more than this service allows ({settings.max_steps}); "
+            "ask for fewer inner steps",
+            "too_many_steps",
+        )
+    with services.store.staging() as folder:
+        staged = stage_support(
+            images,
+            masks,
+            archive,
+            folder / "support",
+            max_tiles=settings.max_tiles,
+            max_bytes=settings.max_upload_bytes,
+        )
+        support = services.engine.read_support(bundle, staged, settings.max_tile_pixels)
+        src, label = stage_raster(services, bundle, raster, folder, settings.segment_max_pixels)
+        with services.slots.take("predictions or segmentations"):
+            outcome = services.engine.adapt(bundle, support, steps)
+            out = predict_file(services, outcome.bundle, src, label, format)
+    media_type, suffix = media(format)
+    return FileResponse(
+        out,
+        media_type=media_type,
+        filename=f"segment{suffix}",
+        headers={
+            "X-Support-mIoU-Before": f"{outcome.miou_before:.4f}",
+            "X-Support-mIoU-After": f"{outcome.miou_after:.4f}",
+        },
+        background=BackgroundTask(out.unlink, missing_ok=True),
+    )

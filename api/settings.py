@@ -1,0 +1,99 @@
+"""Service configuration, read from ``LANDCOVER_*`` environment variables (pydantic-settings).
+
+Every knob an operator may turn lives here, with the environment variable that sets it:
+
+* ``LANDCOVER_DATA_DIR``: storage folder (database file, adapted weights, staging area).
+* ``LANDCOVER_MODELS_DIR``: folder of base model bundles (``*.bundle``); a bundle's name is
+  its file stem.
+* ``LANDCOVER_DATABASE_URL``: SQLAlchemy URL; SQLite in the data folder by default,
+  e.g. ``postgresql+psycopg://user:pass@db/landcover`` for PostgreSQL.
+* ``LANDCOVER_API_KEYS``: comma-separated API keys (``X-API-Key`` header). Each key is a
+  separate tenant: it sees only the adaptations it created.
+* Limits: upload bytes, pixels per raster, tiles per adaptation, active jobs per key and
+  in total, concurrent predictions (see the fields below).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process (all fields settable as ``LANDCOVER_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LANDCOVER_", extra="ignore")
+
+    data_dir: Path = Field(Path("var/landcover"), description="Storage folder.")
+    models_dir: Path = Field(Path("models"), description="Folder of base *.bundle files.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default SQLite file in data_dir."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Accepted API keys (comma-separated in the env)."
+    )
+
+    max_upload_bytes: int = Field(512 * MiB, gt=0, description="Largest request body.")
+    max_raster_pixels: int = Field(
+        100_000_000, gt=0, description="Largest raster (width x height) accepted for predict."
+    )
+    max_tile_pixels: int = Field(
+        1024 * 1024, gt=0, description="Largest support tile (width x height)."
+    )
+    max_tiles: int = Field(32, gt=0, description="Most labeled tiles in one adaptation.")
+    max_steps: int = Field(100, gt=0, description="Most inner steps a client may ask for.")
+    max_active_jobs_per_key: int = Field(
+        8, gt=0, description="Queued + running adaptations allowed per API key."
+    )
+    max_active_jobs: int = Field(64, gt=0, description="Queued + running adaptations in total.")
+    job_workers: int = Field(1, gt=0, description="Adaptations run at once by one process.")
+    predict_concurrency: int = Field(2, gt=0, description="Predictions run at once.")
+    predict_wait_s: float = Field(
+        60.0, ge=0, description="How long a prediction waits for a free slot before a 429."
+    )
+    segment_max_pixels: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest query raster of the synchronous /segment."
+    )
+    window: int | None = Field(None, gt=0, description="Sliding-window size (default: tile).")
+
+    heartbeat_s: float = Field(2.0, gt=0, description="Running jobs' heartbeat period.")
+    stale_after_s: float = Field(
+        30.0, gt=0, description="A running job without heartbeat this long is marked failed."
+    )
+    poll_s: float = Field(1.0, gt=0, description="How often a worker looks for queued jobs.")
+    torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: list[str]) -> list[str]:
+        short = [k for k in value if len(k) < 16]
+        if short:
+            raise ValueError(
+                f"{len(short)} API key(s) shorter than 16 characters; use long random keys, "
+                "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """The database URL actually used (SQLite in ``data_dir`` unless set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'landcover.db').resolve()}"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (called once per app)."""
+    return Settings()

@@ -1,0 +1,222 @@
+"""Few-shot evaluation: k-shot tasks on held-out regions, every method on the same tasks.
+
+The protocol follows Rußwurm et al. (2020), "Meta-Learning for Few-Shot Land Cover
+Classification" (CVPR EarthVision): for each number of shots k, many tasks are sampled from
+regions never seen in training; every method adapts on the task's k labeled support tiles
+and is scored on its query tiles (mIoU, overall accuracy, Cohen's kappa). Because all
+methods see exactly the same tasks, differences are reported as paired intervals.
+
+A method is any :class:`~landcover.meta.protocol.Learner` (MAML++, the pretrained model
+with fine-tuning, training from scratch, ...) with the number of inner steps it uses at test
+time; the evaluation only calls ``adapt`` and ``predict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from landcover.evaluation.metrics import (
+    SCORE_NAMES,
+    logits_to_classes,
+    mean_interval,
+    paired_difference,
+    segmentation_scores,
+)
+from landcover.meta.protocol import AdaptedState, Learner
+from landcover.tasks.task import Task
+
+#: ``(shots, task index) -> Task``: the same arguments must give the same task.
+TaskSource = Callable[[int, int], Task]
+
+#: Default numbers of shots, as in the issue.
+DEFAULT_SHOTS: tuple[int, ...] = (1, 2, 5, 10)
+
+
+@dataclass
+class Method:
+    """A learner under evaluation.
+
+    Attributes:
+        learner: The learner (its ``adapt`` and ``predict`` are all that is used).
+        steps: Inner steps at test time (``None``: the learner's default).
+    """
+
+    learner: Learner
+    steps: int | None = None
+
+
+@dataclass
+class FewShotResult:
+    """Per-task scores of every method, and a few query maps for pictures.
+
+    Attributes:
+        scores: ``scores[method][shots][score name]`` -> one value per task (same task order
+            for every method).
+        examples: Up to ``keep_examples`` query tiles per shot count: ``{"shots", "task",
+            "image", "truth", "maps": {method: class map}}`` (CPU tensors).
+        meta: Free-form settings (number of tasks, regions, seeds) for the report.
+    """
+
+    scores: dict[str, dict[int, dict[str, list[float]]]] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        """Method names in evaluation order."""
+        return list(self.scores)
+
+    @property
+    def shots(self) -> list[int]:
+        """Shot counts evaluated."""
+        first = next(iter(self.scores.values()), {})
+        return sorted(first)
+
+    def summary(self, confidence: float = 0.95) -> dict[str, dict[int, dict[str, Any]]]:
+        """Mean and interval per method, shot count and score."""
+        return {
+            m: {
+                k: {s: mean_interval(v, confidence).as_dict() for s, v in by_score.items()}
+                for k, by_score in by_shot.items()
+            }
+            for m, by_shot in self.scores.items()
+        }
+
+    def paired(
+        self, method: str, reference: str, score: str = "miou", confidence: float = 0.95
+    ) -> dict[int, dict[str, float | int]]:
+        """Paired difference ``method - reference`` per shot count (same tasks)."""
+        for name in (method, reference):
+            if name not in self.scores:
+                raise KeyError(f"unknown method {name!r}; evaluated: {self.methods}")
+        return {
+            k: paired_difference(
+                self.scores[method][k][score], self.scores[reference][k][score], confidence
+            ).as_dict()
+            for k in self.shots
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form (per-task scores, summary, meta; no tensors)."""
+        return {
+            "meta": self.meta,
+            "summary": {m: {str(k): v for k, v in d.items()} for m, d in self.summary().items()},
+            "per_task": {
+                m: {str(k): v for k, v in d.items()} for m, d in self.scores.items()
+            },
+        }
+
+
+def adapt_and_predict(
+    learner: Learner,
+    task: Task,
+    steps: int | None,
+    *,
+    chunk: int = 16,
+) -> tuple[Tensor, AdaptedState]:
+    """Adapt a learner on a task's support set and predict its query set.
+
+    Adaptation needs gradients even at evaluation time, so it runs under
+    ``torch.enable_grad`` (Lightning validates under ``no_grad``); prediction runs without
+    them, in chunks of ``chunk`` tiles.
+
+    Args:
+        learner: The learner.
+        task: The task (support used for adaptation, query predicted).
+        steps: Inner steps (``0``: no adaptation; ``None``: the learner's default).
+        chunk: Query tiles per forward pass.
+
+    Returns:
+        ``(query logits (n, C, H, W), adapted state)``.
+    """
+    with torch.enable_grad():
+        state = learner.adapt(task.support_x, task.support_y, steps=steps).detached()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, task.query_x.shape[0], chunk):
+            outs.append(learner.predict(state, task.query_x[i : i + chunk]))
+    return torch.cat(outs), state
+
+
+def score_task(
+    learner: Learner, task: Task, steps: int | None, num_classes: int, ignore_index: int = 255
+) -> tuple[dict[str, float], Tensor]:
+    """Scores of one method on one task, and its predicted query class maps."""
+    logits, _ = adapt_and_predict(learner, task, steps)
+    classes = logits_to_classes(logits)
+    return segmentation_scores(classes, task.query_y, num_classes, ignore_index), classes
+
+
+def evaluate_fewshot(
+    methods: Mapping[str, Method],
+    source: TaskSource,
+    *,
+    num_classes: int,
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    tasks_per_shot: int = 100,
+    ignore_index: int = 255,
+    keep_examples: int = 2,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> FewShotResult:
+    """Score every method on the same sampled tasks for each number of shots.
+
+    Args:
+        methods: ``{name: Method}``; names become rows of the report.
+        source: Task sampler on held-out regions (deterministic in its arguments).
+        num_classes: Number of classes of the scheme.
+        shots: Numbers of labeled support tiles.
+        tasks_per_shot: Tasks sampled per shot count.
+        ignore_index: Value of unlabeled pixels.
+        keep_examples: Query tiles kept per shot count for the side-by-side maps.
+        device: Where adaptation runs.
+        progress: Show a tqdm bar.
+
+    Returns:
+        The per-task scores and examples.
+    """
+    if not methods:
+        raise ValueError("evaluate_fewshot needs at least one method")
+    if not shots or any(int(k) < 1 for k in shots):
+        raise ValueError(f"shots must be positive integers; got {list(shots)}")
+    if tasks_per_shot < 1:
+        raise ValueError(f"tasks_per_shot must be at least 1; got {tasks_per_shot}")
+    for method in methods.values():
+        method.learner.to(device).eval()
+    result = FewShotResult(
+        scores={m: {int(k): {s: [] for s in SCORE_NAMES} for k in shots} for m in methods},
+        meta={"tasks_per_shot": tasks_per_shot, "shots": [int(k) for k in shots]},
+    )
+    total = len(shots) * tasks_per_shot
+    bar = tqdm(total=total, desc="few-shot evaluation", unit="task", disable=not progress)
+    for k in shots:
+        for i in range(tasks_per_shot):
+            task = source(int(k), i).to(device)
+            maps: dict[str, Tensor] = {}
+            for name, method in methods.items():
+                scores, classes = score_task(
+                    method.learner, task, method.steps, num_classes, ignore_index
+                )
+                for s, v in scores.items():
+                    result.scores[name][int(k)][s].append(v)
+                maps[name] = classes[0].cpu()
+            if i < keep_examples:
+                result.examples.append(
+                    {
+                        "shots": int(k),
+                        "task": i,
+                        "region": task.meta.get("region", ""),
+                        "image": task.query_x[0].cpu(),
+                        "truth": task.query_y[0].cpu(),
+                        "maps": maps,
+                    }
+                )
+            bar.update(1)
+    bar.close()
+    return result

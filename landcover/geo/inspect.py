@@ -1,0 +1,145 @@
+"""``landcover data inspect``: what a dataset folder holds, per region, as a table and a picture.
+
+For each region: number of tiles, tile sizes, bands, CRS and the class histogram (share of
+pixels per class, and of ignored pixels). ``plot_regions`` draws one tile and its mask per
+region (true-colour composite from B04/B03/B02 when present, else the first three bands,
+2–98 % stretch) into a small PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from landcover.geo.region import Region
+
+
+@dataclass
+class RegionSummary:
+    """What one region holds.
+
+    Attributes:
+        name: Region name.
+        tiles: Number of tiles.
+        sizes: Distinct tile sizes as ``(H, W)``.
+        bands: Band names.
+        crs: CRS as text (``EPSG:xxxx`` when it has a code), ``"none"`` when not georeferenced.
+        histogram: Pixel share per class name, plus ``"(ignore)"``.
+    """
+
+    name: str
+    tiles: int
+    sizes: list[tuple[int, int]]
+    bands: tuple[str, ...]
+    crs: str
+    histogram: dict[str, float]
+
+
+def summarize(region: Region) -> RegionSummary:
+    """Summarise one region (reads every tile once)."""
+    sizes: set[tuple[int, int]] = set()
+    counts = np.zeros(region.scheme.num_classes + 1, dtype=np.int64)
+    for sample in region:
+        m = sample["mask"].numpy()
+        sizes.add((int(m.shape[0]), int(m.shape[1])))
+        ignored = m >= region.scheme.num_classes
+        counts[-1] += int(ignored.sum())
+        counts[:-1] += np.bincount(m[~ignored].ravel(), minlength=region.scheme.num_classes)
+    total = max(int(counts.sum()), 1)
+    names = [*region.scheme.names, "(ignore)"]
+    if region.crs is None:
+        crs = "none"
+    else:
+        epsg = region.crs.to_epsg()
+        crs = f"EPSG:{epsg}" if epsg else region.crs.to_string()[:40]
+    return RegionSummary(
+        name=region.name,
+        tiles=len(region),
+        sizes=sorted(sizes),
+        bands=region.band_names,
+        crs=crs,
+        histogram={n: float(c) / total for n, c in zip(names, counts)},
+    )
+
+
+def summary_table(summaries: Sequence[RegionSummary], title: str = "") -> Table:
+    """A rich table: one row per region, one column per class (percent of pixels)."""
+    table = Table(title=title or None)
+    for col in ("region", "tiles", "size", "bands", "CRS"):
+        table.add_column(col)
+    classes = list(summaries[0].histogram) if summaries else []
+    for c in classes:
+        table.add_column(f"{c} %", justify="right")
+    for s in summaries:
+        sizes = ", ".join(f"{h}×{w}" for h, w in s.sizes[:3]) + (" …" if len(s.sizes) > 3 else "")
+        bands = f"{len(s.bands)} ({','.join(s.bands[:4])}{',…' if len(s.bands) > 4 else ''})"
+        table.add_row(
+            s.name, str(s.tiles), sizes, bands, s.crs,
+            *(f"{100 * s.histogram[c]:.1f}" for c in classes),
+        )  # fmt: skip
+    return table
+
+
+def print_summary(summaries: Sequence[RegionSummary], title: str = "", width: int = 160) -> None:
+    """Print the summary table to stdout."""
+    Console(width=width).print(summary_table(summaries, title))
+
+
+def composite(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
+    """``(H, W, 3)`` float in [0, 1] for display from a ``(C, H, W)`` image."""
+    names = list(band_names)
+    if all(b in names for b in ("B04", "B03", "B02")):
+        idx = [names.index("B04"), names.index("B03"), names.index("B02")]
+    elif image.shape[0] >= 3:
+        idx = [0, 1, 2]
+    else:
+        idx = [0, 0, 0]
+    rgb = image[idx].astype(np.float64)
+    lo, hi = np.percentile(rgb, 2), np.percentile(rgb, 98)
+    return np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
+
+
+def plot_regions(regions: Sequence[Region], path: str | Path, max_regions: int = 16) -> Path:
+    """Write a PNG with one tile (image and mask) per region, and a class legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    shown = list(regions)[:max_regions]
+    per_row = min(4, len(shown))
+    rows = int(np.ceil(len(shown) / per_row))
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2 * per_row * 1.3, rows * 1.45 + 0.5))
+    axes = np.atleast_2d(axes)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, region in enumerate(shown):
+        sample = region[0]
+        r, c = divmod(i, per_row)
+        axes[r, 2 * c].imshow(composite(sample["image"].numpy(), region.band_names))
+        axes[r, 2 * c].set_title(f"{region.name}\n{region.tiles[0].key}", fontsize=6)
+        axes[r, 2 * c + 1].imshow(
+            region.scheme.colorize(sample["mask"].numpy()), interpolation="nearest"
+        )
+        axes[r, 2 * c + 1].set_title("mask", fontsize=6)
+    scheme = shown[0].scheme
+    handles = [
+        Patch(color=np.array(col) / 255, label=n) for n, col in zip(scheme.names, scheme.colors)
+    ]
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=6, frameon=False
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=72)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

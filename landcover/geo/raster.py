@@ -1,0 +1,409 @@
+"""Raster I/O on rasterio: windowed reads to tensors, class-map GeoTIFFs, streaming writers.
+
+* :func:`read_raster` reads a raster (GeoTIFF, PNG, JPEG, anything GDAL opens) or a window
+  of it as a float tensor ``C×H×W`` with its :class:`RasterProfile` (CRS, transform of the
+  window, nodata, band descriptions) and a validity mask (``False`` where the raster has no
+  data: nodata value, internal mask or alpha band).
+* :class:`RasterWriter` streams windows into a tiled GeoTIFF written to a temporary file and
+  renamed into place on :meth:`RasterWriter.close` (atomic; an exception leaves nothing).
+  With ``cog=True`` the finished file is translated to a Cloud-Optimized GeoTIFF (GDAL's COG
+  driver, which builds overviews block by block). Peak memory is one window plus GDAL's
+  block cache, independent of the raster size.
+* :func:`write_class_map` writes a whole class map (uint8 class indices with a colour table,
+  nodata where the input was nodata) keeping the input's CRS and transform.
+* :func:`iter_windows` covers a raster with windows of a given size (and overlap).
+
+Images without georeferencing are accepted: their profile has ``crs=None`` and outputs then
+carry no CRS.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import rasterio.windows
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+from torch import Tensor
+
+from landcover.geo.classes import ClassScheme
+from landcover.geo.errors import GeoDataError
+
+__all__ = [
+    "RasterData",
+    "RasterProfile",
+    "RasterWriter",
+    "iter_windows",
+    "open_raster",
+    "read_profile",
+    "read_raster",
+    "write_class_map",
+]
+
+
+@dataclass(frozen=True)
+class RasterProfile:
+    """Georeferencing and layout of a raster (or of a window of it).
+
+    Attributes:
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: Numpy dtype name of the bands on disk.
+        crs: Coordinate reference system, ``None`` for images without georeferencing.
+        transform: Pixel -> CRS affine transform (identity without georeferencing).
+        nodata: Nodata value, or ``None``.
+        descriptions: One description (band name) per band, ``None`` where unset.
+    """
+
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+
+    @property
+    def georeferenced(self) -> bool:
+        """Whether the raster has a CRS."""
+        return self.crs is not None
+
+    def window(self, window: Window) -> RasterProfile:
+        """Profile of a window of this raster (shifted transform, window size)."""
+        transform = rasterio.windows.transform(window, self.transform)
+        return replace(
+            self, width=int(window.width), height=int(window.height), transform=transform
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form (CRS as WKT, transform as 6 numbers)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "count": self.count,
+            "dtype": self.dtype,
+            "crs": None if self.crs is None else self.crs.to_wkt(),
+            "transform": list(self.transform)[:6],
+            "nodata": self.nodata,
+            "descriptions": list(self.descriptions),
+        }
+
+
+@dataclass
+class RasterData:
+    """A raster (window) read into memory.
+
+    Attributes:
+        image: ``(C, H, W)`` float tensor of the band values as stored (not normalised).
+        profile: Profile of exactly this window.
+        valid: ``(H, W)`` bool tensor, ``False`` where the raster has no data.
+    """
+
+    image: Tensor
+    profile: RasterProfile
+    valid: Tensor
+
+    @property
+    def nodata_mask(self) -> Tensor:
+        """``(H, W)`` bool tensor, ``True`` where the raster has no data."""
+        return ~self.valid
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster for reading, with an error naming the file when GDAL cannot."""
+    path = Path(path)
+    if not path.is_file():
+        raise GeoDataError("file not found", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as err:
+        raise GeoDataError(
+            f"not a readable raster (corrupt or unsupported format: {err}); "
+            "use GeoTIFF, PNG or JPEG",
+            path,
+        ) from None
+
+
+def _profile(src: rasterio.DatasetReader) -> RasterProfile:
+    georef = src.crs is not None
+    return RasterProfile(
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=str(src.dtypes[0]),
+        crs=src.crs if georef else None,
+        transform=src.transform if georef else Affine.identity(),
+        nodata=src.nodata,
+        descriptions=tuple(src.descriptions),
+    )
+
+
+def read_profile(path: str | Path) -> RasterProfile:
+    """Profile of a raster without reading its pixels."""
+    with open_raster(path) as src:
+        return _profile(src)
+
+
+def read_raster(
+    path: str | Path,
+    window: Window | None = None,
+    bands: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> RasterData:
+    """Read a raster, or a window of it, as a float tensor with its profile and validity.
+
+    Args:
+        path: Raster file.
+        window: Pixel window to read (``rasterio.windows.Window``); ``None`` reads it all.
+        bands: 1-based band indexes to read (all by default).
+        dtype: Floating dtype of the returned image.
+
+    Returns:
+        The image ``(C, H, W)``, the window's profile and the ``(H, W)`` validity mask.
+
+    Raises:
+        GeoDataError: The file is missing, unreadable, or the window/bands are out of range.
+    """
+    with open_raster(path) as src:
+        indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
+        if any(not 1 <= b <= src.count for b in indexes):
+            raise GeoDataError(f"bands {indexes} out of range 1..{src.count}", path)
+        if window is not None:
+            full = Window(0, 0, src.width, src.height)
+            if (
+                window.col_off < 0
+                or window.row_off < 0
+                or window.col_off + window.width > full.width
+                or window.row_off + window.height > full.height
+            ):
+                raise GeoDataError(
+                    f"window {window} outside the raster ({src.width}×{src.height})", path
+                )
+        try:
+            data = src.read(indexes, window=window)
+            valid = src.dataset_mask(window=window) > 0
+        except RasterioIOError as err:
+            raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", path) from None
+        profile = _profile(src)
+        profile = replace(
+            profile,
+            count=len(indexes),
+            descriptions=tuple(profile.descriptions[b - 1] for b in indexes),
+        )
+        if window is not None:
+            profile = profile.window(window)
+    image = torch.from_numpy(data.astype(np.float64 if dtype == torch.float64 else np.float32))
+    return RasterData(image=image.to(dtype), profile=profile, valid=torch.from_numpy(valid))
+
+
+def iter_windows(
+    width: int, height: int, size: int | tuple[int, int], overlap: int = 0
+) -> Iterator[Window]:
+    """Windows of ``size`` (rows, cols) covering a ``width × height`` raster, row-major.
+
+    Windows step by ``size - overlap``; the last row and column of windows are shifted back
+    to end at the raster's edge (so every window has the full size when the raster is at
+    least that large, otherwise it is clipped to the raster).
+    """
+    rows, cols = (size, size) if isinstance(size, int) else size
+    if rows <= overlap or cols <= overlap or overlap < 0:
+        raise ValueError(f"window size {size} must exceed overlap {overlap} >= 0")
+    rows, cols = min(rows, height), min(cols, width)
+
+    def starts(total: int, length: int, step: int) -> list[int]:
+        out = list(range(0, max(total - length, 0) + 1, step))
+        if out[-1] + length < total:
+            out.append(total - length)
+        return out
+
+    for r in starts(height, rows, rows - overlap):
+        for c in starts(width, cols, cols - overlap):
+            yield Window(c, r, cols, rows)
+
+
+class RasterWriter:
+    """Write a raster window by window; the file appears atomically on :meth:`close`.
+
+    Use as a context manager; an exception inside the ``with`` block removes the temporary
+    file and leaves no output::
+
+        with RasterWriter(out, profile, count=1, dtype="uint8", nodata=255) as w:
+            for win in iter_windows(profile.width, profile.height, 512):
+                w.write(block, win)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        profile: RasterProfile,
+        *,
+        count: int = 1,
+        dtype: str = "uint8",
+        nodata: float | None = None,
+        colormap: Mapping[int, tuple[int, ...]] | None = None,
+        descriptions: Sequence[str | None] | None = None,
+        cog: bool = False,
+        block_size: int = 256,
+        compress: str = "deflate",
+    ) -> None:
+        """Open the temporary output.
+
+        Args:
+            path: Final output path.
+            profile: Size and georeferencing of the output (CRS/transform are copied).
+            count: Bands to write.
+            dtype: Numpy dtype name of the output bands.
+            nodata: Nodata value written into the file.
+            colormap: Colour table of band 1 (value -> RGBA), for uint8 class maps.
+            descriptions: Band descriptions.
+            cog: Translate to a Cloud-Optimized GeoTIFF (with overviews) on close.
+            block_size: Internal tile size (multiple of 16).
+            compress: GDAL compression.
+        """
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.cog = cog
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.tif")
+        tiled = profile.width >= block_size and profile.height >= block_size
+        creation: dict[str, Any] = {
+            "driver": "GTiff",
+            "width": profile.width,
+            "height": profile.height,
+            "count": count,
+            "dtype": dtype,
+            "nodata": nodata,
+            "compress": compress,
+            "tiled": tiled,
+            "BIGTIFF": "IF_SAFER",
+        }
+        if tiled:
+            creation.update(blockxsize=block_size, blockysize=block_size)
+        if profile.crs is not None:
+            creation.update(crs=profile.crs, transform=profile.transform)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst = rasterio.open(self.tmp, "w", **creation)
+        if colormap is not None:
+            self._dst.write_colormap(1, dict(colormap))
+        if descriptions is not None:
+            for i, d in enumerate(descriptions, start=1):
+                if d:
+                    self._dst.set_band_description(i, d)
+        self.profile = profile
+        self.closed = False
+
+    def write(self, array: np.ndarray | Tensor, window: Window) -> None:
+        """Write ``(C, h, w)`` or ``(h, w)`` values into ``window``."""
+        if isinstance(array, Tensor):
+            array = array.detach().cpu().numpy()
+        if array.ndim == 2:
+            array = array[None]
+        if array.shape[1:] != (int(window.height), int(window.width)):
+            raise ValueError(f"array {array.shape[1:]} does not match window {window}")
+        self._dst.write(array.astype(self._dst.dtypes[0], copy=False), window=window)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place (as a COG when asked)."""
+        if self.closed:
+            return self.path
+        self._dst.close()
+        self.closed = True
+        try:
+            if self.cog:
+                cog_tmp = self.tmp.with_suffix(".cog.tif")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    rasterio.shutil.copy(
+                        self.tmp, cog_tmp, driver="COG", COMPRESS="DEFLATE",
+                        BLOCKSIZE=512, OVERVIEW_RESAMPLING="NEAREST",
+                    )  # fmt: skip
+                self.tmp.unlink()
+                os.replace(cog_tmp, self.path)
+            else:
+                os.replace(self.tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file(s) without producing an output."""
+        if not self.closed:
+            self._dst.close()
+            self.closed = True
+        for p in (self.tmp, self.tmp.with_suffix(".cog.tif")):
+            p.unlink(missing_ok=True)
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def class_map_writer(
+    path: str | Path,
+    profile: RasterProfile,
+    scheme: ClassScheme | None = None,
+    *,
+    nodata: int = 255,
+    cog: bool = False,
+) -> RasterWriter:
+    """A :class:`RasterWriter` for a one-band uint8 class-index map with a colour table."""
+    cmap = scheme.colormap(nodata=nodata) if scheme is not None else None
+    return RasterWriter(path, profile, count=1, dtype="uint8", nodata=nodata, colormap=cmap,
+                        descriptions=["class"], cog=cog)  # fmt: skip
+
+
+def write_class_map(
+    path: str | Path,
+    classes: np.ndarray | Tensor,
+    profile: RasterProfile,
+    scheme: ClassScheme | None = None,
+    *,
+    valid: np.ndarray | Tensor | None = None,
+    nodata: int = 255,
+    cog: bool = False,
+) -> Path:
+    """Write a class-index map as a GeoTIFF keeping the input's CRS and transform.
+
+    Args:
+        path: Output GeoTIFF.
+        classes: ``(H, W)`` class indices (``0..n-1``).
+        profile: Profile of the input raster the map was predicted from.
+        scheme: Class scheme whose colours become the colour table.
+        valid: ``(H, W)`` validity of the input; invalid pixels are written as ``nodata``.
+        nodata: Value of no-data pixels (255, the ignore index, by default).
+        cog: Write a Cloud-Optimized GeoTIFF.
+
+    Returns:
+        ``path``.
+    """
+    arr = classes.detach().cpu().numpy() if isinstance(classes, Tensor) else np.asarray(classes)
+    if arr.shape != (profile.height, profile.width):
+        raise ValueError(f"class map {arr.shape} does not match the raster "
+                         f"({profile.height}, {profile.width})")  # fmt: skip
+    arr = arr.astype(np.uint8)
+    if valid is not None:
+        v = valid.detach().cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
+        arr = np.where(v.astype(bool), arr, np.uint8(nodata))
+    with class_map_writer(path, profile, scheme, nodata=nodata, cog=cog) as w:
+        w.write(arr, Window(0, 0, profile.width, profile.height))
+    return Path(path)

@@ -1,0 +1,133 @@
+"""``landcover export RUN -o model.bundle``: a training run (or checkpoint) as a model bundle.
+
+``RUN`` is a run folder (``trainer.default_root_dir`` of ``landcover train``, holding
+``checkpoints/``), a ``checkpoints/`` folder or a ``.ckpt`` file. The checkpoint carries
+the module's hyper-parameters (learner, network) and the data description (bands,
+normalisation, class scheme, tile size) that the data module recorded, so the bundle is
+self-describing. Checkpoints are Lightning's own files, written by this project; loading
+them uses ``weights_only=False`` only for that reason — user-supplied files go through
+:meth:`ModelBundle.load`, which never unpickles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.errors import BundleError
+
+#: Which checkpoint of a run folder to export.
+CHOICES = ("best", "last")
+
+
+def find_checkpoint(run: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run.
+
+    Args:
+        run: Run folder, its ``checkpoints`` folder, or a ``.ckpt`` file.
+        which: ``"best"`` (by validation mIoU after adaptation; falls back to the last when
+            the run kept no best) or ``"last"``.
+
+    Returns:
+        Path of the checkpoint.
+
+    Raises:
+        FileNotFoundError: Nothing to export (the message says what was looked for).
+    """
+    if which not in CHOICES:
+        raise ValueError(f"which must be one of {list(CHOICES)}; got {which!r}")
+    path = Path(run)
+    if path.is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{run}: no such run folder or checkpoint; give the run's default_root_dir "
+            "(with checkpoints/) or a .ckpt file"
+        )
+    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if which == "best" and best:
+        return best[-1]
+    last = folder / "last.ckpt"
+    if last.is_file():
+        return last
+    any_ckpt = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if any_ckpt:
+        return any_ckpt[-1]
+    raise FileNotFoundError(
+        f"{folder}: no checkpoint (*.ckpt) found; train first (landcover train ...) or give "
+        "the path of a .ckpt file"
+    )
+
+
+def load_module(checkpoint: str | Path) -> Any:
+    """The :class:`~landcover.training.module.MetaLearningModule` of a checkpoint, on CPU."""
+    from landcover.training.module import MetaLearningModule
+
+    return MetaLearningModule.load_from_checkpoint(
+        str(checkpoint), map_location="cpu", weights_only=False
+    )
+
+
+def bundle_from_module(
+    module: Any, *, inner_steps: int | None = None, info: dict[str, Any] | None = None
+) -> ModelBundle:
+    """Describe a trained module (learner + recorded data description) as a bundle."""
+    meta = getattr(module, "data_meta", {}) or {}
+    missing = [k for k in ("band_names", "normalization", "classes") if k not in meta]
+    if missing:
+        raise BundleError(
+            f"the run records no {missing}; it was trained without the region data module. "
+            "Train with `landcover train` (or pass the data description) to export it"
+        )
+    norm = meta["normalization"]
+    steps = inner_steps if inner_steps is not None else module.hparams.get("eval_steps")
+    return ModelBundle.from_learner(
+        module.learner,
+        bands=list(meta["band_names"]),
+        mean=list(norm["mean"]),
+        std=list(norm["std"]),
+        classes=meta["classes"],
+        tile_size=int(meta.get("tile_size") or 128),
+        inner_steps=steps,
+        info={"dataset": meta.get("dataset"), "regions": meta.get("regions"), **(info or {})},
+    )
+
+
+def export_run(
+    run: str | Path, out: str | Path, *, which: str = "best", inner_steps: int | None = None
+) -> Path:
+    """Export a run's checkpoint as a model bundle at ``out`` (written atomically)."""
+    ckpt = find_checkpoint(run, which)
+    module = load_module(ckpt)
+    bundle = bundle_from_module(module, inner_steps=inner_steps, info={"checkpoint": ckpt.name})
+    return bundle.save(out)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``landcover export``."""
+    parser = argparse.ArgumentParser(
+        prog="landcover export", description="Export a training run as a model bundle."
+    )
+    parser.add_argument("run", help="run folder (default_root_dir), checkpoints/ or a .ckpt")
+    parser.add_argument("-o", "--output", required=True, help="bundle file to write")
+    parser.add_argument(
+        "--checkpoint", choices=CHOICES, default="best",
+        help="best validation checkpoint (default) or the last one",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="default adaptation steps")
+    args = parser.parse_args(argv)
+    try:
+        path = export_run(args.run, args.output, which=args.checkpoint, inner_steps=args.steps)
+    except (FileNotFoundError, BundleError, ValueError) as err:
+        print(f"landcover export: {err}", file=sys.stderr)
+        return 2
+    bundle = ModelBundle.load(path)
+    print(
+        f"wrote {path}: {bundle.learner['name']} on {bundle.model['arch']}, "
+        f"{len(bundle.bands)} bands, {len(bundle.class_names)} classes"
+    )
+    return 0

@@ -1,0 +1,183 @@
+"""Sliding-window planning and smooth blending of overlapping window predictions.
+
+A raster larger than the network's input is cut into overlapping windows; each window's
+class probabilities are multiplied by a weight that falls smoothly to (almost) zero
+towards the sides shared with a neighbouring window and stays 1 on sides that lie on the
+raster's border; the blended probability of a pixel is the weighted mean over the windows
+that cover it. Predictions near a window's border (where the convolutions saw zero
+padding) thus count little, and no seam appears where windows meet. This is the
+"smooth tiling" of overlap-tile strategies (Ronneberger et al. 2015, section 2; Huang et
+al. 2018, "Tiling and stitching segmentation output for remote sensing", who show that
+weighted blending of overlapping tiles removes the edge artefacts of naive stitching).
+
+Memory is bounded by one *strip* of rows: the windows are processed row of windows by
+row of windows, and :class:`StripBlender` keeps accumulators only for the rows the current
+row of windows covers; rows no later window can touch are finished and handed back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def window_starts(total: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of windows of ``window`` pixels covering ``total`` pixels.
+
+    Windows step by ``window - overlap``; the last one is shifted back to end at the edge,
+    so every window has the full size (when ``total >= window``).
+
+    Raises:
+        ValueError: ``overlap`` is negative or not smaller than ``window``.
+    """
+    if window < 1 or not 0 <= overlap < window:
+        raise ValueError(f"need window >= 1 and 0 <= overlap < window; got {window}, {overlap}")
+    window = min(window, total)
+    step = max(window - overlap, 1)
+    starts = list(range(0, max(total - window, 0) + 1, step))
+    if starts[-1] + window < total:
+        starts.append(total - window)
+    return starts
+
+
+def ramp(length: int, before: int, after: int) -> Tensor:
+    """1-D blending weight: raised-cosine rises over ``before`` and falls over ``after``.
+
+    The weight is ``sin²(π/2 · (i + 1) / (n + 1))`` on the ``i``-th of ``n`` ramp pixels
+    (strictly between 0 and 1, so every covered pixel keeps a positive weight) and 1 in
+    between. Two windows whose ramps overlap over the same ``n`` pixels have weights that
+    sum to exactly 1 there (``sin² + cos² = 1``).
+    """
+    w = torch.ones(length, dtype=torch.float64)
+    for n, flip in ((min(before, length), False), (min(after, length), True)):
+        if n <= 0:
+            continue
+        i = torch.arange(n, dtype=torch.float64)
+        r = torch.sin(0.5 * math.pi * (i + 1) / (n + 1)) ** 2
+        if flip:
+            w[length - n :] = w[length - n :] * r.flip(0)
+        else:
+            w[:n] = w[:n] * r
+    return w.float()
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where the windows of a ``height x width`` raster go.
+
+    Attributes:
+        height: Raster rows.
+        width: Raster columns.
+        win_h: Window rows (``min(window, height)``).
+        win_w: Window columns (``min(window, width)``).
+        row_starts: Top row of each row of windows.
+        col_starts: Left column of each column of windows.
+    """
+
+    height: int
+    width: int
+    win_h: int
+    win_w: int
+    row_starts: tuple[int, ...]
+    col_starts: tuple[int, ...]
+
+    @classmethod
+    def make(cls, height: int, width: int, window: int, overlap: int) -> WindowPlan:
+        """Plan windows of ``window`` pixels overlapping by ``overlap`` pixels."""
+        if height < 1 or width < 1:
+            raise ValueError(f"cannot tile an empty raster ({height} x {width})")
+        return cls(
+            height,
+            width,
+            min(window, height),
+            min(window, width),
+            tuple(window_starts(height, window, overlap)),
+            tuple(window_starts(width, window, overlap)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.row_starts) * len(self.col_starts)
+
+    @staticmethod
+    def sides(starts: tuple[int, ...], size: int, i: int) -> tuple[int, int]:
+        """Pixels window ``i`` shares with the previous and with the next window."""
+        before = starts[i - 1] + size - starts[i] if i > 0 else 0
+        after = starts[i] + size - starts[i + 1] if i + 1 < len(starts) else 0
+        return max(before, 0), max(after, 0)
+
+    def weight(self, row: int, col: int) -> Tensor:
+        """``(win_h, win_w)`` blending weight of window ``(row, col)``."""
+        top, bottom = self.sides(self.row_starts, self.win_h, row)
+        left, right = self.sides(self.col_starts, self.win_w, col)
+        return ramp(self.win_h, top, bottom)[:, None] * ramp(self.win_w, left, right)[None, :]
+
+    def finished_rows(self, row: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` that are final once window row ``row`` is accumulated."""
+        start = self.row_starts[row]
+        if row + 1 < len(self.row_starts):
+            return start, self.row_starts[row + 1]
+        return start, self.height
+
+
+class StripBlender:
+    """Accumulate weighted window probabilities for one strip of rows at a time.
+
+    Usage, for each row of windows ``r`` in order: :meth:`add` every window of the row,
+    then :meth:`finish_row` returns the blended rows that are final.
+
+    Memory: ``(channels + 1) x win_h x width`` floats, whatever the raster's height.
+    """
+
+    def __init__(self, plan: WindowPlan, channels: int) -> None:
+        self.plan = plan
+        self.channels = channels
+        self.acc = torch.zeros(channels, plan.win_h, plan.width)
+        self.wsum = torch.zeros(plan.win_h, plan.width)
+        self._row = 0
+        self._weights: dict[tuple[tuple[int, int], tuple[int, int]], Tensor] = {}
+
+    def _weight(self, row: int, col: int) -> Tensor:
+        # Windows share a handful of distinct weights (inner, border, last): cache by sides.
+        p = self.plan
+        sides = (
+            p.sides(p.row_starts, p.win_h, row),
+            p.sides(p.col_starts, p.win_w, col),
+        )
+        if sides not in self._weights:
+            self._weights[sides] = p.weight(row, col)
+        return self._weights[sides]
+
+    def add(self, row: int, col: int, probs: Tensor) -> None:
+        """Accumulate window ``(row, col)``'s ``(channels, win_h, win_w)`` probabilities."""
+        if row != self._row:
+            raise ValueError(f"windows must come row by row: expected row {self._row}, got {row}")
+        expected = (self.channels, self.plan.win_h, self.plan.win_w)
+        if tuple(probs.shape) != expected:
+            raise ValueError(f"window probabilities {tuple(probs.shape)} != {expected}")
+        w = self._weight(row, col)
+        x0 = self.plan.col_starts[col]
+        x1 = x0 + self.plan.win_w
+        self.acc[:, :, x0:x1].add_(probs.float() * w)
+        self.wsum[:, x0:x1].add_(w)
+
+    def finish_row(self, row: int) -> tuple[int, Tensor]:
+        """Blend and return ``(first_row, (channels, n, width))``: the rows now final.
+
+        The accumulators then move down to the next row of windows.
+        """
+        if row != self._row:
+            raise ValueError(f"finish rows in order: expected row {self._row}, got {row}")
+        start, stop = self.plan.finished_rows(row)
+        n = stop - start
+        out = self.acc[:, :n] / self.wsum[:n].clamp_min(1e-12)
+        if row + 1 < len(self.plan.row_starts):
+            keep = self.plan.win_h - n
+            self.acc[:, :keep] = self.acc[:, n:].clone()
+            self.acc[:, keep:] = 0
+            self.wsum[:keep] = self.wsum[n:].clone()
+            self.wsum[keep:] = 0
+        self._row += 1
+        return start, out

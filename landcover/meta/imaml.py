@@ -1,0 +1,119 @@
+"""iMAML: implicit meta-gradients by conjugate gradient on the proximal inner problem.
+
+Rajeswaran, Finn, Kakade & Levine 2019, "Meta-Learning with Implicit Gradients": the
+task solution is ``phi* = argmin_phi L_s(phi) + lambda/2 ||phi - theta||^2`` (approximated
+by ``steps`` gradient steps) and its meta-gradient is
+
+    d L_q(phi*) / d theta = (I + H_s(phi*) / lambda)^-1 grad L_q(phi*),
+
+with ``H_s`` the support-loss Hessian. The linear system is solved with ``cg_steps``
+conjugate-gradient iterations using Hessian-vector products only, so memory does not grow
+with the number of inner steps. :meth:`IMAML.task_loss` returns the surrogate
+``sum(theta * stopgrad(v))`` whose gradient is that vector ``v``.
+Step-count rule: any number of proximal gradient steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from landcover.meta.functional import TensorDict, autograd_grads, flatten, named_params, unflatten
+from landcover.meta.maml import MAML
+from landcover.meta.protocol import TaskResult
+from landcover.meta.stacking import task_metrics
+from landcover.tasks.task import Task
+
+
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, *, iters: int, tol: float = 1e-12
+) -> Tensor:
+    """Solve ``A x = b`` for symmetric positive-definite ``A`` given ``x -> A x``."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = r.dot(r)
+    for _ in range(iters):
+        if float(rs) <= tol * tol:
+            break
+        ap = matvec(p)
+        alpha = rs / p.dot(ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = r.dot(r)
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+    return x
+
+
+class IMAML(MAML):
+    """Implicit MAML (adapts every parameter).
+
+    Args:
+        model: The network.
+        loss_fn: Task loss.
+        lam: Proximal regularisation strength ``lambda``.
+        cg_steps: Conjugate-gradient iterations for the implicit gradient.
+        steps: Proximal inner gradient steps.
+        **options: Other :class:`~landcover.meta.maml.MAML` options (no ``adapt`` subset,
+            no ``vmap``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module | None = None,
+        *,
+        lam: float = 1.0,
+        cg_steps: int = 5,
+        steps: int = 5,
+        **options: Any,
+    ) -> None:
+        if options.get("adapt") is not None:
+            raise ValueError("iMAML adapts every parameter; remove the 'adapt' option")
+        if options.get("vmap"):
+            raise ValueError("iMAML runs tasks one by one; remove vmap=True")
+        if float(lam) <= 0:
+            raise ValueError(f"lam must be > 0; got {lam}")
+        options.update(first_order=True, body_once=False)
+        super().__init__(model, loss_fn, steps=steps, **options)
+        self.lam = float(lam)
+        self.cg_steps = int(cg_steps)
+
+    def _adjust_grads(self, grads: TensorDict, fast: TensorDict, meta: TensorDict) -> TensorDict:
+        return {n: g + self.lam * (fast[n] - meta[n].detach()) for n, g in grads.items()}
+
+    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
+        """Surrogate whose gradient is the implicit meta-gradient (CG solve)."""
+        meta = named_params(self.model)
+        detached = {k: v.detach() for k, v in meta.items()}
+        names = self.adapt_names
+        with torch.enable_grad():
+            fast, _ = self._inner(
+                detached, task.support_x, task.support_y, self.default_steps,
+                create_graph=False, training=training,
+            )
+            phi = {n: fast[n].detach().requires_grad_() for n in names}
+            out = self._forward(detached, phi, task.query_x, None, training)
+            q_loss = self.loss_fn(out, task.query_y)
+            g_q = flatten(autograd_grads(q_loss, phi, create_graph=False), names)
+            if not training:
+                loss = q_loss.detach()
+                return TaskResult(loss, float(loss), task_metrics(out.detach(), task.query_y, self.loss_fn))
+            s_out = self._forward(detached, phi, task.support_x, 0, training)
+            g_s = flatten(autograd_grads(self.loss_fn(s_out, task.support_y), phi, create_graph=True), names)
+            tensors = [phi[n] for n in names]
+
+            def matvec(v: Tensor) -> Tensor:
+                hv = torch.autograd.grad(g_s, tensors, grad_outputs=v, retain_graph=True, allow_unused=True)
+                hv_flat = torch.cat(
+                    [(h if h is not None else torch.zeros_like(t)).reshape(-1) for h, t in zip(hv, tensors)]
+                )
+                return v + hv_flat / self.lam
+
+            v = unflatten(conjugate_gradient(matvec, g_q, iters=self.cg_steps), phi, names)
+        surrogate = sum((meta[n] * v[n].detach()).sum() for n in names)
+        return TaskResult(surrogate, float(q_loss.detach()), task_metrics(out.detach(), task.query_y, self.loss_fn))

@@ -1,0 +1,357 @@
+"""MAML and first-order MAML, the engine every gradient-based learner derives from.
+
+Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+Networks": the meta-parameters ``theta`` are the network's initial weights; a task adapts
+them by ``steps`` gradient steps on its support loss, ``phi = theta - alpha grad L_s``,
+and the meta-objective is the query loss at ``phi``, differentiated through the inner
+loop (second order) or, with ``first_order=True``, treating ``d phi / d theta`` as the
+identity (FOMAML, same paper section 5.2).
+
+Everything runs through :func:`torch.func.functional_call` with explicit dicts; the
+module is never mutated. Subclasses change one hook each: the inner rate (Meta-SGD,
+LSLR), the set of fast tensors (ANIL, CAVIA), the per-step loss weights and derivative
+order (MAML++), or the whole meta-objective (Reptile, iMAML, baselines).
+
+Options shared by the family:
+
+* ``adapt``: parameter names / dotted prefixes / globs adapted in the inner loop
+  (default all). Others stay at their meta value inside the loop and are meta-learned.
+* ``bn``: BatchNorm policy (see :mod:`landcover.meta.batchnorm`).
+* ``body_once``: when only ``head.*`` parameters adapt and the model has ``body`` and
+  ``head`` submodules with ``forward(x) == head(body(x))``, compute ``body(x)`` once per
+  task and run only the head in the inner loop (``"auto"``: whenever possible).
+* ``vmap``: batch the tasks of a meta-batch with :func:`torch.func.vmap` in
+  :meth:`MAML.meta_backward` (BN-free models, equal task shapes). The default is a plain
+  loop with one backward per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from landcover.meta.batchnorm import BatchNormState, bn_mode, resolve_policy
+from landcover.meta.functional import (
+    TensorDict,
+    autograd_grads,
+    call,
+    ensure_grad,
+    func_grads,
+    named_params,
+    select_names,
+    sub_dict,
+)
+from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.meta.stacking import stack_tasks, task_metrics
+from landcover.tasks.task import Task
+
+
+class MAML(Learner):
+    """Model-Agnostic Meta-Learning (second order by default).
+
+    Args:
+        model: The network whose initial weights are meta-learned (kept as ``self.model``).
+        loss_fn: ``(prediction, target) -> scalar`` (MSE, cross-entropy, ...).
+        inner_lr: Inner-loop step size ``alpha``.
+        steps: Inner steps used in training and by default in :meth:`adapt`.
+        first_order: Drop second-order terms (FOMAML).
+        adapt: Parameters adapted in the inner loop (names, dotted prefixes or globs).
+        bn: BatchNorm policy: ``"auto"``, ``"none"``, ``"transductive"``, ``"per_step"``.
+        body_once: ``"auto"``, ``True`` or ``False`` (see the module docstring).
+        per_step_affine: With ``bn="per_step"``, also learn per-step affine parameters.
+        vmap: Batch a meta-batch's tasks with :func:`torch.func.vmap`.
+    """
+
+    #: Policy used by ``bn="auto"`` for models with BatchNorm.
+    default_bn = "transductive"
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module | None = None,
+        *,
+        inner_lr: float = 0.01,
+        steps: int = 1,
+        first_order: bool = False,
+        adapt: Sequence[str] | str | None = None,
+        bn: str = "auto",
+        body_once: bool | str = "auto",
+        per_step_affine: bool = True,
+        vmap: bool = False,
+    ) -> None:
+        super().__init__(loss_fn)
+        if int(steps) < 0:
+            raise ValueError(f"steps must be >= 0; got {steps}")
+        if float(inner_lr) < 0:
+            raise ValueError(f"inner_lr must be >= 0; got {inner_lr}")
+        self.model = model
+        self.inner_lr = float(inner_lr)
+        self.default_steps = int(steps)
+        self.first_order = bool(first_order)
+        self.vmap = bool(vmap)
+        policy = resolve_policy(model, bn, self.default_bn)
+        self.bn = BatchNormState(model, policy, self.default_steps, per_step_affine=per_step_affine)
+        if self.vmap and policy != "none":
+            raise ValueError(
+                "vmap=True needs a BatchNorm-free model (in-place running statistics cannot "
+                "be batched); use vmap=False or build the model with norm='group'"
+            )
+        names = [n for n, _ in model.named_parameters()]
+        replaced = set(self.bn.replaced_params())
+        self.adapt_names = [n for n in self._select(names, adapt) if n not in replaced]
+        self.body_once = self._resolve_body_once(body_once)
+
+    # ----------------------------------------------------------------- configuration
+    def _select(self, names: list[str], adapt: Sequence[str] | str | None) -> list[str]:
+        chosen = select_names(names, adapt)
+        if not chosen:
+            raise ValueError("the model has no parameters to adapt")
+        return chosen
+
+    def _resolve_body_once(self, option: bool | str) -> bool:
+        if option not in ("auto", True, False):
+            raise ValueError(f"body_once must be 'auto', true or false; got {option!r}")
+        model = self.model
+        split = isinstance(getattr(model, "body", None), nn.Module) and isinstance(
+            getattr(model, "head", None), nn.Module
+        )
+        head_only = all(n.startswith("head.") for n in self.adapt_names)
+        reasons = []
+        if not split:
+            reasons.append("the model has no 'body' and 'head' submodules")
+        if not head_only:
+            reasons.append("parameters outside 'head.' adapt")
+        if self.bn.policy == "per_step":
+            reasons.append("bn='per_step' keeps per-step statistics in the body")
+        if option == "auto":
+            return not reasons
+        if option and reasons:
+            raise ValueError(f"body_once=True is impossible: {'; '.join(reasons)}")
+        return bool(option)
+
+    # ----------------------------------------------------------------- hooks
+    def _rate(self, name: str, step: int) -> Tensor | float:
+        """Inner step size of parameter ``name`` at inner step ``step``."""
+        return self.inner_lr
+
+    def _first_order_now(self) -> bool:
+        """Whether meta-training currently drops second-order terms."""
+        return self.first_order
+
+    def _step_weights(self, steps: int) -> list[float] | None:
+        """Per-step query-loss weights (multi-step loss), or ``None`` for the last step only."""
+        return None
+
+    def _adjust_grads(self, grads: TensorDict, fast: TensorDict, meta: TensorDict) -> TensorDict:
+        """Gradient actually followed by the inner loop (iMAML adds its proximal term)."""
+        return grads
+
+    def _init_fast(self, meta: TensorDict) -> TensorDict:
+        """Initial fast tensors of a task (the adapted parameters at their meta value)."""
+        return {n: meta[n] for n in self.adapt_names}
+
+    def _to_state(self, fast: TensorDict, steps: int) -> AdaptedState:
+        return AdaptedState(params=dict(fast), step=steps)
+
+    def _from_state(self, state: AdaptedState) -> TensorDict:
+        return dict(state.params)
+
+    # ----------------------------------------------------------------- functional core
+    def _encode(self, meta: TensorDict, x: Tensor, training: bool) -> Any:
+        """Body features once per task in body-once mode, else the input itself."""
+        if not self.body_once:
+            return x
+        over, buffers = self.bn.tensors(None)
+        params = sub_dict({**meta, **over}, "body.")
+        if self.bn.policy == "none":
+            return call(self.model.body, params, {}, x)
+        with bn_mode(self.model, self.bn.training_flag(training)):
+            return call(self.model.body, params, sub_dict(buffers, "body."), x)
+
+    def _forward(
+        self, meta: TensorDict, fast: TensorDict, inputs: Any, step: int | None, training: bool
+    ) -> Tensor:
+        """Network output with fast weights; ``step=None`` is the final forward."""
+        over, buffers = self.bn.tensors(step)
+        params = {**meta, **over, **fast}
+        module = self.model
+        if self.body_once:
+            module, params, buffers = self.model.head, sub_dict(params, "head."), sub_dict(buffers, "head.")
+        if self.bn.policy == "none":
+            return call(module, params, buffers, inputs)
+        with bn_mode(self.model, self.bn.training_flag(training)):
+            return call(module, params, buffers, inputs)
+
+    def _inner(
+        self,
+        meta: TensorDict,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int,
+        *,
+        create_graph: bool,
+        training: bool,
+        functional: bool = False,
+        query: tuple[Any, Tensor] | None = None,
+    ) -> tuple[TensorDict, list[Tensor]]:
+        """Run the inner loop; return the fast tensors and intermediate query losses.
+
+        Args:
+            meta: Meta-parameters (possibly detached).
+            support_x: Support inputs.
+            support_y: Support targets.
+            steps: Number of inner steps.
+            create_graph: Differentiate through the inner gradients (second order).
+            training: Learner mode for BatchNorm.
+            functional: Take gradients with :func:`torch.func.grad` (under ``vmap``).
+            query: ``(encoded query inputs, targets)`` to record the query loss after
+                each step but the last (multi-step loss).
+        """
+        fast = self._init_fast(meta)
+        feats = self._encode(meta, support_x, training)
+        step_losses: list[Tensor] = []
+        for i in range(steps):
+
+            def support_loss(fp: TensorDict, i: int = i) -> Tensor:
+                return self.loss_fn(self._forward(meta, fp, feats, i, training), support_y)
+
+            if functional:
+                grads = func_grads(support_loss, fast, create_graph=create_graph)
+            else:
+                fast = ensure_grad(fast)
+                grads = autograd_grads(support_loss(fast), fast, create_graph=create_graph)
+            grads = self._adjust_grads(grads, fast, meta)
+            fast = {n: p - self._rate(n, i) * grads[n] for n, p in fast.items()}
+            if query is not None and i < steps - 1:
+                out = self._forward(meta, fast, query[0], i, training)
+                step_losses.append(self.loss_fn(out, query[1]))
+        return fast, step_losses
+
+    def _objective(
+        self, meta: TensorDict, task: Task, *, training: bool, functional: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(meta-objective, final query loss, query output)`` of one task."""
+        steps = self.default_steps
+        second = training and not self._first_order_now()
+        weights = self._step_weights(steps) if training and steps > 0 else None
+        q_in = self._encode(meta, task.query_x, training)
+        query = (q_in, task.query_y) if weights is not None else None
+        fast, step_losses = self._inner(
+            meta,
+            task.support_x,
+            task.support_y,
+            steps,
+            create_graph=second,
+            training=training,
+            functional=functional,
+            query=query,
+        )
+        out = self._forward(meta, fast, q_in, None, training)
+        q_loss = self.loss_fn(out, task.query_y)
+        if weights is None:
+            return q_loss, q_loss, out
+        total = weights[-1] * q_loss
+        for w, loss in zip(weights[:-1], step_losses):
+            total = total + w * loss
+        return total, q_loss, out
+
+    # ----------------------------------------------------------------- protocol
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        create_graph: bool = False,
+    ) -> AdaptedState:
+        """Take ``steps`` inner steps (default: the trained number) on the support set.
+
+        More steps than trained reuse the last trained step's rate and BatchNorm entry.
+        """
+        steps = self.default_steps if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0; got {steps}")
+        with torch.enable_grad():
+            fast, _ = self._inner(
+                named_params(self.model),
+                support_x,
+                support_y,
+                steps,
+                create_graph=create_graph,
+                training=self.training,
+            )
+        return self._to_state(fast, steps)
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Outputs for ``x`` with the adapted state (final-step BatchNorm entry)."""
+        meta = named_params(self.model)
+        return self._forward(meta, self._from_state(state), self._encode(meta, x, self.training), None, self.training)
+
+    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
+        """Query loss after adaptation, differentiable w.r.t. the meta-parameters."""
+        with torch.enable_grad():
+            loss, q_loss, out = self._objective(
+                named_params(self.model), task, training=training, functional=False
+            )
+        metrics = task_metrics(out.detach(), task.query_y, self.loss_fn)
+        return TaskResult(loss if training else loss.detach(), float(q_loss.detach()), metrics)
+
+    def meta_backward(self, tasks: Sequence[Task]) -> dict[str, float]:
+        """Mean meta-gradient into ``.grad``; one vmapped graph when ``vmap`` is on."""
+        if not self.vmap:
+            return super().meta_backward(tasks)
+        loss, q_loss = self.batched_meta_loss(*stack_tasks(tasks))
+        loss.backward()
+        return {"query_loss": float(q_loss)}
+
+    # ----------------------------------------------------------------- batched (vmap)
+    def batched_meta_loss(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Mean meta-objective and mean query loss of tasks stacked on dim 0 (vmap).
+
+        Requires a BatchNorm-free model. Returns ``(objective, detached query loss)``.
+        """
+        meta = named_params(self.model)
+
+        def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
+            loss, q_loss, _ = self._objective(
+                meta, Task(sx, sy, qx, qy), training=True, functional=True
+            )
+            return loss, q_loss
+
+        losses, q_losses = torch.func.vmap(one)(support_x, support_y, query_x, query_y)
+        return losses.mean(), q_losses.mean().detach()
+
+    def batched_predict(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, *, steps: int | None = None
+    ) -> Tensor:
+        """Adapt to each of a stack of tasks and predict its ``query_x`` (no meta-graph).
+
+        Uses :func:`torch.func.vmap` for BatchNorm-free models, a loop otherwise.
+        """
+        steps = self.default_steps if steps is None else int(steps)
+        if self.bn.policy != "none":
+            outs = []
+            for sx, sy, qx in zip(support_x, support_y, query_x):
+                outs.append(self.predict(self.adapt(sx, sy, steps=steps).detached(), qx).detach())
+            return torch.stack(outs)
+        meta = named_params(self.model, detach=True)
+
+        def one(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
+            fast, _ = self._inner(
+                meta, sx, sy, steps, create_graph=False, training=False, functional=True
+            )
+            return self._forward(meta, fast, self._encode(meta, qx, False), None, False)
+
+        return torch.func.vmap(one)(support_x, support_y, query_x).detach()
+
+
+class FOMAML(MAML):
+    """First-order MAML (Finn et al. 2017, section 5.2): ``first_order=True`` by default."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module | None = None, **options: Any) -> None:
+        options.setdefault("first_order", True)
+        super().__init__(model, loss_fn, **options)

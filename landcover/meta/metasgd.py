@@ -1,0 +1,46 @@
+"""Meta-SGD: learned per-parameter inner learning rates.
+
+Li, Zhou, Chen & Li 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot Learning":
+the inner step is ``phi = theta - alpha * grad L_s(theta)`` with ``alpha`` a tensor of the
+same shape as ``theta`` (element-wise product), meta-learned together with ``theta``.
+The rates are parameters of the learner (``learner.rates``), so they are in
+``learner.parameters()`` and in ``learner.state_dict()``.
+
+Step-count rule: the same rates serve every inner step, so any step count works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from landcover.meta.functional import safe_key
+from landcover.meta.maml import MAML
+
+
+class MetaSGD(MAML):
+    """MAML with a learned rate per adapted parameter element.
+
+    Args:
+        model: The network.
+        loss_fn: Task loss.
+        inner_lr: Initial value of every rate.
+        **options: Other :class:`~landcover.meta.maml.MAML` options.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss_fn: nn.Module | None = None, *, inner_lr: float = 0.01, **options: Any
+    ) -> None:
+        super().__init__(model, loss_fn, inner_lr=inner_lr, **options)
+        params = dict(model.named_parameters())
+        self.rates = nn.ParameterDict(
+            {
+                safe_key(n): nn.Parameter(torch.full_like(params[n].detach(), self.inner_lr))
+                for n in self.adapt_names
+            }
+        )
+
+    def _rate(self, name: str, step: int) -> Tensor | float:
+        return self.rates[safe_key(name)]

@@ -1,0 +1,146 @@
+"""Shared machinery of the black-box sequence learners (MANN and SNAIL).
+
+A few-shot task is presented as a sequence, as in Santoro et al. (ICML 2016) and Mishra
+et al. (ICLR 2018): the support items in a (shuffled) order, each input carrying the
+label of the *previous* item (labels offset by one step, the first gets zeros), so the
+prediction at position ``t`` sees the images up to ``t`` and the labels of items before
+``t`` only. Every query is appended after the whole support set with the last support
+label as its offset label; queries never see each other (each is a branch of the
+support sequence), so predictions do not depend on which other queries are scored.
+
+Subclasses implement :meth:`SequenceLearner.encode_support` (run the support sequence,
+returning a summary and a prediction for every support position) and
+:meth:`SequenceLearner.decode_queries` (continue the sequence from the summary with one
+step per query, batched). The meta-objective is the query cross-entropy plus
+``support_weight`` times the cross-entropy at the support positions (Santoro et al.
+train on every position of the sequence).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landcover.meta.cnp import feature_dim_of
+from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.tasks.task import Task
+
+
+class SequenceLearner(Learner):
+    """Base of learners that read the support set as a label-offset sequence.
+
+    Args:
+        encoder: Image embedding network (``embed(x)`` when it has one), ``(n, D)``.
+        loss_fn: Loss on logits; cross-entropy by default.
+        feature_dim: ``D``; default ``encoder.feature_dim``.
+        max_way: Largest number of classes per task (size of the one-hot label input and
+            of the output layer; ``N``-way tasks use the first ``N`` outputs).
+        support_weight: Weight of the support-position loss in the meta-objective.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        loss_fn: nn.Module | None = None,
+        *,
+        feature_dim: int | None = None,
+        max_way: int = 20,
+        support_weight: float = 1.0,
+    ) -> None:
+        super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
+        self.encoder = encoder
+        self.feature_dim = feature_dim = feature_dim_of(encoder, feature_dim)
+        self.max_way = max_way
+        self.support_weight = support_weight
+        self.input_dim = feature_dim + max_way
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Flattened embeddings ``(n, D)``."""
+        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
+        return out.flatten(1)
+
+    def sequence_inputs(self, emb: Tensor, labels: Tensor) -> Tensor:
+        """Step inputs ``[f(x_t), onehot(y_{t-1})]`` of a sequence, ``(S, D + max_way)``."""
+        prev = F.one_hot(labels, self.max_way).to(emb.dtype)
+        prev = torch.cat([prev.new_zeros(1, self.max_way), prev[:-1]], dim=0)
+        return torch.cat([emb, prev], dim=1)
+
+    @abstractmethod
+    def encode_support(self, inputs: Tensor) -> tuple[Any, Tensor]:
+        """Run the support sequence ``(S, F)``; return ``(summary, logits (S, max_way))``."""
+
+    @abstractmethod
+    def decode_queries(self, summary: Any, inputs: Tensor) -> Tensor:
+        """One step per query ``(Q, F)`` after the support sequence: ``(Q, max_way)``."""
+
+    def sequence_logits(self, emb: Tensor, labels: Tensor) -> Tensor:
+        """Predictions at every position of a sequence (each sees earlier labels only)."""
+        return self.encode_support(self.sequence_inputs(emb, labels))[1]
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        create_graph: bool = False,
+    ) -> AdaptedState:
+        """Read the support sequence into a black-box summary (``steps`` is ignored)."""
+        if support_y.ndim != 1 or support_y.is_floating_point() or len(support_y) == 0:
+            raise ValueError("sequence learners classify: support_y must be non-empty 1-D "
+                             f"integer labels; got {support_y.dtype} {tuple(support_y.shape)}")
+        n_way = int(support_y.max()) + 1
+        if n_way > self.max_way:
+            raise ValueError(f"this learner handles at most {self.max_way} classes; got {n_way}")
+        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            summary, support_logits = self.encode_support(
+                self.sequence_inputs(self.embed(support_x), support_y)
+            )
+        state = AdaptedState(
+            extras={
+                "summary": summary,
+                "support_logits": support_logits[:, :n_way],
+                "last_label": support_y[-1:].clone(),
+                "n_way": n_way,
+            }
+        )
+        if create_graph:
+            return state
+        state = state.detached()
+        state.extras["summary"] = _detach(summary)
+        return state
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Logits ``(n, N)`` of each input as the next item after the support sequence."""
+        emb = self.embed(x)
+        prev = F.one_hot(state.extras["last_label"], self.max_way).to(emb.dtype)
+        inputs = torch.cat([emb, prev.expand(len(emb), -1)], dim=1)
+        return self.decode_queries(state.extras["summary"], inputs)[:, : state.extras["n_way"]]
+
+    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
+        """Query cross-entropy plus ``support_weight`` x the support-position loss."""
+        state = self.adapt(task.support_x, task.support_y, create_graph=training)
+        logits = self.predict(state, task.query_x)
+        query_loss = self.loss_fn(logits, task.query_y)
+        loss = query_loss
+        if self.support_weight > 0:
+            loss = loss + self.support_weight * self.loss_fn(
+                state.extras["support_logits"], task.support_y
+            )
+        acc = float((logits.argmax(1) == task.query_y).float().mean())
+        return TaskResult(loss, float(query_loss.detach()), {"accuracy": acc})
+
+
+def _detach(value: Any) -> Any:
+    """Detach every tensor of a nested summary (tuples, lists, dicts)."""
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detach(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _detach(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,290 @@
+"""MetaOptNet's multi-class linear SVM head on learned embeddings (Lee et al. 2019).
+
+Lee, Maji, Ravichandran, Soatto, "Meta-Learning with Differentiable Convex Optimization",
+CVPR 2019. A shared encoder embeds the support set; a Crammer-Singer multi-class linear SVM
+is fitted on the embeddings of each task and scores the query embeddings. The SVM is a
+convex program, so the encoder is meta-learned by differentiating the SVM's solution with
+respect to the embeddings.
+
+The dual of the Crammer & Singer (2001) SVM, in the form MetaOptNet solves (their eq. 11,
+with the ``+ridge * I`` MetaOptNet's code adds to the quadratic term), over
+``alpha`` of shape ``(n, N)`` (``n`` support examples, ``N`` classes) is::
+
+    minimise  1/2 tr(alpha^T K alpha) + ridge/2 ||alpha||^2 - sum_i alpha[i, y_i]
+    s.t.      alpha[i, k] <= C * [k == y_i]     and     sum_k alpha[i, k] = 0,
+
+with ``K = E E^T`` the support Gram matrix; the class weights are ``w_k = sum_i alpha[i, k]
+e_i`` and a query ``q`` is scored ``scale * <w_k, e(q)>`` with a learned ``scale``.
+
+**How it is solved and differentiated** (the issue asks to say which): the QP is solved
+to tolerance, in float64 and without autograd, by accelerated projected gradient (FISTA
+with adaptive restart); each row's projection onto ``{a <= u, sum(a) = 0}`` is exact.
+The solution identifies the active set (coordinates at their upper bound). Then the
+KKT conditions restricted to the free coordinates (stationarity plus the row equalities)
+form a linear system that is solved once more *with* autograd: its solution equals the
+iterate to solver tolerance, and differentiating through that solve is exactly implicit
+differentiation of the KKT conditions (Amos & Kolter 2017, OptNet), valid wherever the
+active set is locally constant (strict complementarity). No solver iteration is unrolled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.tasks.task import Task
+
+
+@dataclass
+class SVMSolution:
+    """Result of :func:`solve_cs_svm_dual`.
+
+    Attributes:
+        alpha: Dual variables ``(n, N)``; differentiable w.r.t. the kernel (implicit).
+        active: Boolean mask ``(n, N)`` of coordinates at their upper bound.
+        iterations: Projected-gradient iterations used.
+        residual: Projected-gradient residual (inf-norm) at the last iterate.
+    """
+
+    alpha: Tensor
+    active: Tensor
+    iterations: int
+    residual: float
+
+
+def project_rows(v: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Euclidean projection of each row of ``v`` onto ``{a : a <= upper, sum(a) = 0}``.
+
+    The projection is ``min(upper, v - tau)`` with the row's ``tau`` making the row sum to
+    zero. Coordinate ``k`` is free (below its bound) iff ``tau > v_k - upper_k``, so the free
+    set is a prefix of the sorted breakpoints ``v - upper``; ``tau`` is found exactly by
+    trying every prefix (sort + cumulative sums, no iteration).
+
+    Args:
+        v: Points ``(n, N)``.
+        upper: Upper bounds ``(n, N)`` whose rows sum to a positive number.
+
+    Returns:
+        ``(projection, active)`` where ``active`` marks coordinates clipped to ``upper``.
+    """
+    n, k = v.shape
+    breaks, order = torch.sort(v - upper, dim=1)
+    v_s, u_s = v.gather(1, order), upper.gather(1, order)
+    j = torch.arange(1, k + 1, dtype=v.dtype, device=v.device)
+    # tau_j with the j smallest breakpoints free: sum_{<=j} v + sum_{>j} u = j * tau_j.
+    u_rest = u_s.sum(dim=1, keepdim=True) - u_s.cumsum(dim=1)
+    tau = (v_s.cumsum(dim=1) + u_rest) / j
+    nxt = torch.cat([breaks[:, 1:], torch.full((n, 1), float("inf"), dtype=v.dtype)], dim=1)
+    valid = (tau > breaks) & (tau <= nxt)
+    # Exactly one prefix is valid; under rounding ties fall back to the largest free prefix.
+    free_ok = (tau > breaks).to(v.dtype) * j
+    fallback = free_ok.argmax(dim=1)
+    first = torch.where(valid.any(dim=1), valid.to(v.dtype).argmax(dim=1), fallback)
+    t = tau.gather(1, first[:, None])
+    active = (v - t) >= upper
+    return torch.where(active, upper, v - t), active
+
+
+def solve_cs_svm_dual(
+    kernel: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    c: float = 0.1,
+    ridge: float = 1.0,
+    tol: float = 1e-8,
+    max_iter: int = 3000,
+) -> SVMSolution:
+    """Solve the Crammer-Singer dual to tolerance; gradients by implicit differentiation.
+
+    Args:
+        kernel: Support Gram matrix ``(n, n)`` (any float dtype; solved in float64).
+        labels: Support labels ``(n,)`` in ``[0, num_classes)``.
+        num_classes: ``N``.
+        c: Box constraint ``C`` (soft-margin penalty), > 0.
+        ridge: Extra ``ridge * I`` on the quadratic term (>= 0; > 0 keeps the KKT system
+            non-singular when the Gram matrix is rank deficient).
+        tol: Stop when the projected-gradient residual (inf-norm) is below ``tol``.
+        max_iter: Iteration cap.
+
+    Returns:
+        The :class:`SVMSolution`; ``alpha`` has ``kernel``'s dtype and carries the implicit
+        gradient w.r.t. ``kernel``.
+    """
+    if c <= 0 or ridge < 0 or tol <= 0 or max_iter < 1:
+        raise ValueError(
+            f"SVM head needs c > 0, ridge >= 0, tol > 0, max_iter >= 1; "
+            f"got c={c}, ridge={ridge}, tol={tol}, max_iter={max_iter}"
+        )
+    n = kernel.shape[0]
+    if kernel.shape != (n, n) or labels.shape != (n,):
+        raise ValueError(
+            f"kernel must be (n, n) and labels (n,); got {tuple(kernel.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    k64 = kernel.double()
+    onehot = F.one_hot(labels.long(), num_classes).double()
+    upper = c * onehot
+    with torch.no_grad():
+        kd = k64.detach()
+        lipschitz = float(torch.linalg.eigvalsh(kd).max().clamp_min(0.0)) + ridge
+        step = 1.0 / max(lipschitz, 1e-12)
+
+        def grad(a: Tensor) -> Tensor:
+            return kd @ a + ridge * a - onehot
+
+        def value(a: Tensor) -> float:
+            return float(
+                0.5 * (a * (kd @ a)).sum() + 0.5 * ridge * (a * a).sum() - (a * onehot).sum()
+            )
+
+        alpha = torch.zeros_like(onehot)
+        y, t, f_prev = alpha.clone(), 1.0, value(alpha)
+        residual, active, iterations = float("inf"), torch.zeros_like(onehot, dtype=torch.bool), 0
+        for iterations in range(1, max_iter + 1):  # noqa: B007 (reported after the loop)
+            new, active = project_rows(y - step * grad(y), upper)
+            residual = float((new - y).abs().max()) / step  # gradient mapping at y
+            f_new = value(new)
+            if f_new > f_prev:  # adaptive restart (O'Donoghue & Candes 2015)
+                t, y = 1.0, alpha.clone()
+                new, active = project_rows(y - step * grad(y), upper)
+                residual = float((new - y).abs().max()) / step
+                f_new = value(new)
+            if residual < tol:
+                alpha = new
+                break
+            t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
+            y = new + ((t - 1.0) / t_next) * (new - alpha)
+            alpha, t, f_prev = new, t_next, f_new
+    return SVMSolution(
+        _kkt_solve(k64, onehot, upper, active, ridge).to(kernel.dtype), active, iterations, residual
+    )
+
+
+def _kkt_solve(
+    kernel: Tensor, onehot: Tensor, upper: Tensor, active: Tensor, ridge: float
+) -> Tensor:
+    """Differentiable solve of the KKT system on the free coordinates (implicit gradient)."""
+    n, num_classes = onehot.shape
+    free = (~active).reshape(-1)
+    idx = free.nonzero().squeeze(1)
+    rows, cols = idx // num_classes, idx % num_classes
+    m = idx.numel()
+    fixed = upper * active  # active coordinates sit at their (kernel-independent) bound
+    g_ff = kernel[rows][:, rows] * (cols[:, None] == cols[None, :]).to(kernel.dtype)
+    g_ff = g_ff + ridge * torch.eye(m, dtype=kernel.dtype)
+    e = (rows[None, :] == torch.arange(n)[:, None]).to(kernel.dtype)  # (n, m) row sums
+    lhs = torch.cat(
+        [
+            torch.cat([g_ff, e.T], dim=1),
+            torch.cat([e, torch.zeros(n, n, dtype=kernel.dtype)], dim=1),
+        ]
+    )
+    rhs_stat = onehot.reshape(-1)[idx] - (kernel @ fixed).reshape(-1)[idx]
+    rhs = torch.cat([rhs_stat, -fixed.sum(dim=1)])
+    z = torch.linalg.solve(lhs, rhs)[:m]
+    alpha = fixed.reshape(-1).index_put((idx,), z)
+    return alpha.reshape(n, num_classes)
+
+
+class MetaOptSVM(Learner):
+    """Linear SVM head on a meta-learned encoder (MetaOptNet-SVM, Lee et al. 2019).
+
+    Args:
+        encoder: Embedding network ``x -> (n, ...)``; outputs are flattened to ``(n, d)``.
+        loss_fn: Query loss on logits; cross-entropy by default.
+        c: SVM box constraint (MetaOptNet uses 0.1).
+        ridge: Diagonal added to the dual's quadratic term (MetaOptNet's code adds 1.0).
+        tol: Solver tolerance on the projected-gradient residual.
+        max_iter: Solver iteration cap.
+        scale: Initial value of the learned logit scale.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        loss_fn: nn.Module | None = None,
+        *,
+        c: float = 0.1,
+        ridge: float = 1.0,
+        tol: float = 1e-6,
+        max_iter: int = 3000,
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
+        if c <= 0 or ridge < 0:
+            raise ValueError(f"MetaOptSVM needs c > 0 and ridge >= 0; got c={c}, ridge={ridge}")
+        self.encoder = encoder
+        self.c, self.ridge, self.tol, self.max_iter = c, ridge, tol, max_iter
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Flattened embeddings ``(n, d)``."""
+        return self.encoder(x).flatten(1)
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        create_graph: bool = False,
+    ) -> AdaptedState:
+        """Fit the SVM on the support embeddings (``steps`` is ignored: no inner loop)."""
+        if support_y.dtype not in (torch.int64, torch.int32) or support_y.dim() != 1:
+            raise ValueError(
+                "MetaOptSVM classifies: support_y must be a 1-D integer tensor of labels; "
+                f"got dtype {support_y.dtype} and shape {tuple(support_y.shape)}"
+            )
+        num_classes = int(support_y.max()) + 1
+        missing = set(range(num_classes)) - set(support_y.tolist())
+        if missing:
+            raise ValueError(
+                "labels must be 0..N-1 with every class in the support set; "
+                f"missing {sorted(missing)}"
+            )
+        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            emb = self.embed(support_x)
+            sol = solve_cs_svm_dual(
+                emb @ emb.T,
+                support_y,
+                num_classes,
+                c=self.c,
+                ridge=self.ridge,
+                tol=self.tol,
+                max_iter=self.max_iter,
+            )
+            weights = sol.alpha.T @ emb  # (N, d)
+        state = AdaptedState(
+            extras={
+                "weights": weights,
+                "alpha": sol.alpha,
+                "solver_iterations": sol.iterations,
+                "solver_residual": sol.residual,
+            }
+        )
+        return state if create_graph else state.detached()
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Logits ``scale * <w_k, e(x)>``, shape ``(len(x), N)``."""
+        return self.scale * (self.embed(x) @ state.extras["weights"].T)
+
+    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
+        """Query cross-entropy after fitting the SVM on the support set."""
+        state = self.adapt(task.support_x, task.support_y, create_graph=training)
+        logits = self.predict(state, task.query_x)
+        loss = self.loss_fn(logits, task.query_y)
+        acc = float((logits.argmax(dim=1) == task.query_y).float().mean())
+        return TaskResult(
+            loss=loss,
+            query_loss=float(loss.detach()),
+            metrics={
+                "accuracy": acc,
+                "solver_iterations": float(state.extras["solver_iterations"]),
+            },
+            state=None,
+        )

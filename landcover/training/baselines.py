@@ -1,0 +1,159 @@
+"""Baselines on the same data and budget as meta-training, and the trainer they share.
+
+* **Pretrain + fine-tune** (the transfer-learning baseline of Rußwurm et al. 2020): the
+  network is trained with plain supervised learning on the pooled tiles of the training
+  regions — the ``pretrain`` learner of ``landcover.meta`` trained by the same
+  :class:`~landcover.training.module.MetaLearningModule`, on the same tasks, with the same
+  number of outer steps and the same outer optimizer as MAML++ — then fine-tuned by
+  gradient descent on the support tiles of each test task. Its fine-tuning step count and
+  rate are chosen on the *validation* regions (never on the test regions) from a small
+  grid, so the baseline is not handicapped by a guess.
+* **From scratch**: a freshly initialised network trained only on the support tiles (the
+  ``scratch`` learner), with the same kind of validation-chosen settings.
+* **Oracle** (optional): a network trained on the labeled tiles of the target region
+  itself, minus the query tiles; an upper reference, not a few-shot method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from landcover.evaluation.fewshot import Method, evaluate_fewshot
+from landcover.evaluation.metrics import mean_interval
+from landcover.meta.protocol import Learner
+from landcover.training.datamodule import RegionTaskDataModule
+from landcover.training.module import MetaLearningModule
+
+
+def make_trainer(
+    run_dir: str | Path,
+    max_epochs: int,
+    *,
+    progress: bool = True,
+    validate: bool = True,
+    **trainer_options: Any,
+) -> L.Trainer:
+    """A Lightning trainer set up for meta-learning (see :mod:`landcover.training.cli`).
+
+    Args:
+        run_dir: Run folder (checkpoints in ``run_dir/checkpoints``, CSV logs beside).
+        max_epochs: Epochs.
+        progress: Show Lightning's progress bar.
+        validate: Run validation (and keep the best checkpoint by ``val/miou_after``).
+        **trainer_options: Further ``lightning.Trainer`` arguments.
+
+    Returns:
+        The trainer.
+    """
+    run_dir = Path(run_dir)
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        save_last=True,
+        every_n_epochs=1,
+        save_top_k=1 if validate else 0,
+        monitor="val/miou_after" if validate else None,
+        mode="max",
+        filename="best-{epoch}-{step}",
+    )
+    options: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": max_epochs,
+        "default_root_dir": str(run_dir),
+        "logger": CSVLogger(str(run_dir), name="logs"),
+        "callbacks": [ckpt],
+        "inference_mode": False,
+        "use_distributed_sampler": False,
+        "enable_progress_bar": progress,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 5,
+        "limit_val_batches": 1.0 if validate else 0,
+    }
+    options.update(trainer_options)
+    return L.Trainer(**options)
+
+
+def fit_learner(
+    learner: str,
+    learner_options: dict[str, Any],
+    datamodule: RegionTaskDataModule,
+    run_dir: str | Path,
+    *,
+    max_epochs: int,
+    arch: str = "small_unet",
+    model_options: dict[str, Any] | None = None,
+    outer_lr: float = 1e-3,
+    eval_steps: int | None = None,
+    validate: bool = True,
+    progress: bool = True,
+    **trainer_options: Any,
+) -> MetaLearningModule:
+    """Train one learner with the shared module and trainer (same data, same budget).
+
+    Returns:
+        The trained module (its ``learner`` and ``data_meta``); the run's checkpoints are in
+        ``run_dir/checkpoints`` (``last.ckpt``).
+    """
+    module = MetaLearningModule(
+        learner=learner,
+        learner_options=learner_options,
+        arch=arch,
+        model_options=model_options or {},
+        in_channels=datamodule.num_bands,
+        num_classes=datamodule.num_classes,
+        ignore_index=datamodule.ignore_index,
+        outer_lr=outer_lr,
+        eval_steps=eval_steps,
+    )
+    trainer = make_trainer(
+        run_dir, max_epochs, progress=progress, validate=validate, **trainer_options
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return module
+
+
+def choose_steps(
+    learner: Learner,
+    datamodule: RegionTaskDataModule,
+    candidates: Sequence[int],
+    *,
+    shots: int,
+    tasks: int = 12,
+    progress: bool = False,
+) -> tuple[int, dict[int, float]]:
+    """Pick the inner-step count with the best mean mIoU on validation-region tasks.
+
+    Args:
+        learner: The learner (e.g. pretrained network + fine-tuning).
+        datamodule: Source of the validation tasks.
+        candidates: Step counts to try.
+        shots: Support tiles of the validation tasks.
+        tasks: Validation tasks per candidate.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(best step count, {step count: mean validation mIoU})``.
+    """
+    if not candidates:
+        raise ValueError("choose_steps needs at least one candidate step count")
+    methods = {str(s): Method(learner, int(s)) for s in candidates}
+    result = evaluate_fewshot(
+        methods,
+        lambda k, i: datamodule.eval_task("val", i, shots=k),
+        num_classes=datamodule.num_classes,
+        shots=[shots],
+        tasks_per_shot=tasks,
+        ignore_index=datamodule.ignore_index,
+        keep_examples=0,
+        progress=progress,
+    )
+    means = {int(s): mean_interval(result.scores[str(s)][shots]["miou"]).mean for s in candidates}
+    best = max(means, key=lambda s: means[s])
+    return best, means

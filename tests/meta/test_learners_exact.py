@@ -1,0 +1,147 @@
+"""Reptile, Meta-SGD, iMAML and CAVIA against closed forms and finite differences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from landcover.meta.registry import build_learner
+from landcover.tasks.task import Task
+from tests.meta.conftest import linear_model, linear_task, mse_grad, mse_hessian, tanh_mlp
+
+
+def test_reptile_update_equals_formula(task):
+    alpha, eps, steps = 0.1, 0.5, 3
+    model = linear_model()
+    learner = build_learner("reptile", model, nn.MSELoss(), inner_lr=alpha, steps=steps)
+    w0 = model.weight.detach().T.clone()
+    phi = w0.clone()
+    for _ in range(steps):
+        phi = phi - alpha * mse_grad(phi, task.support_x, task.support_y)
+    opt = torch.optim.SGD(learner.parameters(), lr=eps)
+    opt.zero_grad()
+    learner.meta_backward([task])
+    opt.step()
+    torch.testing.assert_close(model.weight.detach().T, w0 + eps * (phi - w0), rtol=1e-12, atol=1e-12)
+
+
+def test_reptile_vmap_equals_loop():
+    tasks = [linear_task(seed=s) for s in range(3)]
+    a = build_learner("reptile", tanh_mlp(3), nn.MSELoss(), inner_lr=0.1, steps=2)
+    b = build_learner("reptile", tanh_mlp(3), nn.MSELoss(), inner_lr=0.1, steps=2, vmap=True)
+    a.meta_backward(tasks)
+    b.meta_backward(tasks)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-12)
+
+
+def _fd(fn, tensor, eps=1e-6):
+    grad = torch.zeros_like(tensor)
+    flat = tensor.data.view(-1)
+    for i in range(flat.numel()):
+        old = float(flat[i])
+        flat[i] = old + eps
+        up = fn()
+        flat[i] = old - eps
+        down = fn()
+        flat[i] = old
+        grad.view(-1)[i] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_metasgd_rate_gradient_matches_finite_differences(steps):
+    g = torch.Generator().manual_seed(5)
+    sx, qx = torch.randn(8, 2, generator=g).double(), torch.randn(9, 2, generator=g).double()
+    task = Task(sx, torch.cos(sx[:, :1]), qx, torch.cos(qx[:, :1]))
+    learner = build_learner("metasgd", tanh_mlp(), nn.MSELoss(), inner_lr=0.2, steps=steps)
+    learner.double()
+    with torch.no_grad():  # distinct rates so a wrong index would show
+        for r in learner.rates.values():
+            r.add_(0.05 * torch.randn(r.shape, generator=g, dtype=r.dtype))
+    learner.task_loss(task).loss.backward()
+    for key, rate in learner.rates.items():
+        numeric = _fd(lambda: learner.task_loss(task, training=False).query_loss, rate)
+        torch.testing.assert_close(rate.grad, numeric, rtol=1e-5, atol=1e-8, msg=key)
+
+
+def test_metasgd_step_uses_elementwise_rates(task):
+    model = linear_model()
+    learner = build_learner("metasgd", model, nn.MSELoss(), inner_lr=0.1, steps=1).double()
+    with torch.no_grad():
+        learner.rates["weight"].copy_(torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64))
+    state = learner.adapt(task.support_x, task.support_y)
+    w0 = model.weight.detach().T
+    expected = w0 - torch.tensor([[0.1], [0.2], [0.3]], dtype=torch.float64) * mse_grad(w0, task.support_x, task.support_y)
+    torch.testing.assert_close(state.params["weight"], expected.T)
+
+
+def test_imaml_matches_exact_implicit_gradient_linear(task):
+    lam = 2.0
+    model = linear_model()
+    learner = build_learner("imaml", model, nn.MSELoss(), inner_lr=0.05, steps=20, lam=lam, cg_steps=10)
+    learner.task_loss(task).loss.backward()
+    phi = learner.adapt(task.support_x, task.support_y).params["weight"].detach().T
+    h = mse_hessian(task.support_x)
+    g_q = mse_grad(phi, task.query_x, task.query_y)
+    exact = torch.linalg.solve(torch.eye(3, dtype=torch.float64) + h / lam, g_q)
+    torch.testing.assert_close(model.weight.grad.T, exact, rtol=1e-4, atol=0)
+
+
+def test_imaml_matches_exact_implicit_gradient_tanh_mlp():
+    lam = 1.0
+    g = torch.Generator().manual_seed(7)
+    sx, qx = torch.randn(10, 2, generator=g).double(), torch.randn(9, 2, generator=g).double()
+    task = Task(sx, torch.sin(sx[:, :1]), qx, torch.sin(qx[:, :1]))
+    model = tanh_mlp()
+    learner = build_learner("imaml", model, nn.MSELoss(), inner_lr=0.1, steps=10, lam=lam, cg_steps=40)
+    learner.task_loss(task).loss.backward()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    state = learner.adapt(task.support_x, task.support_y)
+    names = [n for n, _ in model.named_parameters()]
+    phi0 = torch.cat([state.params[n].detach().reshape(-1) for n in names])
+    shapes = [p.shape for p in model.parameters()]
+
+    def unpack(flat):
+        out, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(torch.tensor(s).prod())
+            out[n] = flat[i : i + k].view(s)
+            i += k
+        return out
+
+    def loss_at(flat, x, y):
+        return nn.functional.mse_loss(torch.func.functional_call(model, unpack(flat), (x,)), y)
+
+    hess = torch.autograd.functional.hessian(lambda f: loss_at(f, task.support_x, task.support_y), phi0)
+    g_q = torch.autograd.grad(loss_at(phi0.clone().requires_grad_(), task.query_x, task.query_y), [])  if False else None
+    p = phi0.clone().requires_grad_()
+    g_q = torch.autograd.grad(loss_at(p, task.query_x, task.query_y), p)[0]
+    exact = torch.linalg.solve(torch.eye(phi0.numel(), dtype=torch.float64) + hess / lam, g_q)
+    rel = (grad - exact).norm() / exact.norm()
+    assert rel < 1e-4
+
+
+def test_cavia_adapts_only_the_context_and_its_gradient_matches_fd():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1 + 2, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+    g = torch.Generator().manual_seed(2)
+    sx, qx = torch.randn(6, 1, generator=g).double(), torch.randn(7, 1, generator=g).double()
+    task = Task(sx, 2 * sx, qx, 2 * qx)
+    learner = build_learner("cavia", model, nn.MSELoss(), context_dim=2, inner_lr=0.5, steps=2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = learner.adapt(task.support_x, task.support_y)
+    assert state.params == {}
+    assert state.extras["context"].shape == (2,) and state.extras["context"].abs().sum() > 0
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n])
+    learner.task_loss(task).loss.backward()
+    w = model[0].weight
+    numeric = _fd(lambda: learner.task_loss(task, training=False).query_loss, w)
+    torch.testing.assert_close(w.grad, numeric, rtol=1e-5, atol=1e-8)
+    # images: context appended as constant channels
+    conv = nn.Conv2d(3 + 2, 4, 1)
+    learner = build_learner("cavia", conv, nn.CrossEntropyLoss(), context_dim=2, inner_lr=0.5)
+    img = Task(torch.randn(2, 3, 4, 4), torch.randint(0, 4, (2, 4, 4)), torch.randn(2, 3, 4, 4), torch.randint(0, 4, (2, 4, 4)))
+    assert learner.predict(learner.adapt(img.support_x, img.support_y), img.query_x).shape == (2, 4, 4, 4)

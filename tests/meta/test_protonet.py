@@ -1,0 +1,92 @@
+import pytest
+import torch
+from torch import nn
+
+from landcover.meta.protonet import ProtoNet, class_prototypes, prototype_logits
+from landcover.models.conv4 import Conv4
+from landcover.tasks.task import Task
+
+
+def test_logits_are_negative_squared_distances_to_class_means():
+    emb = torch.randn(9, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    protos, present = class_prototypes(emb, y)
+    assert present.all()
+    for k in range(3):
+        torch.testing.assert_close(protos[k], emb[y == k].mean(0))
+    q = torch.randn(4, 6, dtype=torch.float64)
+    expected = -torch.cdist(q, protos).pow(2)
+    torch.testing.assert_close(prototype_logits(q, protos), expected)
+
+
+def test_learner_end_to_end_matches_manual_computation():
+    enc = nn.Linear(5, 4).double()
+    learner = ProtoNet(enc)
+    sx, sy = torch.randn(6, 5, dtype=torch.float64), torch.tensor([1, 0, 1, 0, 2, 2])
+    qx = torch.randn(3, 5, dtype=torch.float64)
+    state = learner.adapt(sx, sy)
+    e = enc(sx).detach()
+    means = torch.stack([e[sy == k].mean(0) for k in range(3)])
+    torch.testing.assert_close(learner.predict(state, qx), -torch.cdist(enc(qx), means).pow(2))
+
+
+def test_masked_average_pooling_ignores_255_and_scores_every_pixel():
+    emb = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    masks = torch.randint(0, 2, (2, 4, 4))
+    masks[0, 0, 0] = 255
+    masks[1, 3, :] = 255
+    protos, present = class_prototypes(emb, masks, num_classes=3)
+    pix = emb.permute(0, 2, 3, 1).reshape(-1, 3)
+    lab = masks.reshape(-1)
+    for k in range(2):
+        torch.testing.assert_close(protos[k], pix[lab == k].mean(0))
+    assert present.tolist() == [True, True, False]
+    logits = prototype_logits(emb, protos, present)
+    assert logits.shape == (2, 3, 4, 4)
+    d2 = -((emb[1, :, 2, 1] - protos[1]) ** 2).sum()
+    torch.testing.assert_close(logits[1, 1, 2, 1], d2)
+    assert (logits.argmax(1) != 2).all()  # an absent class is never predicted
+
+
+def test_masked_pooling_resizes_coarse_embeddings_to_mask():
+    emb = torch.ones(1, 2, 2, 2)
+    protos, _ = class_prototypes(emb, torch.zeros(1, 8, 8, dtype=torch.long))
+    torch.testing.assert_close(protos, torch.ones(1, 2))
+
+
+def test_segmentation_task_loss_ignores_unlabelled_pixels():
+    enc = nn.Conv2d(3, 4, 1)
+    learner = ProtoNet(enc, num_classes=3)
+    sx, qx = torch.randn(2, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    sy = torch.randint(0, 3, (2, 8, 8))
+    qy = torch.full((1, 8, 8), 255)
+    qy[0, :4] = torch.randint(0, 3, (4, 8))
+    res = learner.task_loss(Task(sx, sy, qx, qy))
+    res.loss.backward()
+    assert torch.isfinite(res.loss) and enc.weight.grad is not None
+
+
+def test_bad_shapes_and_labels_are_clear_errors():
+    with pytest.raises(ValueError, match="labels"):
+        class_prototypes(torch.randn(3, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="0..1"):
+        class_prototypes(torch.randn(2, 2), torch.tensor([0, 5]), num_classes=2)
+
+
+def test_protonet_learns_on_conv4():
+    torch.manual_seed(0)
+    learner = ProtoNet(Conv4(num_classes=0, hidden=8))
+    opt = torch.optim.Adam(learner.parameters(), 1e-2)
+    centers = torch.randn(3, 1, 16, 16)
+
+    def task():
+        y = torch.arange(3).repeat(4)
+        x = centers[y] + 0.3 * torch.randn(12, 1, 16, 16)
+        return Task(x[:6], y[:6], x[6:], y[6:])
+
+    first = learner.task_loss(task()).query_loss
+    for _ in range(15):
+        opt.zero_grad()
+        learner.meta_backward([task()])
+        opt.step()
+    assert learner.task_loss(task()).query_loss < first

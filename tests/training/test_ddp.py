@@ -1,0 +1,98 @@
+"""Two CPU processes (gloo) give the same meta-gradient as one process on the same tasks."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from landcover.meta.registry import build_learner
+from landcover.models import build_model
+from landcover.tasks.task import Task
+from landcover.training.ddp import all_reduce_meta_gradients, distributed_meta_backward
+from landcover.training.tasksets import MetaBatchSampler
+
+META_BATCH = 4
+
+
+def _learner() -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model("small_unet", 3, 4, width=4, depth=1, norm="none").double()
+    return build_learner("maml", model, nn.CrossEntropyLoss(ignore_index=255), steps=2,
+                         inner_lr=0.1)
+
+
+def _task(index: int) -> Task:
+    g = torch.Generator().manual_seed(index)
+    k = 1 + index % 3  # tasks of a meta-batch differ in shots
+
+    def xy(n):
+        x = torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 4, (n, 8, 8), generator=g)
+        y[:, 0, 0] = 255
+        return x, y
+
+    return Task(*xy(k), *xy(2))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        learner = _learner()
+        sampler = MetaBatchSampler(1, META_BATCH, rank, world)
+        tasks = [_task(i) for i in sampler]
+        distributed_meta_backward(learner, tasks)
+        if rank == 0:
+            torch.save({n: p.grad for n, p in learner.named_parameters()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_meta_gradient_equals_single_process(tmp_path):
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    ddp = torch.load(out, weights_only=True)
+
+    single = _learner()
+    tasks = [_task(i) for i in MetaBatchSampler(1, META_BATCH, 0, 1)]
+    single.meta_backward(tasks)
+    ref = {n: p.grad for n, p in single.named_parameters()}
+    assert set(ddp) == set(ref)
+    for n, g in ref.items():
+        assert g is not None and ddp[n] is not None, n
+        assert g.abs().max() > 0, n  # a gradient that could differ
+        torch.testing.assert_close(ddp[n], g, rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_sampler_shares_partition_the_meta_batch():
+    single = list(MetaBatchSampler(3, 4, 0, 1))
+    shares = [list(MetaBatchSampler(3, 4, r, 2)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == single
+    for b in range(3):  # each meta-batch is split, not whole batches per rank
+        assert sorted(shares[0][2 * b : 2 * b + 2] + shares[1][2 * b : 2 * b + 2]) == single[
+            4 * b : 4 * b + 4
+        ]
+    s = MetaBatchSampler(2, 4)
+    s.set_epoch(1)
+    assert list(s) == list(range(8, 16))  # new tasks every epoch
+    with pytest.raises(ValueError, match="divisible"):
+        MetaBatchSampler(1, 3, 0, 2)
+
+
+def test_all_reduce_is_identity_in_one_process():
+    p = nn.Parameter(torch.ones(2))
+    p.grad = torch.full((2,), 3.0)
+    assert all_reduce_meta_gradients([p], 5) == 5
+    assert p.grad.tolist() == [3.0, 3.0]
