@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+import torch
 
-from api.errors import ApiError, BadInput, NotFound, TooLarge
+from api.errors import BadInput, NotFound, TooLarge
 from api.schemas import ClassInfo, ModelInfo
 from api.uploads import Staged
 from landcover.geo.classes import ClassScheme
 from landcover.geo.errors import GeoDataError, MaskValueError
 from landcover.geo.folder import read_region_folder
 from landcover.geo.raster import RasterProfile, read_profile, read_raster
+from landcover.inference.adapt import adapt_bundle
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.predict import Predictor, predict_raster
+from landcover.inference.preview import preview_png, write_png
 
 log = logging.getLogger("landcover.api.engine")
 
@@ -59,7 +65,7 @@ class AdaptOutcome:
         seconds: Time spent adapting and scoring.
     """
 
-    bundle: Any
+    bundle: ModelBundle
     miou_before: float
     miou_after: float
     seconds: float
@@ -75,15 +81,18 @@ class ModelEngine:
 
     Args:
         models_dir: Folder of ``*.bundle`` files; a model's name is its file stem.
-        window: Sliding-window size for prediction (``None``: the bundle's tile size).
+        window: Sliding-window size for prediction (``None``: the inference default).
+        cache_size: Adapted predictors kept in memory.
     """
 
-    def __init__(self, models_dir: Path, *, window: int | None = None) -> None:
+    def __init__(self, models_dir: Path, *, window: int | None = None, cache_size: int = 8) -> None:
         self.models_dir = Path(models_dir)
         self.window = window
-        self._bundles: dict[str, Any] = {}
+        self._bundles: dict[str, ModelBundle] = {}
         self._problems: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._predictors: OrderedDict[str, Predictor] = OrderedDict()
+        self.cache_size = cache_size
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ bundles
     def load_all(self) -> None:
@@ -117,7 +126,7 @@ class ModelEngine:
         with self._lock:
             return sorted(self._bundles)
 
-    def base(self, name: str) -> Any:
+    def base(self, name: str) -> ModelBundle:
         """The base bundle ``name``, or a 404 listing the available names."""
         with self._lock:
             bundle = self._bundles.get(name)
@@ -132,56 +141,59 @@ class ModelEngine:
         """Public description of a base model."""
         return self.describe(name, self.base(name))
 
-    # The five methods below are the only ones that touch a bundle's API.
-    def load_bundle(self, path: Path) -> Any:
-        """Load a bundle file (never unpickles)."""
-        from landcover.inference.bundle import ModelBundle
-
+    # The methods below are the only ones that touch landcover.inference's API.
+    def load_bundle(self, path: Path) -> ModelBundle:
+        """Load a bundle file (safetensors + JSON; never unpickles)."""
         return ModelBundle.load(path)
 
-    def save_bundle(self, bundle: Any, path: Path) -> None:
-        """Save a bundle atomically (temporary file + rename)."""
+    def save_bundle(self, bundle: ModelBundle, path: Path) -> None:
+        """Save a bundle (the caller makes the write atomic)."""
         bundle.save(path)
 
-    def scheme(self, bundle: Any) -> ClassScheme:
+    def scheme(self, bundle: ModelBundle) -> ClassScheme:
         """Class scheme of a bundle."""
-        return bundle.scheme
+        return bundle.scheme()
 
-    def bands(self, bundle: Any) -> list[str]:
+    def bands(self, bundle: ModelBundle) -> list[str]:
         """Band names of a bundle."""
-        return list(bundle.band_names)
+        return list(bundle.bands)
 
-    def describe(self, name: str, bundle: Any) -> ModelInfo:
+    def describe(self, name: str, bundle: ModelBundle) -> ModelInfo:
         """Public description of a bundle."""
         scheme = self.scheme(bundle)
         values = scheme.values
+        classes = [
+            ClassInfo(
+                index=i,
+                name=n,
+                value=None if values is None else values[i],
+                color=scheme.colors[i],
+            )
+            for i, n in enumerate(scheme.names)
+        ]
         return ModelInfo(
             name=name,
             bands=self.bands(bundle),
-            classes=[
-                ClassInfo(
-                    index=i,
-                    name=n,
-                    value=None if values is None else values[i],
-                    color=scheme.colors[i],
-                )
-                for i, n in enumerate(scheme.names)
-            ],
+            classes=classes,
             ignore_index=scheme.ignore_index,
             mask_values=scheme.describe_values(),
             tile_size=int(bundle.tile_size),
-            inner_steps=int(bundle.inner_steps),
-            learner=str(bundle.learner_name),
-            arch=str(bundle.model_config["arch"]),
-            version=str(bundle.version),
+            inner_steps=bundle.inner_steps,
+            learner=str(bundle.learner["name"]),
+            arch=str(bundle.model["arch"]),
+            version=str(bundle.landcover_version),
         )
 
-    def adapt(self, bundle: Any, support: Support, steps: int | None) -> AdaptOutcome:
-        """Adapt ``bundle`` to a validated support set."""
-        from landcover.inference.adapt import adapt_bundle
+    def adapt(self, bundle: ModelBundle, support: Support, steps: int | None) -> AdaptOutcome:
+        """Adapt ``bundle`` to a validated support set.
 
+        Raises:
+            BadInput: The inference layer refused the support set.
+        """
+        images = [torch.from_numpy(np.ascontiguousarray(i)) for i in support.images]
+        masks = [torch.from_numpy(np.ascontiguousarray(m)) for m in support.masks]
         try:
-            result = adapt_bundle(bundle, support.images, support.masks, steps=steps)
+            result = adapt_bundle(bundle, images, masks, steps=steps)
         except ValueError as err:
             raise BadInput(
                 f"adaptation rejected the support set: {err}", "invalid_support"
@@ -193,20 +205,58 @@ class ModelEngine:
             seconds=float(result.seconds),
         )
 
-    def predict(self, bundle: Any, raster: Path, out: Path, fmt: Format) -> Path:
-        """Segment ``raster`` with ``bundle`` and write ``out`` in ``fmt``."""
-        from landcover.inference import predict as inference
+    def predictor(self, bundle: ModelBundle, key: str | None = None) -> Predictor:
+        """A predictor for ``bundle``; with ``key``, cached (least recently used out)."""
+        if key is None:
+            return Predictor.from_bundle(bundle)
+        with self._lock:
+            if key in self._predictors:
+                self._predictors.move_to_end(key)
+                return self._predictors[key]
+        predictor = Predictor.from_bundle(bundle)
+        with self._lock:
+            self._predictors[key] = predictor
+            while len(self._predictors) > self.cache_size:
+                self._predictors.popitem(last=False)
+        return predictor
 
+    def cached_predictor(self, key: str, path: Path) -> Predictor:
+        """The cached predictor of the bundle stored at ``path`` under ``key``."""
+        with self._lock:
+            hit = self._predictors.get(key)
+        return hit if hit is not None else self.predictor(self.load_bundle(path), key)
+
+    def forget(self, key: str) -> None:
+        """Drop a cached predictor (its adaptation was deleted)."""
+        with self._lock:
+            self._predictors.pop(key, None)
+
+    def predict(self, predictor: Predictor, raster: Path, out: Path, fmt: Format) -> Path:
+        """Segment ``raster`` into ``out`` (GeoTIFF, PNG preview or GeoJSON polygons).
+
+        The raster streams through :func:`landcover.inference.predict.predict_raster` strip
+        by strip; PNG and GeoJSON are derived from the class-map GeoTIFF it writes.
+        """
         if fmt == "geotiff":
-            inference.predict_raster(bundle, raster, out, window=self.window)
-        elif fmt == "png":
-            inference.predict_png(bundle, raster, out, window=self.window)
-        else:
-            inference.predict_geojson(bundle, raster, out, window=self.window)
+            predict_raster(predictor, raster, out, window=self.window, progress=False)
+            return out
+        classes = out.with_name(out.stem + ".classes.tif")
+        try:
+            if fmt == "geojson":
+                predict_raster(
+                    predictor, raster, classes, window=self.window, geojson=out, progress=False
+                )
+            else:
+                predict_raster(predictor, raster, classes, window=self.window, progress=False)
+                write_png(out, preview_png(classes, predictor.bundle.scheme()))
+        finally:
+            classes.unlink(missing_ok=True)
         return out
 
     # ------------------------------------------------------------------ validation
-    def check_raster(self, bundle: Any, path: Path, label: str, max_pixels: int) -> RasterProfile:
+    def check_raster(
+        self, bundle: ModelBundle, path: Path, label: str, max_pixels: int
+    ) -> RasterProfile:
         """Check an uploaded raster against the limits and the model's bands.
 
         Raises:
@@ -231,7 +281,7 @@ class ModelEngine:
         self._check_bands(bundle, profile.count, label)
         return profile
 
-    def _check_bands(self, bundle: Any, count: int, label: str) -> None:
+    def _check_bands(self, bundle: ModelBundle, count: int, label: str) -> None:
         bands = self.bands(bundle)
         if count != len(bands):
             raise BadInput(
@@ -240,7 +290,7 @@ class ModelEngine:
                 "band_mismatch",
             )
 
-    def read_support(self, bundle: Any, staged: Staged, max_tile_pixels: int) -> Support:
+    def read_support(self, bundle: ModelBundle, staged: Staged, max_tile_pixels: int) -> Support:
         """Read and validate staged support tiles with the geo folder reader.
 
         Checks, each a 4xx naming the client's file: readable rasters, pixel limit, band
@@ -325,8 +375,3 @@ def _strip_path(err: Exception, path: Path) -> str:
 def media(fmt: Format) -> tuple[str, str]:
     """``(media type, file suffix)`` of an output format."""
     return MEDIA[fmt]
-
-
-def raise_for_bundle(err: Exception) -> ApiError:
-    """Translate an inference-layer ``ValueError`` on user input into a 422."""
-    return BadInput(str(err), "invalid_input")

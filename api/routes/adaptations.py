@@ -23,11 +23,14 @@ from starlette.background import BackgroundTask
 
 from api.deps import Db, Services, Svc
 from api.engine import Format, media
-from api.errors import BadInput, Conflict, NotFound, TooBusy
+from api.errors import ApiError, BadInput, Conflict, NotFound, TooBusy
 from api.models import ACTIVE, Adaptation, JobStatus
 from api.schemas import AdaptationList, AdaptationOut, error_responses
 from api.security import Owner
 from api.uploads import RASTER_KINDS, save_upload, shown, stage_support
+from landcover.geo.errors import GeoDataError
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.predict import Predictor
 
 router = APIRouter(prefix="/v1/adaptations", tags=["adaptations"])
 
@@ -105,7 +108,7 @@ def check_capacity(services: Services, db: Session, owner: str) -> None:
         )
 
 
-def base_model(services: Services, name: str) -> object:
+def base_model(services: Services, name: str) -> ModelBundle:
     """The base bundle named in a form, or a 422 listing the available ones."""
     try:
         return services.engine.base(name)
@@ -247,6 +250,7 @@ def delete_adaptation(owner: Owner, services: Svc, db: Db, adaptation_id: Adapta
     row = owned(db, owner, adaptation_id)
     db.delete(row)
     db.commit()
+    services.engine.forget(adaptation_id)
     services.store.delete(adaptation_id)
     return Response(status_code=204)
 
@@ -285,10 +289,17 @@ def predict(
             "adaptation_not_done",
         )
     path = services.store.bundle_path(row.id)
+    if not path.is_file():
+        raise ApiError(
+            410,
+            f"the adapted weights of adaptation {row.id} are gone from storage; delete it and "
+            "create the adaptation again",
+            "weights_missing",
+        )
     settings = services.settings
     with services.slots.take("predictions"):
-        adapted = services.engine.load_bundle(path)
-        out = run_prediction(services, adapted, raster, format, settings.max_raster_pixels)
+        predictor = services.engine.cached_predictor(row.id, path)
+        out = run_prediction(services, predictor, raster, format, settings.max_raster_pixels)
     media_type, suffix = media(format)
     return FileResponse(
         out,
@@ -299,7 +310,7 @@ def predict(
 
 
 def stage_raster(
-    services: Services, bundle: object, raster: UploadFile, folder: FilePath, max_pixels: int
+    services: Services, bundle: ModelBundle, raster: UploadFile, folder: FilePath, max_pixels: int
 ) -> tuple[FilePath, str]:
     """Save an uploaded raster under a service-made name and check it (bands, pixels).
 
@@ -313,18 +324,19 @@ def stage_raster(
 
 
 def predict_file(
-    services: Services, bundle: object, src: FilePath, label: str, fmt: Format
+    services: Services, predictor: Predictor, src: FilePath, label: str, fmt: Format
 ) -> FilePath:
     """Segment a staged raster into a scratch file (the caller streams, then deletes it)."""
     out = services.store.scratch_file(media(fmt)[1])
     try:
-        services.engine.predict(bundle, src, out, fmt)
+        services.engine.predict(predictor, src, out, fmt)
     except (ValueError, RasterioIOError) as err:
         out.unlink(missing_ok=True)
+        corrupt = isinstance(err, GeoDataError | RasterioIOError)
+        message = str(err).replace(f"{src}: ", "").replace(str(src), "the raster")
         raise BadInput(
-            f"{label} could not be segmented: {str(err).replace(str(src), 'the raster')}; "
-            "upload an intact raster",
-            "invalid_raster",
+            f"{label} could not be segmented: {message}; upload an intact raster",
+            "corrupt_raster" if corrupt else "invalid_raster",
         ) from None
     except BaseException:
         out.unlink(missing_ok=True)
@@ -333,9 +345,9 @@ def predict_file(
 
 
 def run_prediction(
-    services: Services, bundle: object, raster: UploadFile, fmt: Format, max_pixels: int
+    services: Services, predictor: Predictor, raster: UploadFile, fmt: Format, max_pixels: int
 ) -> FilePath:
     """Stage, check and segment an uploaded raster; returns the output file."""
     with services.store.staging() as folder:
-        src, label = stage_raster(services, bundle, raster, folder, max_pixels)
-        return predict_file(services, bundle, src, label, fmt)
+        src, label = stage_raster(services, predictor.bundle, raster, folder, max_pixels)
+        return predict_file(services, predictor, src, label, fmt)

@@ -79,7 +79,8 @@ def segment(
         src, label = stage_raster(services, bundle, raster, folder, settings.segment_max_pixels)
         with services.slots.take("predictions or segmentations"):
             outcome = services.engine.adapt(bundle, support, steps)
-            out = predict_file(services, outcome.bundle, src, label, format)
+            predictor = services.engine.predictor(outcome.bundle)
+            out = predict_file(services, predictor, src, label, format)
     media_type, suffix = media(format)
     return FileResponse(
         out,

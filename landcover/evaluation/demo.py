@@ -34,7 +34,12 @@ DEMO_ARCH = "small_unet"
 DEMO_MODEL: dict[str, Any] = {"width": 8, "depth": 3, "norm": "batch"}
 
 #: MAML++ with its paper switches; inner steps at training and test.
-DEMO_MAMLPP: dict[str, Any] = {"steps": 3, "inner_lr": 0.1}
+DEMO_MAMLPP: dict[str, Any] = {
+    "steps": 3,
+    "inner_lr": 0.1,
+    "msl_epochs": 4,
+    "first_order_epochs": 4,
+}
 
 
 @dataclass
@@ -55,6 +60,7 @@ class DemoSettings:
         outer_lr: Outer learning rate.
         shots: Shot counts evaluated.
         tasks_per_shot: Test tasks per shot count.
+        finetune_rates: Candidate fine-tuning SGD rates of the baselines.
         finetune_steps: Candidate fine-tuning step counts of the baselines.
         seed: Seed of everything.
         threads: Torch CPU threads.
@@ -73,6 +79,7 @@ class DemoSettings:
     outer_lr: float = 3e-3
     shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
     tasks_per_shot: int = 60
+    finetune_rates: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     finetune_steps: list[int] = field(default_factory=lambda: [5, 10, 20, 40])
     seed: int = 0
     threads: int = 2
@@ -90,6 +97,7 @@ class DemoSettings:
             meta_batch_size=2,
             shots=[1, 5],
             tasks_per_shot=3,
+            finetune_rates=[0.1],
             finetune_steps=[2, 5],
         )
 
@@ -98,9 +106,8 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     """Run the demo; return the report paths, timings and the MAML++ margins."""
     from lightning.pytorch import seed_everything
 
-    from landcover.meta.registry import build_learner
     from landcover.models import build_model
-    from landcover.training.baselines import choose_steps, fit_learner
+    from landcover.training.baselines import choose_finetune, fit_learner
     from landcover.training.datamodule import RegionTaskDataModule
 
     torch.set_num_threads(max(1, s.threads))
@@ -143,19 +150,18 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     timings["train_pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=dm.ignore_index)
+    grid = {"rates": s.finetune_rates, "steps": s.finetune_steps, "progress": progress}
+    pre_ft, pre_grid = choose_finetune("pretrain", pre.learner.model, dm, **grid)
     scratch_model = build_model(DEMO_ARCH, dm.num_bands, dm.num_classes, **DEMO_MODEL)
-    scratch = build_learner("scratch", scratch_model, loss_fn)
-    k_val = 5
-    pre_steps, pre_grid = choose_steps(pre.learner, dm, s.finetune_steps, shots=k_val)
-    scr_steps, scr_grid = choose_steps(scratch, dm, s.finetune_steps, shots=k_val)
+    scratch, scr_grid = choose_finetune("scratch", scratch_model, dm, **grid)
+    pre_best, scr_best = max(pre_grid, key=pre_grid.get), max(scr_grid, key=scr_grid.get)
     timings["tune_baselines"] = time.perf_counter() - t
 
     t = time.perf_counter()
     methods = {
         "MAML++": Method(maml.learner, DEMO_MAMLPP["steps"]),
-        "pretrain+finetune": Method(pre.learner, pre_steps),
-        "scratch": Method(scratch, scr_steps),
+        "pretrain+finetune": Method(pre_ft),
+        "scratch": Method(scratch),
     }
     result = evaluate_fewshot(
         methods,
@@ -181,8 +187,8 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
         f"Network: {DEMO_ARCH} {DEMO_MODEL}; MAML++ {DEMO_MAMLPP}; {s.epochs} epochs × "
         f"{s.batches_per_epoch} outer steps × {s.meta_batch_size} tasks for MAML++ and for "
         "the pretrain baseline alike.",
-        f"Fine-tuning steps chosen on validation regions: pretrain {pre_steps} "
-        f"(grid {pre_grid}), scratch {scr_steps} (grid {scr_grid}).",
+        f"Fine-tuning (SGD rate, steps) chosen on the validation regions from "
+        f"{s.finetune_rates} × {s.finetune_steps}: pretrain {pre_best}, scratch {scr_best}.",
         f"Generator knobs: {s.synth}.",
         "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
     ]

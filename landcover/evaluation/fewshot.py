@@ -107,9 +107,7 @@ class FewShotResult:
         return {
             "meta": self.meta,
             "summary": {m: {str(k): v for k, v in d.items()} for m, d in self.summary().items()},
-            "per_task": {
-                m: {str(k): v for k, v in d.items()} for m, d in self.scores.items()
-            },
+            "per_task": {m: {str(k): v for k, v in d.items()} for m, d in self.scores.items()},
         }
 
 

@@ -152,9 +152,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     return Interval(mean, mean - half, mean + half, n)
 
 
-def paired_difference(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
-) -> Interval:
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Interval:
     """Interval of the mean of ``a - b`` over the same tasks (a paired comparison).
 
     Args:

@@ -17,13 +17,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from torch import Tensor
 
-from landcover.evaluation.fewshot import FewShotResult  # noqa: E402
-from landcover.evaluation.metrics import SCORE_NAMES, mean_interval  # noqa: E402
+from landcover.evaluation.fewshot import FewShotResult
+from landcover.evaluation.metrics import SCORE_NAMES, mean_interval
 
 #: File names inside the report folder.
 REPORT_MD, METRICS_JSON, CURVE_PNG, MAPS_PNG = (
@@ -72,6 +72,7 @@ def plot_curves(result: FewShotResult, path: Path, score: str = "miou") -> None:
         ax.plot(ks, mean, marker="o", label=method)
         ax.fill_between(ks, [i.low for i in iv], [i.high for i in iv], alpha=0.2)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(result.shots, [str(k) for k in result.shots])
     ax.set_xlabel("labeled tiles of the new region (shots)")
     ax.set_ylabel(_LABELS.get(score, score))
@@ -189,23 +190,42 @@ def write_report(
     if main not in result.scores:
         raise KeyError(f"unknown main method {main!r}; evaluated: {result.methods}")
     others = [m for m in result.methods if m != main]
-    paths = {k: out / v for k, v in zip(("report", "metrics", "curve", "maps"),
-                                        (REPORT_MD, METRICS_JSON, CURVE_PNG, MAPS_PNG))}
+    paths = {
+        k: out / v
+        for k, v in zip(
+            ("report", "metrics", "curve", "maps"), (REPORT_MD, METRICS_JSON, CURVE_PNG, MAPS_PNG)
+        )
+    }
     payload = result.to_json()
-    payload["paired_miou"] = {r: {str(k): v for k, v in result.paired(main, r).items()}
-                              for r in others}
+    payload["paired_miou"] = {
+        r: {str(k): v for k, v in result.paired(main, r).items()} for r in others
+    }
     payload["main_method"] = main
     atomic_write_text(paths["metrics"], json.dumps(payload, indent=2, allow_nan=True))
     plot_curves(result, paths["curve"])
     plot_maps(result, paths["maps"], class_names, colors, rgb_bands, ignore_index)
     md = [f"# {title}", "", *notes, ""]
     for score in SCORE_NAMES:
-        md += [f"## {_LABELS[score]} (mean ± 95% interval over tasks)", "",
-               markdown_table(result, score), ""]
+        md += [
+            f"## {_LABELS[score]} (mean ± 95% interval over tasks)",
+            "",
+            markdown_table(result, score),
+            "",
+        ]
     if others:
-        md += [f"## Paired mIoU differences, {main} minus each baseline (same tasks, 95% "
-               "interval)", "", paired_table(result, main, others), ""]
-    md += ["## Plots", "", f"![mIoU against shots]({CURVE_PNG})", "",
-           f"![query tiles: image, truth, maps]({MAPS_PNG})", ""]
+        md += [
+            f"## Paired mIoU differences, {main} minus each baseline (same tasks, 95% interval)",
+            "",
+            paired_table(result, main, others),
+            "",
+        ]
+    md += [
+        "## Plots",
+        "",
+        f"![mIoU against shots]({CURVE_PNG})",
+        "",
+        f"![query tiles: image, truth, maps]({MAPS_PNG})",
+        "",
+    ]
     atomic_write_text(paths["report"], "\n".join(md))
     return paths

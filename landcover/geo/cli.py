@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,28 +23,41 @@ from landcover.geo.errors import GeoDataError
 from landcover.geo.synthetic import SynthConfig
 
 
+def _knob_help() -> dict[str, str]:
+    """One-line help per knob, from the ``Attributes:`` section of SynthConfig's docstring."""
+    doc = (SynthConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    out: dict[str, str] = {}
+    for name, text in re.findall(r"^\s{8}(\w+): (.+?)(?=^\s{8}\w+: |\Z)", doc, re.M | re.S):
+        out[name] = " ".join(text.split())
+    return out
+
+
 def _synth_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write synthetic regions in the users' folder format")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     defaults = SynthConfig()
+    helps = _knob_help()
     for f in dataclasses.fields(SynthConfig):
-        if f.name == "extra":
-            continue
         value = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, tuple):
-            p.add_argument(flag, type=float, nargs=2, default=value, metavar=("LO", "HI"),
-                           help=f"default {value[0]} {value[1]}")  # fmt: skip
+            text = f"{helps.get(f.name, '')} (default {value[0]} {value[1]})"
+            p.add_argument(
+                flag, type=float, nargs=2, default=value, metavar=("LO", "HI"), help=text
+            )
         else:
-            p.add_argument(flag, type=type(value), default=value, help=f"default {value}")
+            p.add_argument(
+                flag,
+                type=type(value),
+                default=value,
+                help=f"{helps.get(f.name, '')} (default {value})",
+            )
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    knobs = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig) if f.name != "extra"
-    }
+    knobs = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthConfig)}
     knobs["texture_scale"] = tuple(knobs["texture_scale"])
     config = SynthConfig(**knobs)
     from landcover.geo.synthetic import write_synthetic

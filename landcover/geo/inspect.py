@@ -8,15 +8,20 @@ region (true-colour composite from B04/B03/B02 when present, else the first thre
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from landcover.geo.region import Region
+
+#: Classes shown as one column each; larger schemes get a single list column.
+MAX_CLASS_COLUMNS = 8
 
 
 @dataclass
@@ -68,20 +73,31 @@ def summarize(region: Region) -> RegionSummary:
 
 
 def summary_table(summaries: Sequence[RegionSummary], title: str = "") -> Table:
-    """A rich table: one row per region, one column per class (percent of pixels)."""
+    """A rich table, one row per region.
+
+    With up to :data:`MAX_CLASS_COLUMNS` classes (plus ignore) each class gets a column of
+    pixel percentages; with more, one column lists the classes present, largest first.
+    """
     table = Table(title=title or None)
-    for col in ("region", "tiles", "size", "bands", "CRS"):
+    table.add_column("region", no_wrap=True)
+    for col in ("tiles", "size", "bands", "CRS"):
         table.add_column(col)
     classes = list(summaries[0].histogram) if summaries else []
-    for c in classes:
-        table.add_column(f"{c} %", justify="right")
+    wide = len(classes) <= MAX_CLASS_COLUMNS + 1
+    if wide:
+        for c in classes:
+            table.add_column(f"{c} %", justify="right")
+    else:
+        table.add_column("classes (% of pixels)")
     for s in summaries:
         sizes = ", ".join(f"{h}×{w}" for h, w in s.sizes[:3]) + (" …" if len(s.sizes) > 3 else "")
         bands = f"{len(s.bands)} ({','.join(s.bands[:4])}{',…' if len(s.bands) > 4 else ''})"
-        table.add_row(
-            s.name, str(s.tiles), sizes, bands, s.crs,
-            *(f"{100 * s.histogram[c]:.1f}" for c in classes),
-        )  # fmt: skip
+        if wide:
+            hist = [f"{100 * s.histogram[c]:.1f}" for c in classes]
+        else:
+            top = sorted(((v, c) for c, v in s.histogram.items() if v > 0), reverse=True)
+            hist = [", ".join(f"{c} {100 * v:.1f}" for v, c in top)]
+        table.add_row(s.name, str(s.tiles), sizes, bands, s.crs, *hist)
     return table
 
 
@@ -139,7 +155,10 @@ def plot_regions(regions: Sequence[Region], path: str | Path, max_regions: int =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=72)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=72, format="png")
     plt.close(fig)
+    # a 256-colour palette keeps the PNG small enough to commit
+    Image.open(buf).convert("RGB").quantize(256).save(tmp, optimize=True)
     tmp.replace(path)
     return path

@@ -157,8 +157,10 @@ class SEN12MS:
             n_val = round(val_fraction * len(rest))
             val = [rest[i] for i in sorted(rng.permutation(len(rest))[:n_val])]
         train = [k for k in rest if k not in val]
-        self.splits = {"train": train, "val": val, "test": test, "all": list(self._all)}
-        self.regions = [self._region(k) for k in self.splits[split]]
+        keys = {"train": train, "val": val, "test": test, "all": list(self._all)}
+        #: Region names of every split (``"{season}_{scene}"``).
+        self.splits = {name: [f"{s}_{c}" for s, c in ks] for name, ks in keys.items()}
+        self.regions = [self._region(k) for k in keys[split]]
 
     def _scan(self, seasons: Sequence[str]) -> dict[tuple[str, int], list[int]]:
         if not self.root.is_dir():

@@ -32,23 +32,23 @@ real GeoTIFFs in ``crs`` (10 m pixels, each region at its own place);
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 import torch
-from affine import Affine
 from rasterio.crs import CRS
+from rasterio.transform import Affine
 from scipy import ndimage
 from tqdm import tqdm
 
 from landcover.geo.classes import ClassScheme
+from landcover.geo.landscape import FIELDS, SETTLEMENT, land_cover_map, noise_field
 from landcover.geo.region import Region, in_memory_region
 
 #: Land-cover classes of the synthetic regions (mask values 1..6, 0 = unlabeled).
@@ -59,7 +59,6 @@ SYNTH_SCHEME = ClassScheme(
             (190, 150, 100)),
     ignore_value=0,
 )  # fmt: skip
-FIELDS, FOREST, WATER, ROAD, SETTLEMENT, BARE = range(6)
 
 #: Sentinel-2 band names.
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
@@ -124,7 +123,6 @@ class SynthConfig:
     blur: float = 0.6
     pixel_size: float = 10.0
     crs: str = "EPSG:32632"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bands not in (4, 13):
@@ -164,76 +162,6 @@ class SynthRegion:
     signatures: np.ndarray
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    field_ = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
-    return (field_ - field_.mean()) / (field_.std() + 1e-12)
-
-
-def _lines_mask(shape: tuple[int, int], pts: np.ndarray, width: float) -> np.ndarray:
-    """Pixels within ``width / 2`` of a polyline through ``pts`` (``(n, 2)`` row, col)."""
-    canvas = np.ones(shape, dtype=bool)
-    dense = []
-    for a, b in itertools.pairwise(pts):
-        n = int(np.ceil(np.abs(b - a).max())) + 1
-        dense.append(np.linspace(a, b, n))
-    p = np.round(np.concatenate(dense)).astype(int)
-    keep = (p[:, 0] >= 0) & (p[:, 0] < shape[0]) & (p[:, 1] >= 0) & (p[:, 1] < shape[1])
-    canvas[p[keep, 0], p[keep, 1]] = False
-    if canvas.all():
-        return np.zeros(shape, dtype=bool)
-    return ndimage.distance_transform_edt(canvas) <= width / 2
-
-
-def land_cover_map(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, dict]:
-    """Draw a procedural land-cover map (class indices) and its parcel/texture layers."""
-    shape = (height, width)
-    frac = rng.dirichlet([3.0, 2.0, 1.0])  # fields, forest, bare
-    scale = rng.uniform(8, 24)
-    lc = np.full(shape, FIELDS, dtype=np.uint8)
-    forest = _noise(rng, shape, scale) > np.quantile(_noise(rng, (64, 64), 1), 1 - frac[1])
-    bare_field = _noise(rng, shape, scale)
-    lc[forest] = FOREST
-    lc[(bare_field > np.quantile(bare_field, 1 - frac[2] * 0.8)) & ~forest] = BARE
-    # field parcels: a jittered rectangular grid, one id per parcel
-    ph, pw = rng.integers(6, 20), rng.integers(8, 28)
-    col_shift = rng.integers(0, ph, size=width // pw + 2)
-    rows, cols = np.mgrid[0:height, 0:width]
-    pcol = cols // pw
-    parcels = ((rows + col_shift[pcol]) // ph) * (width // pw + 2) + pcol
-    # lakes
-    lake = _noise(rng, shape, rng.uniform(6, 16))
-    lc[lake > np.quantile(lake, 1 - rng.uniform(0.01, 0.10))] = WATER
-    # roads: a few near-straight lines across the map; settlements along them
-    road = np.zeros(shape, dtype=bool)
-    for _ in range(rng.integers(1, 5)):
-        if rng.random() < 0.5:
-            r0, r1 = rng.uniform(0, height, 2)
-            pts = np.array(
-                [[r0, -5], [(r0 + r1) / 2 + rng.normal(0, 5), width / 2], [r1, width + 5]]
-            )
-        else:
-            c0, c1 = rng.uniform(0, width, 2)
-            pts = np.array(
-                [[-5, c0], [height / 2, (c0 + c1) / 2 + rng.normal(0, 5)], [height + 5, c1]]
-            )
-        road |= _lines_mask(shape, pts, rng.uniform(1.5, 3.5))
-    near = ndimage.distance_transform_edt(~road) < rng.uniform(6, 18)
-    town = _noise(rng, shape, rng.uniform(4, 10))
-    lc[near & (town > np.quantile(town, 1 - rng.uniform(0.15, 0.5)))] = SETTLEMENT
-    # rivers: meandering random walks from one edge to the opposite one
-    for _ in range(rng.poisson(0.8)):
-        n = 40
-        t = np.linspace(-5, max(height, width) + 5, n)
-        wiggle = np.cumsum(rng.normal(0, 2.5, n))
-        if rng.random() < 0.5:
-            pts = np.stack([rng.uniform(0, height) + wiggle, t * width / max(height, width)], 1)
-        else:
-            pts = np.stack([t * height / max(height, width), rng.uniform(0, width) + wiggle], 1)
-        lc[_lines_mask(shape, pts, rng.uniform(2.0, 5.0))] = WATER
-    lc[road] = ROAD
-    return lc, {"parcels": parcels}
-
-
 def region_signatures(rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
     """Per-class spectral signatures of one region, ``(6, B)`` reflectance."""
     base = BASE_SIGNATURES[:, config.band_indices()]
@@ -264,7 +192,7 @@ def generate_region(config: SynthConfig, index: int) -> SynthRegion:
     spread = BASE_SIGNATURES[:, config.band_indices()].std(axis=0) + 1e-3
     # within-class texture: multiplicative brightness with a regional correlation length
     amp = TEXTURE_AMPLITUDE * config.texture * rng.uniform(0.5, 1.5)
-    tex = _noise(rng, lc.shape, rng.uniform(*config.texture_scale))
+    tex = noise_field(rng, lc.shape, rng.uniform(*config.texture_scale))
     parcel_gain = rng.normal(0, 0.12 * config.texture, layers["parcels"].max() + 1)
     parcel_tilt = rng.normal(0, 0.3 * config.texture, (layers["parcels"].max() + 1, len(spread)))
     blocks = rng.normal(0, 1, (lc.shape[0] // 3 + 1, lc.shape[1] // 3 + 1))

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from landcover.evaluation.metrics import segmentation_scores
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
 from landcover.inference.sliding import window_starts
@@ -113,10 +112,28 @@ def support_crops(
     return torch.stack(xs), torch.stack(ys)
 
 
+def miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> float:
+    """Mean IoU over the classes present in the prediction or the truth.
+
+    The same definition as ``landcover.evaluation.metrics.segmentation_scores`` (torchmetrics'
+    macro Jaccard index), computed from a confusion matrix without importing torchmetrics,
+    so the CLI and the service start fast. ``nan`` when every pixel is ignored.
+    """
+    keep = target != ignore_index
+    p, t = pred[keep].long(), target[keep].long()
+    if t.numel() == 0:
+        return float("nan")
+    cm = torch.bincount(t * num_classes + p, minlength=num_classes**2).view(num_classes, -1)
+    inter = cm.diag().double()
+    union = cm.sum(0).double() + cm.sum(1).double() - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean())
+
+
 def _scores(learner: Learner, state: AdaptedState, x: Tensor, y: Tensor, k: int, ig: int) -> float:
     with torch.no_grad():
         pred = learner.predict(state.detached(), x).argmax(1)
-    return float(segmentation_scores(pred, y, max(k, 2), ig)["miou"])
+    return miou(pred, y, k, ig)
 
 
 def adapt_bundle(
@@ -179,18 +196,18 @@ def adapt_bundle(
     return AdaptResult(adapted, miou_before, miou_after, seconds, steps, len(imgs), len(x))
 
 
-def adapt_folder(
-    bundle: ModelBundle,
-    support_dir: str | Path,
-    steps: int | None = None,
-    *,
-    device: str | torch.device = "cpu",
-) -> AdaptResult:
-    """Adapt on a folder in the users' format (``images/``, ``masks/``, class file).
+def read_support(
+    bundle: ModelBundle, support_dir: str | Path
+) -> tuple[list[Tensor], list[Tensor], list[str]]:
+    """Read a users' region folder as raw support tiles with masks in the bundle's classes.
 
     The folder's class file (if any) must name classes of the bundle; masks are remapped
     to the bundle's class order by name. Without a class file, masks are read with the
     bundle's own class values.
+
+    Returns:
+        Raw ``(C, H, W)`` images, ``(H, W)`` masks (bundle class indices, ignore index for
+        unlabeled or nodata pixels) and the tile keys.
     """
     from landcover.geo.folder import find_class_file, read_region_folder
 
@@ -211,7 +228,22 @@ def adapt_folder(
     for sample in region:
         images.append(sample["image"])
         masks.append(lut[sample["mask"].long().clamp(0, 255)])
-    info = {"support": {"folder": str(folder), "tiles": region.keys}}
+    return images, masks, region.keys
+
+
+def adapt_folder(
+    bundle: ModelBundle,
+    support_dir: str | Path,
+    steps: int | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> AdaptResult:
+    """Adapt on a folder in the users' format (``images/``, ``masks/``, class file).
+
+    See :func:`read_support` for how the folder's classes are matched to the bundle's.
+    """
+    images, masks, keys = read_support(bundle, support_dir)
+    info = {"support": {"folder": str(support_dir), "tiles": keys}}
     return adapt_bundle(bundle, images, masks, steps, device=device, info=info)
 
 

@@ -44,7 +44,7 @@ _REQUIRED = (
 
 
 def _major_minor(version: str) -> tuple[int, int]:
-    parts = (version.split("+")[0].split(".") + ["0", "0"])[:2]
+    parts = [*version.split("+")[0].split("."), "0", "0"][:2]
     try:
         return int(parts[0]), int(parts[1])
     except ValueError:
@@ -327,8 +327,14 @@ class ModelBundle:
 
         path = Path(path)
         header = read_header(path)
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as err:  # safetensors raises its own error types
+            raise BundleError(
+                f"{path}: the bundle's tensors cannot be read ({err}); the file is truncated "
+                "or corrupt, export or copy it again"
+            ) from None
         state = {k[8:]: v for k, v in tensors.items() if k.startswith("learner.")}
         adapted = {k[8:]: v for k, v in tensors.items() if k.startswith("adapted.")}
         norm = header["normalization"]
@@ -357,20 +363,23 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
     with path.open("rb") as fh:
-        head = fh.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise BundleError(
-                f"{path}: this is a pickled PyTorch checkpoint (zip/pickle), not a landcover "
-                "bundle; landcover never unpickles files. Export the run with "
-                "`landcover export RUN -o model.bundle`"
-            )
+        head = fh.read(9)
         size = os.path.getsize(path)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        if not 2 <= n <= min(size - 8, 100_000_000):
+        n = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else 0
+        if not (2 <= n <= min(size - 8, 100_000_000) and head[8:9] == b"{"):
+            if head[:2] == b"PK" or head[:1] == b"\x80":
+                raise BundleError(
+                    f"{path}: this is a pickled PyTorch checkpoint (zip/pickle), not a "
+                    "landcover bundle; landcover never unpickles files. Export the run with "
+                    "`landcover export RUN -o model.bundle`"
+                )
             raise BundleError(f"{path}: not a landcover bundle (no safetensors header)")
+        fh.seek(8)
         try:
             meta = json.loads(fh.read(n)).get("__metadata__") or {}
             header = json.loads(meta["landcover"])
+            if not isinstance(header, dict):
+                raise TypeError("landcover metadata is not a JSON object")
         except (ValueError, KeyError, AttributeError, TypeError):
             raise BundleError(
                 f"{path}: a safetensors file without landcover metadata; export bundles with "

@@ -115,7 +115,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run", help="run folder (default_root_dir), checkpoints/ or a .ckpt")
     parser.add_argument("-o", "--output", required=True, help="bundle file to write")
     parser.add_argument(
-        "--checkpoint", choices=CHOICES, default="best",
+        "--checkpoint",
+        choices=CHOICES,
+        default="best",
         help="best validation checkpoint (default) or the last one",
     )
     parser.add_argument("--steps", type=int, default=None, help="default adaptation steps")

@@ -5,7 +5,8 @@ class probabilities are multiplied by a weight that falls smoothly to (almost) z
 towards the sides shared with a neighbouring window and stays 1 on sides that lie on the
 raster's border; the blended probability of a pixel is the weighted mean over the windows
 that cover it. Predictions near a window's border (where the convolutions saw zero
-padding) thus count little, and no seam appears where windows meet. This is the
+padding) count little, the outer quarter of each overlap not at all, and no seam appears
+where windows meet. This is the
 "smooth tiling" of overlap-tile strategies (Ronneberger et al. 2015, section 2; Huang et
 al. 2018, "Tiling and stitching segmentation output for remote sensing", who show that
 weighted blending of overlapping tiles removes the edge artefacts of naive stitching).
@@ -44,19 +45,22 @@ def window_starts(total: int, window: int, overlap: int) -> list[int]:
 
 
 def ramp(length: int, before: int, after: int) -> Tensor:
-    """1-D blending weight: raised-cosine rises over ``before`` and falls over ``after``.
+    """1-D blending weight over a window of ``length`` pixels.
 
-    The weight is ``sin²(π/2 · (i + 1) / (n + 1))`` on the ``i``-th of ``n`` ramp pixels
-    (strictly between 0 and 1, so every covered pixel keeps a positive weight) and 1 in
-    between. Two windows whose ramps overlap over the same ``n`` pixels have weights that
-    sum to exactly 1 there (``sin² + cos² = 1``).
+    On a side shared with a neighbour over ``n`` pixels (``before`` at the start,
+    ``after`` at the end) the outer ``m = n // 4`` pixels get weight 0 (the neighbour's
+    interior covers them, so border artefacts of zero padding never enter the blend) and
+    the next ``n - m`` pixels rise as ``sin²(π/2 · (j + 1) / (n - m + 1))``; the weight is
+    1 elsewhere. Sides on the raster's border (``0``) are not tapered.
     """
     w = torch.ones(length, dtype=torch.float64)
     for n, flip in ((min(before, length), False), (min(after, length), True)):
         if n <= 0:
             continue
-        i = torch.arange(n, dtype=torch.float64)
-        r = torch.sin(0.5 * math.pi * (i + 1) / (n + 1)) ** 2
+        m = n // 4
+        j = torch.arange(n - m, dtype=torch.float64)
+        r = torch.cat([torch.zeros(m, dtype=torch.float64),
+                       torch.sin(0.5 * math.pi * (j + 1) / (n - m + 1)) ** 2])  # fmt: skip
         if flip:
             w[length - n :] = w[length - n :] * r.flip(0)
         else:

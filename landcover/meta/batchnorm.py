@@ -117,7 +117,7 @@ class BatchNormState(nn.Module):
     def replaced_params(self) -> list[str]:
         """Model parameter names this policy substitutes (not adapted in the inner loop)."""
         out = []
-        for name, m in self._layers.items():
+        for name in self._layers:
             if safe_key(name) in self.weight:
                 out += [f"{name}.weight", f"{name}.bias"]
         return out

@@ -36,7 +36,9 @@ BT_PARAMS: tuple[str, str] = ("bt_vector", "bt_weight")
 
 def _init_bt(layer: nn.Module, out: int, fan_in: int, dim: int, init: float) -> None:
     ref = layer.weight
-    layer.bt_vector = nn.Parameter(torch.full((dim,), float(init), dtype=ref.dtype, device=ref.device))
+    layer.bt_vector = nn.Parameter(
+        torch.full((dim,), float(init), dtype=ref.dtype, device=ref.device)
+    )
     bound = 1.0 / math.sqrt(fan_in + dim)
     weight = torch.empty(out, dim, dtype=ref.dtype, device=ref.device).uniform_(-bound, bound)
     layer.bt_weight = nn.Parameter(weight)
@@ -81,7 +83,9 @@ class BiasTransformConv2d(nn.Conv2d):
         return super().forward(x) + F.linear(self.bt_vector, self.bt_weight)[None, :, None, None]
 
 
-def add_bias_transform(model: nn.Module, dim: int = 10, layer: str | None = None, init: float = 0.01) -> nn.Module:
+def add_bias_transform(
+    model: nn.Module, dim: int = 10, layer: str | None = None, init: float = 0.01
+) -> nn.Module:
     """Copy ``model`` with a bias transformation on one Linear or Conv2d layer.
 
     Args:
@@ -103,7 +107,9 @@ def add_bias_transform(model: nn.Module, dim: int = 10, layer: str | None = None
         raise ValueError("bias transformation needs a Linear or Conv2d layer; the model has none")
     name = candidates[0] if layer is None else layer
     if name not in candidates:
-        raise ValueError(f"layer {name!r} is not a Linear/Conv2d of the model; choose one of {candidates}")
+        raise ValueError(
+            f"layer {name!r} is not a Linear/Conv2d of the model; choose one of {candidates}"
+        )
     out = copy.deepcopy(model)
     parent_name, _, child = name.rpartition(".")
     parent = out.get_submodule(parent_name) if parent_name else out

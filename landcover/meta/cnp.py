@@ -1,5 +1,7 @@
-"""Conditional Neural Process for few-shot classification (Garnelo, Rosenbaum, Maddison,
-Ramalho, Saxton, Shanahan, Teh, Rezende & Eslami, ICML 2018).
+"""Conditional Neural Process for few-shot classification.
+
+Garnelo, Rosenbaum, Maddison, Ramalho, Saxton, Shanahan, Teh, Rezende & Eslami,
+"Conditional Neural Processes", ICML 2018.
 
 A CNP encodes each support pair ``(x_i, y_i)`` with an MLP ``h`` into ``r_i``, aggregates
 them with a permutation-invariant mean, and decodes a target ``x`` together with the
@@ -30,8 +32,10 @@ def feature_dim_of(encoder: nn.Module, feature_dim: int | None) -> int:
     """
     dim = feature_dim if feature_dim is not None else getattr(encoder, "feature_dim", None)
     if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"pass feature_dim= (the width of the encoder's flat embeddings): "
-                         f"{type(encoder).__name__} has no feature_dim attribute")
+        raise ValueError(
+            f"pass feature_dim= (the width of the encoder's flat embeddings): "
+            f"{type(encoder).__name__} has no feature_dim attribute"
+        )
     return dim
 
 

@@ -29,22 +29,27 @@ from landcover.tasks.task import Task
 
 
 def conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor], b: Tensor, *, iters: int, tol: float = 1e-12
+    matvec: Callable[[Tensor], Tensor], b: Tensor, *, iters: int, tol: float | None = 1e-12
 ) -> Tensor:
-    """Solve ``A x = b`` for symmetric positive-definite ``A`` given ``x -> A x``."""
+    """Solve ``A x = b`` for symmetric positive-definite ``A`` given ``x -> A x``.
+
+    ``tol=None`` runs exactly ``iters`` iterations without data-dependent stopping (as
+    needed under :func:`torch.func.vmap`); tiny denominators are guarded instead.
+    """
+    tiny = torch.finfo(b.dtype).tiny
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = r.dot(r)
     for _ in range(iters):
-        if float(rs) <= tol * tol:
+        if tol is not None and float(rs) <= tol * tol:
             break
         ap = matvec(p)
-        alpha = rs / p.dot(ap)
+        alpha = rs / (p.dot(ap) + tiny)
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = r.dot(r)
-        p = r + (rs_new / rs) * p
+        p = r + (rs_new / (rs + tiny)) * p
         rs = rs_new
     return x
 
@@ -58,8 +63,7 @@ class IMAML(MAML):
         lam: Proximal regularisation strength ``lambda``.
         cg_steps: Conjugate-gradient iterations for the implicit gradient.
         steps: Proximal inner gradient steps.
-        **options: Other :class:`~landcover.meta.maml.MAML` options (no ``adapt`` subset,
-            no ``vmap``).
+        **options: Other :class:`~landcover.meta.maml.MAML` options (no ``adapt`` subset).
     """
 
     def __init__(
@@ -74,8 +78,6 @@ class IMAML(MAML):
     ) -> None:
         if options.get("adapt") is not None:
             raise ValueError("iMAML adapts every parameter; remove the 'adapt' option")
-        if options.get("vmap"):
-            raise ValueError("iMAML runs tasks one by one; remove vmap=True")
         if float(lam) <= 0:
             raise ValueError(f"lam must be > 0; got {lam}")
         options.update(first_order=True, body_once=False)
@@ -93,8 +95,12 @@ class IMAML(MAML):
         names = self.adapt_names
         with torch.enable_grad():
             fast, _ = self._inner(
-                detached, task.support_x, task.support_y, self.default_steps,
-                create_graph=False, training=training,
+                detached,
+                task.support_x,
+                task.support_y,
+                self.default_steps,
+                create_graph=False,
+                training=training,
             )
             phi = {n: fast[n].detach().requires_grad_() for n in names}
             out = self._forward(detached, phi, task.query_x, None, training)
@@ -102,18 +108,78 @@ class IMAML(MAML):
             g_q = flatten(autograd_grads(q_loss, phi, create_graph=False), names)
             if not training:
                 loss = q_loss.detach()
-                return TaskResult(loss, float(loss), task_metrics(out.detach(), task.query_y, self.loss_fn))
+                return TaskResult(
+                    loss, float(loss), task_metrics(out.detach(), task.query_y, self.loss_fn)
+                )
             s_out = self._forward(detached, phi, task.support_x, 0, training)
-            g_s = flatten(autograd_grads(self.loss_fn(s_out, task.support_y), phi, create_graph=True), names)
+            g_s = flatten(
+                autograd_grads(self.loss_fn(s_out, task.support_y), phi, create_graph=True), names
+            )
             tensors = [phi[n] for n in names]
 
             def matvec(v: Tensor) -> Tensor:
-                hv = torch.autograd.grad(g_s, tensors, grad_outputs=v, retain_graph=True, allow_unused=True)
+                hv = torch.autograd.grad(
+                    g_s, tensors, grad_outputs=v, retain_graph=True, allow_unused=True
+                )
                 hv_flat = torch.cat(
-                    [(h if h is not None else torch.zeros_like(t)).reshape(-1) for h, t in zip(hv, tensors)]
+                    [
+                        (h if h is not None else torch.zeros_like(t)).reshape(-1)
+                        for h, t in zip(hv, tensors)
+                    ]
                 )
                 return v + hv_flat / self.lam
 
             v = unflatten(conjugate_gradient(matvec, g_q, iters=self.cg_steps), phi, names)
         surrogate = sum((meta[n] * v[n].detach()).sum() for n in names)
-        return TaskResult(surrogate, float(q_loss.detach()), task_metrics(out.detach(), task.query_y, self.loss_fn))
+        return TaskResult(
+            surrogate,
+            float(q_loss.detach()),
+            task_metrics(out.detach(), task.query_y, self.loss_fn),
+        )
+
+    def batched_meta_loss(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Mean surrogate and query loss of tasks stacked on dim 0.
+
+        The same implicit gradient with :func:`torch.func` transforms (Hessian-vector
+        products by ``grad`` of ``grad``) and a fixed number of CG iterations, vectorised
+        over tasks with :func:`torch.func.vmap`.
+        """
+        meta = named_params(self.model)
+        detached = {k: v.detach() for k, v in meta.items()}
+        names = self.adapt_names
+
+        def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
+            fast, _ = self._inner(
+                detached,
+                sx,
+                sy,
+                self.default_steps,
+                create_graph=False,
+                training=True,
+                functional=True,
+            )
+            phi = {n: fast[n] for n in names}
+
+            def query_loss(p: TensorDict) -> Tensor:
+                return self.loss_fn(self._forward(detached, p, qx, None, True), qy)
+
+            def support_loss(p: TensorDict) -> Tensor:
+                return self.loss_fn(self._forward(detached, p, sx, 0, True), sy)
+
+            g_q, q_loss = torch.func.grad_and_value(query_loss)(phi)
+            grad_s = torch.func.grad(support_loss)
+
+            def matvec(v: Tensor) -> Tensor:
+                hv = torch.func.grad(lambda p: flatten(grad_s(p), names).dot(v))(phi)
+                return v + flatten(hv, names) / self.lam
+
+            v = conjugate_gradient(matvec, flatten(g_q, names), iters=self.cg_steps, tol=None)
+            return v, q_loss
+
+        with torch.no_grad():
+            v, q_losses = torch.func.vmap(one)(support_x, support_y, query_x, query_y)
+        v = unflatten(v.mean(0), detached, names)
+        surrogate = sum((meta[n] * v[n]).sum() for n in names)
+        return surrogate, q_losses.mean()

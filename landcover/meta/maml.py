@@ -67,6 +67,7 @@ class MAML(Learner):
 
     #: Policy used by ``bn="auto"`` for models with BatchNorm.
     default_bn = "transductive"
+
     def __init__(
         self,
         model: nn.Module,
@@ -178,7 +179,11 @@ class MAML(Learner):
         params = {**meta, **over, **fast}
         module = self.model
         if self.body_once:
-            module, params, buffers = self.model.head, sub_dict(params, "head."), sub_dict(buffers, "head.")
+            module, params, buffers = (
+                self.model.head,
+                sub_dict(params, "head."),
+                sub_dict(buffers, "head."),
+            )
         if self.bn.policy == "none":
             return call(module, params, buffers, inputs)
         with bn_mode(self.model, self.bn.training_flag(training)):
@@ -287,7 +292,9 @@ class MAML(Learner):
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Outputs for ``x`` with the adapted state (final-step BatchNorm entry)."""
         meta = named_params(self.model)
-        return self._forward(meta, self._from_state(state), self._encode(meta, x, self.training), None, self.training)
+        return self._forward(
+            meta, self._from_state(state), self._encode(meta, x, self.training), None, self.training
+        )
 
     def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
         """Query loss after adaptation, differentiable w.r.t. the meta-parameters."""

@@ -1,5 +1,7 @@
-"""Memory-Augmented Neural Network (Santoro, Bartunov, Botvinick, Wierstra & Lillicrap,
-"Meta-Learning with Memory-Augmented Neural Networks", ICML 2016).
+"""Memory-Augmented Neural Network (MANN) with an LSTM controller and LRUA memory.
+
+Santoro, Bartunov, Botvinick, Wierstra & Lillicrap, "Meta-Learning with Memory-Augmented
+Neural Networks", ICML 2016.
 
 Variant: the full one, an **LSTM controller with an external memory** addressed by
 content and written with Least Recently Used Access (LRUA), not the plain-LSTM ablation.

@@ -98,7 +98,9 @@ class MetaLSTM(Learner):
         with bn_mode(self.model, True):
             return call(self.model, {**params, **over}, buffers, x)
 
-    def _loss_and_grad(self, theta: Tensor, x: Tensor, y: Tensor, graph: bool) -> tuple[Tensor, Tensor]:
+    def _loss_and_grad(
+        self, theta: Tensor, x: Tensor, y: Tensor, graph: bool
+    ) -> tuple[Tensor, Tensor]:
         """Support loss at the flat parameters ``theta`` and its (maybe detached) gradient."""
         like = named_params(self.model)
         point = theta if (graph and self.second_order) else theta.detach().requires_grad_()
@@ -106,13 +108,21 @@ class MetaLSTM(Learner):
         (grad,) = torch.autograd.grad(loss, point, create_graph=graph and self.second_order)
         return loss, grad
 
-    def gates(self, h: Tensor, c_prev: Tensor, i_prev: Tensor, f_prev: Tensor) -> tuple[Tensor, Tensor]:
+    def gates(
+        self, h: Tensor, c_prev: Tensor, i_prev: Tensor, f_prev: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Input and forget gates ``(P,)`` of every coordinate."""
-        i = torch.sigmoid(torch.cat([h, c_prev[:, None], i_prev[:, None]], 1) @ self.w_input + self.b_input)
-        f = torch.sigmoid(torch.cat([h, c_prev[:, None], f_prev[:, None]], 1) @ self.w_forget + self.b_forget)
+        i = torch.sigmoid(
+            torch.cat([h, c_prev[:, None], i_prev[:, None]], 1) @ self.w_input + self.b_input
+        )
+        f = torch.sigmoid(
+            torch.cat([h, c_prev[:, None], f_prev[:, None]], 1) @ self.w_forget + self.b_forget
+        )
         return i, f
 
-    def _unroll(self, x: Tensor, y: Tensor, steps: int, graph: bool) -> tuple[Tensor, dict[str, Any]]:
+    def _unroll(
+        self, x: Tensor, y: Tensor, steps: int, graph: bool
+    ) -> tuple[Tensor, dict[str, Any]]:
         """Run ``steps`` learned updates from ``c_0``; return the flat parameters and a trace."""
         c = flatten(named_params(self.model), self.names)
         n = c.numel()
@@ -170,5 +180,8 @@ class MetaLSTM(Learner):
         metrics = task_metrics(out.detach(), task.query_y, self.loss_fn)
         trace = state.extras["trace"]
         if trace["input_gate"]:
-            metrics |= {"input_gate": trace["input_gate"][-1], "forget_gate": trace["forget_gate"][-1]}
+            metrics |= {
+                "input_gate": trace["input_gate"][-1],
+                "forget_gate": trace["forget_gate"][-1],
+            }
         return TaskResult(loss if training else loss.detach(), float(loss.detach()), metrics)

@@ -31,7 +31,12 @@ class MetaSGD(MAML):
     """
 
     def __init__(
-        self, model: nn.Module, loss_fn: nn.Module | None = None, *, inner_lr: float = 0.01, **options: Any
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module | None = None,
+        *,
+        inner_lr: float = 0.01,
+        **options: Any,
     ) -> None:
         super().__init__(model, loss_fn, inner_lr=inner_lr, **options)
         params = dict(model.named_parameters())

@@ -1,5 +1,6 @@
-"""Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017), for classification and
-segmentation.
+"""Prototypical Networks, for classification and segmentation.
+
+Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017.
 
 A class prototype is the mean embedding of the class's support items; a query is scored
 by the negative squared Euclidean distance to each prototype, ``logits = -||f(x) - c_k||^2``
@@ -50,13 +51,17 @@ def class_prototypes(
     """
     if embeddings.ndim == 2:
         if labels.shape != embeddings.shape[:1]:
-            raise ValueError(f"labels {tuple(labels.shape)} must be ({embeddings.shape[0]},) "
-                             f"for embeddings {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"labels {tuple(labels.shape)} must be ({embeddings.shape[0]},) "
+                f"for embeddings {tuple(embeddings.shape)}"
+            )
         flat, lab = embeddings, labels
     elif embeddings.ndim == 4:
         if labels.ndim != 3 or labels.shape[0] != embeddings.shape[0]:
-            raise ValueError(f"masks {tuple(labels.shape)} must be (n, H, W) with n = "
-                             f"{embeddings.shape[0]} for embeddings {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"masks {tuple(labels.shape)} must be (n, H, W) with n = "
+                f"{embeddings.shape[0]} for embeddings {tuple(embeddings.shape)}"
+            )
         if embeddings.shape[-2:] != labels.shape[-2:]:
             embeddings = F.interpolate(
                 embeddings, size=labels.shape[-2:], mode="bilinear", align_corners=False
@@ -64,21 +69,27 @@ def class_prototypes(
         flat = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
         lab = labels.reshape(-1)
     else:
-        raise ValueError(f"embeddings must be (n, D) or (n, D, H, W); got {tuple(embeddings.shape)}")
+        raise ValueError(
+            f"embeddings must be (n, D) or (n, D, H, W); got {tuple(embeddings.shape)}"
+        )
     keep = lab != ignore_index
     flat, lab = flat[keep], lab[keep].long()
     if num_classes is None:
         num_classes = int(lab.max()) + 1 if lab.numel() else 0
     if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} (or be {ignore_index}); "
-                         f"got range {int(lab.min())}..{int(lab.max())}")
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1} (or be {ignore_index}); "
+            f"got range {int(lab.min())}..{int(lab.max())}"
+        )
     sums = flat.new_zeros(num_classes, flat.shape[1]).index_add(0, lab, flat)
     counts = torch.bincount(lab, minlength=num_classes).to(flat.dtype)
     present = counts > 0
     return sums / counts.clamp(min=1).unsqueeze(1), present
 
 
-def prototype_logits(embeddings: Tensor, prototypes: Tensor, present: Tensor | None = None) -> Tensor:
+def prototype_logits(
+    embeddings: Tensor, prototypes: Tensor, present: Tensor | None = None
+) -> Tensor:
     """Negative squared Euclidean distances to the prototypes.
 
     Args:
@@ -95,8 +106,10 @@ def prototype_logits(embeddings: Tensor, prototypes: Tensor, present: Tensor | N
         flat = embeddings.permute(0, 2, 3, 1).reshape(-1, d)
         return prototype_logits(flat, prototypes, present).reshape(n, h, w, -1).permute(0, 3, 1, 2)
     if embeddings.ndim != 2 or embeddings.shape[1] != prototypes.shape[1]:
-        raise ValueError(f"embeddings {tuple(embeddings.shape)} do not match prototypes "
-                         f"{tuple(prototypes.shape)}")
+        raise ValueError(
+            f"embeddings {tuple(embeddings.shape)} do not match prototypes "
+            f"{tuple(prototypes.shape)}"
+        )
     # ||e||^2 - 2 e.c + ||c||^2, the expanded form avoids an (n, K, D) tensor
     d2 = (
         embeddings.pow(2).sum(1, keepdim=True)

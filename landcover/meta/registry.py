@@ -34,6 +34,11 @@ LEARNERS: dict[str, type[Learner] | str] = {
     "cnp": "landcover.meta.cnp:CNP",
     "mann": "landcover.meta.mann:MANN",
     "snail": "landcover.meta.snail:SNAIL",
+    "meta_lstm": "landcover.meta.meta_lstm:MetaLSTM",
+    "metanet": "landcover.meta.metanet:MetaNetwork",
+    "metaoptnet_svm": "landcover.meta.svm_head:MetaOptSVM",
+    "bias_transform": "landcover.meta.bias_transform:BiasTransformMAML",
+    "alphamaml": "landcover.meta.alpha_maml:AlphaMAML",
 }
 
 #: Live view of the registered names.
@@ -56,7 +61,9 @@ def learner_class(name: str) -> type[Learner]:
     return entry
 
 
-def build_learner(name: str, model: nn.Module, loss_fn: nn.Module | None, **options: Any) -> Learner:
+def build_learner(
+    name: str, model: nn.Module, loss_fn: nn.Module | None, **options: Any
+) -> Learner:
     """Build the learner ``name`` around ``model``.
 
     Args:

@@ -62,10 +62,16 @@ class Reptile(MAML):
             )
         fast = {k: v.detach() for k, v in fast.items()}
         with torch.no_grad():
-            out = self._forward(meta, fast, self._encode(meta, task.query_x, training), None, training)
+            out = self._forward(
+                meta, fast, self._encode(meta, task.query_x, training), None, training
+            )
             q_loss = float(self.loss_fn(out, task.query_y))
         loss = self._surrogate(meta, fast)
-        return TaskResult(loss if training else loss.detach(), q_loss, task_metrics(out, task.query_y, self.loss_fn))
+        return TaskResult(
+            loss if training else loss.detach(),
+            q_loss,
+            task_metrics(out, task.query_y, self.loss_fn),
+        )
 
     def batched_meta_loss(
         self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
@@ -76,7 +82,13 @@ class Reptile(MAML):
 
         def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
             fast, _ = self._inner(
-                detached, sx, sy, self.default_steps, create_graph=False, training=True, functional=True
+                detached,
+                sx,
+                sy,
+                self.default_steps,
+                create_graph=False,
+                training=True,
+                functional=True,
             )
             out = self._forward(detached, fast, self._encode(detached, qx, True), None, True)
             return self._surrogate(meta, fast), self.loss_fn(out, qy)

@@ -1,5 +1,7 @@
-"""Closed-form ridge-regression head on learned embeddings: R2-D2 (Bertinetto, Henriques,
-Torr & Vedaldi, "Meta-learning with differentiable closed-form solvers", ICLR 2019).
+"""Closed-form ridge-regression head on learned embeddings (R2-D2).
+
+Bertinetto, Henriques, Torr & Vedaldi, "Meta-learning with differentiable closed-form
+solvers", ICLR 2019.
 
 Per task the support embeddings ``X`` (``n x d``, with a column of ones for the bias) are
 regressed onto one-hot labels ``Y`` (``n x N``) in closed form,
@@ -29,7 +31,9 @@ from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
 
 
-def ridge_solve(x: Tensor, y: Tensor, lam: Tensor | float, *, woodbury: bool | None = None) -> Tensor:
+def ridge_solve(
+    x: Tensor, y: Tensor, lam: Tensor | float, *, woodbury: bool | None = None
+) -> Tensor:
     """Ridge-regression weights ``argmin_W ||X W - Y||^2 + lam ||W||^2``.
 
     Args:
@@ -111,8 +115,10 @@ class RidgeHead(Learner):
     ) -> AdaptedState:
         """Solve the ridge regression of one-hot labels on the support embeddings."""
         if support_y.ndim != 1 or support_y.is_floating_point():
-            raise ValueError("RidgeHead classifies: support_y must be 1-D integer labels; got "
-                             f"{support_y.dtype} {tuple(support_y.shape)}")
+            raise ValueError(
+                "RidgeHead classifies: support_y must be 1-D integer labels; got "
+                f"{support_y.dtype} {tuple(support_y.shape)}"
+            )
         with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
             x = _with_ones(self.embed(support_x))
             y = F.one_hot(support_y, int(support_y.max()) + 1).to(x.dtype)

@@ -91,8 +91,10 @@ class SequenceLearner(Learner):
     ) -> AdaptedState:
         """Read the support sequence into a black-box summary (``steps`` is ignored)."""
         if support_y.ndim != 1 or support_y.is_floating_point() or len(support_y) == 0:
-            raise ValueError("sequence learners classify: support_y must be non-empty 1-D "
-                             f"integer labels; got {support_y.dtype} {tuple(support_y.shape)}")
+            raise ValueError(
+                "sequence learners classify: support_y must be non-empty 1-D "
+                f"integer labels; got {support_y.dtype} {tuple(support_y.shape)}"
+            )
         n_way = int(support_y.max()) + 1
         if n_way > self.max_way:
             raise ValueError(f"this learner handles at most {self.max_way} classes; got {n_way}")

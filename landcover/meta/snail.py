@@ -1,5 +1,6 @@
-"""SNAIL: a Simple Neural AttentIve meta-Learner (Mishra, Rohaninejad, Chen & Abbeel,
-ICLR 2018).
+"""SNAIL: a Simple Neural AttentIve meta-Learner.
+
+Mishra, Rohaninejad, Chen & Abbeel, "A Simple Neural Attentive Meta-Learner", ICLR 2018.
 
 The support set is read as a sequence (labels offset by one step, see
 :mod:`landcover.meta.sequence`) by interleaved **temporal convolutions** and **causal

@@ -38,8 +38,11 @@ def ignore_index_of(loss_fn: nn.Module) -> int | None:
 
 
 def task_metrics(output: Tensor, target: Tensor, loss_fn: nn.Module) -> dict[str, float]:
-    """Detached per-task metrics: accuracy for integer targets (pixels with the ignore index
-    skipped), nothing for regression."""
+    """Detached per-task metrics of one task's query output.
+
+    Accuracy for integer targets (pixels with the loss's ignore index skipped); nothing
+    for regression.
+    """
     if target.is_floating_point() or output.ndim != target.ndim + 1:
         return {}
     pred = output.argmax(dim=1)

@@ -30,6 +30,7 @@ active set is locally constant (strict complementarity). No solver iteration is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,7 @@ def solve_cs_svm_dual(
     ridge: float = 1.0,
     tol: float = 1e-8,
     max_iter: int = 3000,
+    polish_every: int = 10,
 ) -> SVMSolution:
     """Solve the Crammer-Singer dual to tolerance; gradients by implicit differentiation.
 
@@ -110,6 +112,9 @@ def solve_cs_svm_dual(
             non-singular when the Gram matrix is rank deficient).
         tol: Stop when the projected-gradient residual (inf-norm) is below ``tol``.
         max_iter: Iteration cap.
+        polish_every: When the active set has not changed for this many iterations, solve
+            the KKT system on it exactly and jump there if that is better (finishes as
+            soon as the active set is right).
 
     Returns:
         The :class:`SVMSolution`; ``alpha`` has ``kernel``'s dtype and carries the implicit
@@ -142,53 +147,126 @@ def solve_cs_svm_dual(
                 0.5 * (a * (kd @ a)).sum() + 0.5 * ridge * (a * a).sum() - (a * onehot).sum()
             )
 
+        def gradient_map(a: Tensor) -> tuple[Tensor, Tensor, float]:
+            nxt, act = project_rows(a - step * grad(a), upper)
+            return nxt, act, float((nxt - a).abs().max()) / step
+
         alpha = torch.zeros_like(onehot)
         y, t, f_prev = alpha.clone(), 1.0, value(alpha)
         residual, active, iterations = float("inf"), torch.zeros_like(onehot, dtype=torch.bool), 0
-        for iterations in range(1, max_iter + 1):  # noqa: B007 (reported after the loop)
-            new, active = project_rows(y - step * grad(y), upper)
-            residual = float((new - y).abs().max()) / step  # gradient mapping at y
+        last_active, stable = active, 0
+        for iterations in range(1, max_iter + 1):
+            new, active, residual = gradient_map(y)  # residual: gradient mapping at y
             f_new = value(new)
             if f_new > f_prev:  # adaptive restart (O'Donoghue & Candes 2015)
                 t, y = 1.0, alpha.clone()
-                new, active = project_rows(y - step * grad(y), upper)
-                residual = float((new - y).abs().max()) / step
+                new, active, residual = gradient_map(y)
                 f_new = value(new)
             if residual < tol:
                 alpha = new
                 break
+            stable = stable + 1 if torch.equal(active, last_active) else 0
+            last_active = active
+            if stable >= polish_every:  # active set settled: exact KKT solve on it
+                stable = 0
+                cand = _polish(kd, onehot, upper, active, ridge)
+                if cand is not None:
+                    _, cand_active, cand_res = gradient_map(cand)
+                    if cand_res < tol:
+                        alpha, active, residual = cand, cand_active, cand_res
+                        break
+                    f_cand = value(cand)
+                    if f_cand < f_new:  # warm restart from the better point
+                        alpha, y, t, f_prev = cand, cand.clone(), 1.0, f_cand
+                        continue
             t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
             y = new + ((t - 1.0) / t_next) * (new - alpha)
             alpha, t, f_prev = new, t_next, f_new
     return SVMSolution(
-        _kkt_solve(k64, onehot, upper, active, ridge).to(kernel.dtype), active, iterations, residual
+        _KKTSolve.apply(k64, onehot, upper, active, ridge).to(kernel.dtype),
+        active,
+        iterations,
+        residual,
     )
 
 
-def _kkt_solve(
+def _polish(
     kernel: Tensor, onehot: Tensor, upper: Tensor, active: Tensor, ridge: float
+) -> Tensor | None:
+    """Feasible point from the KKT solve on a guessed active set (``None`` if it fails)."""
+    cand = _KKTSolve.apply(kernel, onehot, upper, active, ridge)
+    if not torch.isfinite(cand).all():
+        return None
+    return project_rows(cand, upper)[0]
+
+
+def free_set_solve(
+    kernel: Tensor,
+    rhs: Tensor,
+    mask: Tensor,
+    ridge: float,
+    row_sums: Tensor,
+    *,
+    rtol: float = 1e-12,
 ) -> Tensor:
-    """Differentiable solve of the KKT system on the free coordinates (implicit gradient)."""
-    n, num_classes = onehot.shape
-    free = (~active).reshape(-1)
-    idx = free.nonzero().squeeze(1)
-    rows, cols = idx // num_classes, idx % num_classes
-    m = idx.numel()
-    fixed = upper * active  # active coordinates sit at their (kernel-independent) bound
-    g_ff = kernel[rows][:, rows] * (cols[:, None] == cols[None, :]).to(kernel.dtype)
-    g_ff = g_ff + ridge * torch.eye(m, dtype=kernel.dtype)
-    e = (rows[None, :] == torch.arange(n)[:, None]).to(kernel.dtype)  # (n, m) row sums
-    lhs = torch.cat(
-        [
-            torch.cat([g_ff, e.T], dim=1),
-            torch.cat([e, torch.zeros(n, n, dtype=kernel.dtype)], dim=1),
-        ]
-    )
-    rhs_stat = onehot.reshape(-1)[idx] - (kernel @ fixed).reshape(-1)[idx]
-    rhs = torch.cat([rhs_stat, -fixed.sum(dim=1)])
-    z = torch.linalg.solve(lhs, rhs)[:m]
-    alpha = fixed.reshape(-1).index_put((idx,), z)
-    return alpha.reshape(n, num_classes)
+    """Solve the equality-constrained KKT system restricted to the free coordinates.
+
+    Finds ``Z`` (``(n, N)``, zero where ``mask`` is 0) with ``sum_k Z[i, k] = row_sums[i]``
+    and ``(K Z + ridge Z - rhs)[i, k] = -nu_i`` on the free coordinates (one multiplier per
+    row), by conjugate gradients on the null space of the row sums. The operator is
+    ``Z -> K Z + ridge Z`` (that is ``(K kron I + ridge I)`` without forming it), so a solve
+    costs a few dozen ``(n, n) @ (n, N)`` products.
+    """
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+    def proj(v: Tensor) -> Tensor:
+        v = v * mask
+        return v - mask * v.sum(dim=1, keepdim=True) / count
+
+    def op(z: Tensor) -> Tensor:
+        return proj(kernel @ z + ridge * z)
+
+    z0 = mask * row_sums[:, None] / count
+    b = proj(rhs) - op(z0)
+    d = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rs = float((r * r).sum())
+    stop = (rtol * (1.0 + float(b.norm()))) ** 2
+    for _ in range(max(int(mask.sum()), 1)):
+        if rs <= stop:
+            break
+        ap = op(p)
+        curv = float((p * ap).sum())
+        if curv <= 0.0:  # singular direction (ridge = 0 and a rank-deficient kernel)
+            break
+        a = rs / curv
+        d, r = d + a * p, r - a * ap
+        rs_new = float((r * r).sum())
+        p, rs = r + (rs_new / rs) * p, rs_new
+    return z0 + d
+
+
+class _KKTSolve(torch.autograd.Function):
+    """KKT solution on a fixed active set; backward = implicit differentiation (adjoint)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, kernel: Tensor, onehot: Tensor, upper: Tensor, active: Tensor, ridge: float
+    ) -> Tensor:
+        mask = (~active).to(kernel.dtype)
+        fixed = upper * active  # active coordinates sit at their (kernel-independent) bound
+        z = free_set_solve(kernel, onehot - kernel @ fixed, mask, ridge, -fixed.sum(dim=1))
+        alpha = z + fixed
+        ctx.save_for_backward(kernel, mask, alpha)
+        ctx.ridge = ridge
+        return alpha
+
+    @staticmethod
+    def backward(ctx: Any, grad_alpha: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        kernel, mask, alpha = ctx.saved_tensors
+        # Adjoint of the (symmetric) KKT system, then d loss / d K = -Lambda alpha^T.
+        lam = free_set_solve(kernel, grad_alpha, mask, ctx.ridge, torch.zeros_like(alpha[:, 0]))
+        return -lam @ alpha.T, None, None, None, None
 
 
 class MetaOptSVM(Learner):

@@ -53,8 +53,10 @@ def preprocess(png: bytes | Path, size: int = IMAGE_SIZE) -> Tensor:
         with Image.open(source) as im:
             gray = im.convert("L").resize((size, size), Image.Resampling.LANCZOS)
     except Exception as exc:  # PIL raises several types for corrupt data
-        raise ValueError(f"cannot decode Omniglot image {png if isinstance(png, Path) else ''}"
-                         f" ({exc}); expected a PNG drawing") from exc
+        raise ValueError(
+            f"cannot decode Omniglot image {png if isinstance(png, Path) else ''}"
+            f" ({exc}); expected a PNG drawing"
+        ) from exc
     arr = np.asarray(gray, dtype=np.float32) / 255.0
     return torch.from_numpy(np.clip(1.0 - arr, 0.0, 1.0)).unsqueeze(0)
 
@@ -128,8 +130,10 @@ def _iter_pngs(source: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
                 if name.lower().endswith(".png") and "__MACOSX" not in name:
                     yield tuple(Path(name).parts), zf.read(name)
     elif source.exists():
-        raise ValueError(f"{source} is neither a folder nor a zip archive; give an Omniglot "
-                         "zip (e.g. images_background.zip) or its extracted folder")
+        raise ValueError(
+            f"{source} is neither a folder nor a zip archive; give an Omniglot "
+            "zip (e.g. images_background.zip) or its extracted folder"
+        )
     else:
         raise FileNotFoundError(f"Omniglot source {source} does not exist")
 
@@ -155,8 +159,10 @@ def load_omniglot(sources: Sequence[str | Path], size: int = IMAGE_SIZE) -> Omni
             alphabet, character, fname = parts[-3], parts[-2], parts[-1]
             found.setdefault((alphabet, character), {}).setdefault(fname, data)
     if not found:
-        raise ValueError(f"no Omniglot images found in {list(map(str, sources))}; expected "
-                         "<top>/<Alphabet>/<character>/<image>_<drawer>.png")
+        raise ValueError(
+            f"no Omniglot images found in {list(map(str, sources))}; expected "
+            "<top>/<Alphabet>/<character>/<image>_<drawer>.png"
+        )
     images: list[Tensor] = []
     labels: list[int] = []
     classes: list[tuple[str, str, int]] = []
@@ -237,11 +243,14 @@ class EpisodeSampler:
         """
         eligible = [c for c, idx in enumerate(self.by_class) if len(idx) >= k_shot + n_query]
         if n_way < 1 or k_shot < 1 or n_query < 0:
-            raise ValueError(f"need n_way >= 1, k_shot >= 1, n_query >= 0; got {n_way}, "
-                             f"{k_shot}, {n_query}")
+            raise ValueError(
+                f"need n_way >= 1, k_shot >= 1, n_query >= 0; got {n_way}, {k_shot}, {n_query}"
+            )
         if len(eligible) < n_way:
-            raise ValueError(f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} "
-                             f"classes with >= {k_shot + n_query} images; only {len(eligible)}")
+            raise ValueError(
+                f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} "
+                f"classes with >= {k_shot + n_query} images; only {len(eligible)}"
+            )
         g = self.generator
         pick = torch.randperm(len(eligible), generator=g)[:n_way].tolist()
         classes = [eligible[i] for i in pick]

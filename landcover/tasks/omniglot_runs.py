@@ -57,8 +57,9 @@ class _Reader:
             self.zip = zipfile.ZipFile(source)
             self.names = self.zip.namelist()
         elif source.exists():
-            raise ValueError(f"{source} is neither a folder nor a zip; give all_runs.zip or "
-                             "its extracted folder")
+            raise ValueError(
+                f"{source} is neither a folder nor a zip; give all_runs.zip or its extracted folder"
+            )
         else:
             raise FileNotFoundError(f"Lake runs source {source} does not exist")
 
@@ -84,8 +85,9 @@ def load_runs(source: str | Path, size: int = IMAGE_SIZE) -> list[OneShotRun]:
     reader = _Reader(Path(source))
     label_files = sorted(n for n in reader.names if PurePosixPath(n).name == "class_labels.txt")
     if not label_files:
-        raise ValueError(f"no runNN/class_labels.txt in {source}; expected Lake et al.'s "
-                         "all_runs.zip layout")
+        raise ValueError(
+            f"no runNN/class_labels.txt in {source}; expected Lake et al.'s all_runs.zip layout"
+        )
     runs = []
     for lf in label_files:
         run_dir = PurePosixPath(lf).parent
@@ -97,19 +99,23 @@ def load_runs(source: str | Path, size: int = IMAGE_SIZE) -> list[OneShotRun]:
                 continue
             fields = line.split()
             if len(fields) != 2:
-                raise ValueError(f"{lf}:{lineno}: expected 'runNN/test/itemKK.png "
-                                 f"runNN/training/classJJ.png', got {line!r}")
+                raise ValueError(
+                    f"{lf}:{lineno}: expected 'runNN/test/itemKK.png "
+                    f"runNN/training/classJJ.png', got {line!r}"
+                )
             pairs.append((fields[0], fields[1]))
         train_names = sorted({t for _, t in pairs})
         all_train = sorted(
-            n for n in reader.names
+            n
+            for n in reader.names
             if PurePosixPath(n).parent == run_dir / "training" and n.endswith(".png")
         )
-        train_names = sorted(set(train_names) | {str(PurePosixPath(n).relative_to(base))
-                                                  for n in all_train})
+        train_names = sorted(
+            set(train_names) | {str(PurePosixPath(n).relative_to(base)) for n in all_train}
+        )
         index = {name: j for j, name in enumerate(train_names)}
 
-        def load(rel: str, lf: str = lf) -> Tensor:
+        def load(rel: str, lf: str = lf, base: PurePosixPath = base) -> Tensor:
             name = str(base / rel) if str(base) != "." else rel
             try:
                 return preprocess(reader.read(name), size)

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from torch import nn
 
 from landcover.evaluation.fewshot import Method, evaluate_fewshot
-from landcover.evaluation.metrics import mean_interval
 from landcover.meta.protocol import Learner
+from landcover.meta.registry import build_learner
 from landcover.training.datamodule import RegionTaskDataModule
 from landcover.training.module import MetaLearningModule
 
@@ -119,41 +121,64 @@ def fit_learner(
     return module
 
 
-def choose_steps(
-    learner: Learner,
+def choose_finetune(
+    name: str,
+    model: nn.Module,
     datamodule: RegionTaskDataModule,
-    candidates: Sequence[int],
     *,
-    shots: int,
-    tasks: int = 12,
+    rates: Sequence[float],
+    steps: Sequence[int],
+    shots: Sequence[int] = (1, 5),
+    tasks: int = 8,
     progress: bool = False,
-) -> tuple[int, dict[int, float]]:
-    """Pick the inner-step count with the best mean mIoU on validation-region tasks.
+) -> tuple[Learner, dict[str, float]]:
+    """Choose a baseline's fine-tuning rate and step count on the validation regions.
+
+    Every ``(rate, steps)`` pair of the grid adapts on the same validation tasks (``tasks``
+    per shot count in ``shots``); the pair with the best mean mIoU wins. The test regions
+    are never looked at.
 
     Args:
-        learner: The learner (e.g. pretrained network + fine-tuning).
+        name: Baseline learner (``"pretrain"`` or ``"scratch"``).
+        model: Its network (the pretrained one for ``"pretrain"``; shared, not copied).
         datamodule: Source of the validation tasks.
-        candidates: Step counts to try.
-        shots: Support tiles of the validation tasks.
-        tasks: Validation tasks per candidate.
+        rates: Candidate SGD rates (``finetune_lr``).
+        steps: Candidate step counts.
+        shots: Shot counts of the validation tasks.
+        tasks: Validation tasks per shot count.
         progress: Show a progress bar.
 
     Returns:
-        ``(best step count, {step count: mean validation mIoU})``.
+        ``(learner built with the best rate and step count, {"lr=..,steps=..": mean mIoU})``.
     """
-    if not candidates:
-        raise ValueError("choose_steps needs at least one candidate step count")
-    methods = {str(s): Method(learner, int(s)) for s in candidates}
+    if not rates or not steps:
+        raise ValueError("choose_finetune needs at least one rate and one step count")
+    loss_fn = nn.CrossEntropyLoss(ignore_index=datamodule.ignore_index)
+    learners = {
+        float(lr): build_learner(name, model, loss_fn, finetune_lr=float(lr), steps=max(steps))
+        for lr in rates
+    }
+    methods = {
+        f"lr={lr:g},steps={s}": Method(learner, int(s))
+        for lr, learner in learners.items()
+        for s in steps
+    }
     result = evaluate_fewshot(
         methods,
         lambda k, i: datamodule.eval_task("val", i, shots=k),
         num_classes=datamodule.num_classes,
-        shots=[shots],
+        shots=list(shots),
         tasks_per_shot=tasks,
         ignore_index=datamodule.ignore_index,
         keep_examples=0,
         progress=progress,
     )
-    means = {int(s): mean_interval(result.scores[str(s)][shots]["miou"]).mean for s in candidates}
-    best = max(means, key=lambda s: means[s])
-    return best, means
+    grid = {
+        key: float(np.nanmean([np.nanmean(result.scores[key][int(k)]["miou"]) for k in shots]))
+        for key in methods
+    }
+    best = max(grid, key=lambda key: grid[key])
+    lr = float(best.split(",")[0].split("=")[1])
+    n = int(best.split(",")[1].split("=")[1])
+    chosen = build_learner(name, model, loss_fn, finetune_lr=lr, steps=n)
+    return chosen.eval(), grid

@@ -5,8 +5,8 @@ Usage::
     landcover train --config configs/synthetic.yaml                 # fit (the default)
     landcover train fit --config configs/sen12ms.yaml --data.root D  # explicit sub-command
     landcover train fit --config configs/synthetic.yaml --ckpt_path last   # resume
-    landcover train validate --config configs/synthetic.yaml --ckpt_path runs/x/checkpoints/last.ckpt
-    landcover train test --config configs/synthetic.yaml --ckpt_path ...
+    landcover train validate --config configs/synthetic.yaml --ckpt_path runs/x/last.ckpt
+    landcover train test --config configs/synthetic.yaml --ckpt_path runs/x/last.ckpt
 
 Defaults that meta-learning needs are set here rather than in every config: no inference
 mode (adaptation at validation takes gradients), no automatic distributed sampler (the
@@ -18,6 +18,7 @@ resumes from it). The band count and the class count of the model are linked to 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -89,4 +90,7 @@ def main(argv: list[str]) -> int:
         build_cli(argv)
     except SystemExit as exc:  # argparse errors and --help
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except (ValueError, KeyError, FileNotFoundError) as err:  # bad data or settings
+        print(f"landcover train: {err}", file=sys.stderr)
+        return 2
     return 0

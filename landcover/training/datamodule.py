@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 from torch.utils.data import DataLoader, Sampler
@@ -62,18 +62,10 @@ def load_regions(
         if not root.is_dir() or not any(root.iterdir()):
             write_synthetic(root, SynthConfig(**opts), progress=True)
         regions = read_regions(root)
-    elif dataset == "folder":
-        from landcover.geo.folder import read_regions
+    elif dataset in DATASETS:
+        from landcover.geo.datasets import load_regions as read_dataset
 
-        regions = read_regions(root, **opts)
-    elif dataset == "sen12ms":
-        from landcover.geo.sen12ms import read_sen12ms_regions
-
-        regions = read_sen12ms_regions(root, **opts)
-    elif dataset == "deepglobe":
-        from landcover.geo.deepglobe import read_deepglobe_regions
-
-        regions = read_deepglobe_regions(root, **opts)
+        regions = read_dataset(root, kind=dataset, **opts)
     else:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {list(DATASETS)}")
     if not regions:
@@ -118,7 +110,7 @@ class ShardSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __iter__(self):  # noqa: D105
+    def __iter__(self):
         return iter(self.indices)
 
 
@@ -147,7 +139,7 @@ class RegionTaskDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        dataset: str = "synthetic",
+        dataset: Literal["synthetic", "folder", "sen12ms", "deepglobe"] = "synthetic",
         root: str = "data/synthetic",
         options: dict[str, Any] | None = None,
         val_regions: int | list[str] = 2,

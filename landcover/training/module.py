@@ -166,9 +166,9 @@ class MetaLearningModule(L.LightningModule):
             self.log(f"{prefix}/kappa_after", after["kappa"], batch_size=1, sync_dist=True)
 
     def validation_step(self, batch: list[Task], batch_idx: int) -> None:
-        """mIoU before and after adaptation on validation-region tasks."""
+        """MIoU before and after adaptation on validation-region tasks."""
         self._eval_step(batch, "val")
 
     def test_step(self, batch: list[Task], batch_idx: int) -> None:
-        """mIoU before and after adaptation on test-region tasks."""
+        """MIoU before and after adaptation on test-region tasks."""
         self._eval_step(batch, "test")

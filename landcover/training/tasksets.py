@@ -67,8 +67,7 @@ class MetaBatchSampler(Sampler[int]):
     def __init__(self, n_batches: int, meta_batch_size: int, rank: int = 0, world: int = 1) -> None:
         if n_batches < 1 or meta_batch_size < 1:
             raise ValueError(
-                f"need n_batches >= 1 and meta_batch_size >= 1; got {n_batches}, "
-                f"{meta_batch_size}"
+                f"need n_batches >= 1 and meta_batch_size >= 1; got {n_batches}, {meta_batch_size}"
             )
         if meta_batch_size % world:
             raise ValueError(

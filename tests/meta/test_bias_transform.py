@@ -67,7 +67,9 @@ def test_meta_gradient_reaches_the_transformation() -> None:
 
     learner = BiasTransformMAML(_mlp(), nn.MSELoss(), bias_dim=2, inner_lr=0.05, steps=2)
     x = torch.randn(6, 1, dtype=torch.float64)
-    task = Task(x, x.cos(), torch.randn(6, 1, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64))
+    task = Task(
+        x, x.cos(), torch.randn(6, 1, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+    )
     learner.task_loss(task).loss.backward()
     layer = learner.model[0]
     assert layer.bt_vector.grad.abs().sum() > 0 and layer.bt_weight.grad.abs().sum() > 0

@@ -23,7 +23,9 @@ def test_reptile_update_equals_formula(task):
     opt.zero_grad()
     learner.meta_backward([task])
     opt.step()
-    torch.testing.assert_close(model.weight.detach().T, w0 + eps * (phi - w0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        model.weight.detach().T, w0 + eps * (phi - w0), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_reptile_vmap_equals_loop():
@@ -73,14 +75,18 @@ def test_metasgd_step_uses_elementwise_rates(task):
         learner.rates["weight"].copy_(torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64))
     state = learner.adapt(task.support_x, task.support_y)
     w0 = model.weight.detach().T
-    expected = w0 - torch.tensor([[0.1], [0.2], [0.3]], dtype=torch.float64) * mse_grad(w0, task.support_x, task.support_y)
+    expected = w0 - torch.tensor([[0.1], [0.2], [0.3]], dtype=torch.float64) * mse_grad(
+        w0, task.support_x, task.support_y
+    )
     torch.testing.assert_close(state.params["weight"], expected.T)
 
 
 def test_imaml_matches_exact_implicit_gradient_linear(task):
     lam = 2.0
     model = linear_model()
-    learner = build_learner("imaml", model, nn.MSELoss(), inner_lr=0.05, steps=20, lam=lam, cg_steps=10)
+    learner = build_learner(
+        "imaml", model, nn.MSELoss(), inner_lr=0.05, steps=20, lam=lam, cg_steps=10
+    )
     learner.task_loss(task).loss.backward()
     phi = learner.adapt(task.support_x, task.support_y).params["weight"].detach().T
     h = mse_hessian(task.support_x)
@@ -95,7 +101,9 @@ def test_imaml_matches_exact_implicit_gradient_tanh_mlp():
     sx, qx = torch.randn(10, 2, generator=g).double(), torch.randn(9, 2, generator=g).double()
     task = Task(sx, torch.sin(sx[:, :1]), qx, torch.sin(qx[:, :1]))
     model = tanh_mlp()
-    learner = build_learner("imaml", model, nn.MSELoss(), inner_lr=0.1, steps=10, lam=lam, cg_steps=40)
+    learner = build_learner(
+        "imaml", model, nn.MSELoss(), inner_lr=0.1, steps=10, lam=lam, cg_steps=40
+    )
     learner.task_loss(task).loss.backward()
     grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
     state = learner.adapt(task.support_x, task.support_y)
@@ -114,13 +122,25 @@ def test_imaml_matches_exact_implicit_gradient_tanh_mlp():
     def loss_at(flat, x, y):
         return nn.functional.mse_loss(torch.func.functional_call(model, unpack(flat), (x,)), y)
 
-    hess = torch.autograd.functional.hessian(lambda f: loss_at(f, task.support_x, task.support_y), phi0)
-    g_q = torch.autograd.grad(loss_at(phi0.clone().requires_grad_(), task.query_x, task.query_y), [])  if False else None
+    hess = torch.autograd.functional.hessian(
+        lambda f: loss_at(f, task.support_x, task.support_y), phi0
+    )
     p = phi0.clone().requires_grad_()
     g_q = torch.autograd.grad(loss_at(p, task.query_x, task.query_y), p)[0]
     exact = torch.linalg.solve(torch.eye(phi0.numel(), dtype=torch.float64) + hess / lam, g_q)
     rel = (grad - exact).norm() / exact.norm()
     assert rel < 1e-4
+
+
+def test_imaml_vmap_equals_loop():
+    tasks = [linear_task(seed=s) for s in range(3)]
+    opts = {"inner_lr": 0.1, "steps": 3, "lam": 1.5, "cg_steps": 4}
+    a = build_learner("imaml", tanh_mlp(3), nn.MSELoss(), **opts)
+    b = build_learner("imaml", tanh_mlp(3), nn.MSELoss(), vmap=True, **opts)
+    stats_a, stats_b = a.meta_backward(tasks), b.meta_backward(tasks)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-11)
+    assert stats_a["query_loss"] == pytest.approx(stats_b["query_loss"], rel=1e-9)
 
 
 def test_cavia_adapts_only_the_context_and_its_gradient_matches_fd():
@@ -143,5 +163,15 @@ def test_cavia_adapts_only_the_context_and_its_gradient_matches_fd():
     # images: context appended as constant channels
     conv = nn.Conv2d(3 + 2, 4, 1)
     learner = build_learner("cavia", conv, nn.CrossEntropyLoss(), context_dim=2, inner_lr=0.5)
-    img = Task(torch.randn(2, 3, 4, 4), torch.randint(0, 4, (2, 4, 4)), torch.randn(2, 3, 4, 4), torch.randint(0, 4, (2, 4, 4)))
-    assert learner.predict(learner.adapt(img.support_x, img.support_y), img.query_x).shape == (2, 4, 4, 4)
+    img = Task(
+        torch.randn(2, 3, 4, 4),
+        torch.randint(0, 4, (2, 4, 4)),
+        torch.randn(2, 3, 4, 4),
+        torch.randint(0, 4, (2, 4, 4)),
+    )
+    assert learner.predict(learner.adapt(img.support_x, img.support_y), img.query_x).shape == (
+        2,
+        4,
+        4,
+        4,
+    )

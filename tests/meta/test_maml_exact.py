@@ -132,19 +132,28 @@ def test_vmap_meta_gradient_equals_task_loop():
     )
     for t, p in zip(tasks, preds):
         state = loop.adapt(t.support_x, t.support_y, steps=3)
-        torch.testing.assert_close(p, loop.predict(state, t.query_x).detach(), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            p, loop.predict(state, t.query_x).detach(), rtol=1e-9, atol=1e-12
+        )
 
 
 def test_classification_and_segmentation_losses_work():
     torch.manual_seed(0)
     clf = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     learner = build_learner("maml", clf, nn.CrossEntropyLoss(), inner_lr=0.1, steps=2)
-    t = Task(torch.randn(6, 3, 2, 2), torch.randint(0, 3, (6,)), torch.randn(6, 3, 2, 2), torch.randint(0, 3, (6,)))
+    t = Task(
+        torch.randn(6, 3, 2, 2),
+        torch.randint(0, 3, (6,)),
+        torch.randn(6, 3, 2, 2),
+        torch.randint(0, 3, (6,)),
+    )
     result = learner.task_loss(t)
     result.loss.backward()
     assert 0.0 <= result.metrics["accuracy"] <= 1.0
     seg = nn.Conv2d(3, 4, 3, padding=1)
-    learner = build_learner("fomaml", seg, nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1, steps=2)
+    learner = build_learner(
+        "fomaml", seg, nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1, steps=2
+    )
     mask = torch.randint(0, 4, (2, 5, 5))
     mask[0, 0] = 255
     t = Task(torch.randn(2, 3, 5, 5), mask, torch.randn(2, 3, 5, 5), mask.clone())

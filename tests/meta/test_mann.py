@@ -6,7 +6,9 @@ from landcover.tasks.task import Task
 
 
 def _mann():
-    return MANN(nn.Linear(5, 6), feature_dim=6, max_way=4, hidden=12, slots=8, slot_dim=5, heads=2).double()
+    return MANN(
+        nn.Linear(5, 6), feature_dim=6, max_way=4, hidden=12, slots=8, slot_dim=5, heads=2
+    ).double()
 
 
 def test_sees_only_labels_of_earlier_items():
@@ -30,15 +32,20 @@ def test_query_branch_equals_appending_query_to_sequence():
     qx = torch.randn(3, 5, dtype=torch.float64)
     got = m.predict(m.adapt(sx, sy), qx)
     for i in range(3):
-        seq = m.sequence_logits(m.embed(torch.cat([sx, qx[i : i + 1]])),
-                                torch.cat([sy, torch.tensor([0])]))
+        seq = m.sequence_logits(
+            m.embed(torch.cat([sx, qx[i : i + 1]])), torch.cat([sy, torch.tensor([0])])
+        )
         torch.testing.assert_close(got[i], seq[-1, :3])
 
 
 def test_meta_gradient_flows():
     m = _mann()
-    task = Task(torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 2] * 2),
-                torch.randn(3, 5, dtype=torch.float64), torch.tensor([0, 1, 2]))
+    task = Task(
+        torch.randn(6, 5, dtype=torch.float64),
+        torch.tensor([0, 1, 2] * 2),
+        torch.randn(3, 5, dtype=torch.float64),
+        torch.tensor([0, 1, 2]),
+    )
     m.meta_backward([task])
     assert m.controller.weight_ih.grad.abs().sum() > 0
     assert m.key.weight.grad.abs().sum() > 0

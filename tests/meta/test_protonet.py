@@ -69,7 +69,7 @@ def test_segmentation_task_loss_ignores_unlabelled_pixels():
 def test_bad_shapes_and_labels_are_clear_errors():
     with pytest.raises(ValueError, match="labels"):
         class_prototypes(torch.randn(3, 2), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="0..1"):
+    with pytest.raises(ValueError, match=r"0\.\.1"):
         class_prototypes(torch.randn(2, 2), torch.tensor([0, 5]), num_classes=2)
 
 

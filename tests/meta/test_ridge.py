@@ -17,8 +17,9 @@ def test_woodbury_and_primal_equal_independent_solution():
         y = torch.randn(n, 3, dtype=torch.float64)
         ref = _numpy_ridge(x, y, 0.7)
         for wood in (None, True, False):
-            np.testing.assert_allclose(ridge_solve(x, y, 0.7, woodbury=wood).numpy(), ref,
-                                       rtol=1e-9, atol=1e-10)
+            np.testing.assert_allclose(
+                ridge_solve(x, y, 0.7, woodbury=wood).numpy(), ref, rtol=1e-9, atol=1e-10
+            )
 
 
 def test_head_predictions_equal_closed_form():
@@ -34,8 +35,9 @@ def test_head_predictions_equal_closed_form():
     assert abs(lam - 0.5) < 1e-6
     w = _numpy_ridge(feats, nn.functional.one_hot(sy).double(), lam)
     qf = torch.cat([enc(qx), torch.ones(3, 1, dtype=torch.float64)], 1).detach().numpy()
-    np.testing.assert_allclose(head.predict(state, qx).detach().numpy(), scale * qf @ w + bias,
-                               rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(
+        head.predict(state, qx).detach().numpy(), scale * qf @ w + bias, rtol=1e-8, atol=1e-9
+    )
 
 
 def test_gradient_through_solve_matches_finite_differences():
@@ -49,8 +51,9 @@ def test_gradient_through_solve_matches_finite_differences():
 def test_meta_gradient_reaches_lambda_scale_bias_and_encoder():
     enc = nn.Linear(6, 8)
     head = RidgeHead(enc)
-    task = Task(torch.randn(6, 6), torch.tensor([0, 1, 2] * 2), torch.randn(3, 6),
-                torch.tensor([0, 1, 2]))
+    task = Task(
+        torch.randn(6, 6), torch.tensor([0, 1, 2] * 2), torch.randn(3, 6), torch.tensor([0, 1, 2])
+    )
     head.meta_backward([task])
     for p in [head.log_lam, head.scale, head.bias, enc.weight]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0

@@ -21,8 +21,9 @@ META_BATCH = 4
 def _learner() -> nn.Module:
     torch.manual_seed(0)
     model = build_model("small_unet", 3, 4, width=4, depth=1, norm="none").double()
-    return build_learner("maml", model, nn.CrossEntropyLoss(ignore_index=255), steps=2,
-                         inner_lr=0.1)
+    return build_learner(
+        "maml", model, nn.CrossEntropyLoss(ignore_index=255), steps=2, inner_lr=0.1
+    )
 
 
 def _task(index: int) -> Task:
@@ -81,9 +82,10 @@ def test_sampler_shares_partition_the_meta_batch():
     shares = [list(MetaBatchSampler(3, 4, r, 2)) for r in range(2)]
     assert sorted(shares[0] + shares[1]) == single
     for b in range(3):  # each meta-batch is split, not whole batches per rank
-        assert sorted(shares[0][2 * b : 2 * b + 2] + shares[1][2 * b : 2 * b + 2]) == single[
-            4 * b : 4 * b + 4
-        ]
+        assert (
+            sorted(shares[0][2 * b : 2 * b + 2] + shares[1][2 * b : 2 * b + 2])
+            == single[4 * b : 4 * b + 4]
+        )
     s = MetaBatchSampler(2, 4)
     s.set_epoch(1)
     assert list(s) == list(range(8, 16))  # new tasks every epoch

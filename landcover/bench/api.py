@@ -1,0 +1,298 @@
+"""``landcover bench api``: latency and throughput of the REST service on a real uvicorn.
+
+The bench starts ``landcover serve`` in a subprocess bound to 127.0.0.1 (loopback only) on
+a free port, with a fresh storage folder and one base bundle: a real, untrained small U-Net
+(the CPU architecture of the demo) with a MAML++ learner (Antoniou et al. 2019, "How to
+train your MAML"), 4 bands, 128 px tiles, 5 inner steps. It measures
+
+* adapt: ``POST /v1/adaptations`` with 5 labeled tiles of 128 px, then polling until the
+  job is ``done`` (end-to-end latency, p50/p95 over ``--rounds``; the server-side time
+  of the adaptation itself is reported too);
+* predict: ``POST /v1/adaptations/{id}/predict`` of a 1024×1024 4-band GeoTIFF, the GeoTIFF
+  map streamed back (p50/p95 over ``--rounds``);
+* throughput: predict requests per second with 8 concurrent clients.
+
+It prints a table and writes JSON (``--json``). The server is always terminated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_NAME = "api"
+BENCH_HELP = "REST service on a real uvicorn (loopback): adapt/predict latency, predict req/s"
+KEY = "bench-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(
+    port: int,
+    data_dir: Path,
+    models_dir: Path,
+    keys: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    workers: int = 1,
+    timeout: float = 120.0,
+) -> subprocess.Popen[bytes]:
+    """Start ``landcover serve`` on 127.0.0.1:``port`` and wait until ``/health`` answers.
+
+    Raises:
+        RuntimeError: The server exited or did not answer within ``timeout`` (its log is
+            quoted); the process is stopped first.
+    """
+    import httpx
+
+    cmd = [
+        sys.executable, "-m", "landcover.cli", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir),
+        "--models-dir", str(models_dir), "--api-keys", ",".join(keys), "--log-level", "warning",
+    ]  # fmt: skip
+    full_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    full_env.update(env or {})
+    log = log or Path(tempfile.mkstemp(prefix="landcover-serve-", suffix=".log")[1])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_server(proc)
+    raise RuntimeError(
+        f"landcover serve did not come up on port {port} (exit {proc.returncode}); log:\n"
+        + log.read_text(errors="replace")[-3000:]
+    )
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """Stop a server started by :func:`start_server` (SIGTERM, then SIGKILL its group)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def _tiff(array: np.ndarray, nodata: float | None = None) -> bytes:
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    with rasterio.io.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=array.shape[2], height=array.shape[1],
+                      count=array.shape[0], dtype=str(array.dtype), nodata=nodata,
+                      crs=CRS.from_epsg(32633), transform=from_origin(400000, 5000000, 10, 10),
+                      tiled=True, blockxsize=256, blockysize=256) as dst:  # fmt: skip
+            dst.write(array)
+        return mem.read()
+
+
+def _png(mask: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_base_bundle(path: Path, *, bands: int = 4, classes: int = 4, tile: int = 128) -> Path:
+    """The bench's base model: untrained small U-Net + MAML++, saved as a real bundle."""
+    import torch
+
+    from landcover.geo.classes import ClassScheme
+    from landcover.inference.bundle import ModelBundle
+    from landcover.meta.registry import build_learner
+    from landcover.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_unet", bands, classes)
+    learner = build_learner("mamlpp", model, torch.nn.CrossEntropyLoss(ignore_index=255),
+                            inner_lr=0.05, steps=5)  # fmt: skip
+    scheme = ClassScheme(names=tuple(f"class{i}" for i in range(classes)),
+                         values=tuple(range(1, classes + 1)))  # fmt: skip
+    bundle = ModelBundle.from_learner(
+        learner, bands=[f"B{i + 1}" for i in range(bands)], mean=[1000.0] * bands,
+        std=[500.0] * bands, classes=scheme, tile_size=tile, inner_steps=5,
+    )  # fmt: skip
+    return bundle.save(path)
+
+
+def support_files(n: int, size: int, bands: int, classes: int, seed: int = 0) -> list[Any]:
+    """``n`` labeled tiles (image GeoTIFF + value-coded PNG mask) as multipart fields."""
+    rng = np.random.default_rng(seed)
+    files: list[Any] = []
+    for i in range(n):
+        mask = rng.integers(1, classes + 1, size=(size, size))
+        image = mask[None] * 400 + rng.integers(0, 300, size=(bands, size, size))
+        files.append(("images", (f"tile{i}.tif", _tiff(image.astype(np.uint16)))))
+        files.append(("masks", (f"tile{i}.png", _png(mask))))
+    return files
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _adapt_once(client: Any, files: list[Any]) -> tuple[float, float, str]:
+    start = time.perf_counter()
+    r = client.post("/v1/adaptations", headers={"X-API-Key": KEY}, data={"model": "base"},
+                    files=files)  # fmt: skip
+    r.raise_for_status()
+    aid = r.json()["id"]
+    while True:
+        body = client.get(f"/v1/adaptations/{aid}", headers={"X-API-Key": KEY}).json()
+        if body["status"] in ("done", "failed"):
+            break
+        time.sleep(0.01)
+    if body["status"] != "done":
+        raise RuntimeError(f"adaptation failed: {body['reason']}")
+    return time.perf_counter() - start, float(body["timings"]["adapt_s"]), aid
+
+
+def _predict_once(client: Any, aid: str, raster: bytes) -> float:
+    start = time.perf_counter()
+    r = client.post(f"/v1/adaptations/{aid}/predict", headers={"X-API-Key": KEY},
+                    files={"raster": ("q.tif", raster)})  # fmt: skip
+    r.raise_for_status()
+    if r.content[:4] not in (b"II*\x00", b"MM\x00*"):
+        raise RuntimeError("predict did not return a GeoTIFF")
+    return time.perf_counter() - start
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``landcover bench api``."""
+    parser.add_argument("--rounds", type=int, default=10, help="latency samples per endpoint")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent predict clients")
+    parser.add_argument("--requests", type=int, default=24, help="predicts in the rps run")
+    parser.add_argument("--raster", type=int, default=1024, help="predict raster side (px)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench; prints a table and writes JSON."""
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm import tqdm
+
+    rounds, clients, requests, side = args.rounds, args.clients, args.requests, args.raster
+    if args.quick:
+        rounds, requests, side = 2, max(2, clients // 4), 256
+    bands, classes, tile = 4, 4, 128
+    with tempfile.TemporaryDirectory(prefix="landcover-bench-api-") as tmp:
+        root = Path(tmp)
+        make_base_bundle(root / "models" / "base.bundle", bands=bands, classes=classes, tile=tile)
+        files = support_files(5, tile, bands, classes)
+        rng = np.random.default_rng(1)
+        raster = _tiff(rng.integers(0, 2000, size=(bands, side, side)).astype(np.uint16))
+        env = {"LANDCOVER_PREDICT_CONCURRENCY": str(max(1, min(clients, os.cpu_count() or 1))),
+               "LANDCOVER_POLL_S": "0.05", "LANDCOVER_PREDICT_WAIT_S": "600"}  # fmt: skip
+        port = free_port()
+        proc = start_server(port, root / "data", root / "models", [KEY], env=env,
+                            log=root / "server.log", workers=args.workers)  # fmt: skip
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+                _adapt_once(client, files)  # warm-up (imports, first model build)
+                adapt, server_adapt, aid = [], [], ""
+                for _ in tqdm(range(rounds), desc="adapt", unit="req"):
+                    total, inner, aid = _adapt_once(client, files)
+                    adapt.append(total)
+                    server_adapt.append(inner)
+                _predict_once(client, aid, raster)  # warm-up (predictor cache)
+                predict = [
+                    _predict_once(client, aid, raster)
+                    for _ in tqdm(range(rounds), desc="predict", unit="req")
+                ]
+
+            def worker(n: int) -> int:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
+                    for _ in range(n):
+                        _predict_once(c, aid, raster)
+                return n
+
+            shares = [requests // clients + (i < requests % clients) for i in range(clients)]
+            start = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                done = sum(pool.map(worker, shares))
+            wall = time.perf_counter() - start
+        finally:
+            stop_server(proc)
+    results = {
+        "adapt": {"tiles": 5, "tile_px": tile, "rounds": rounds,
+                  "p50_s": _pct(adapt, 50), "p95_s": _pct(adapt, 95),
+                  "server_adapt_p50_s": _pct(server_adapt, 50)},
+        "predict": {"raster_px": side, "rounds": rounds, "p50_s": _pct(predict, 50),
+                    "p95_s": _pct(predict, 95),
+                    "megapixels_per_s": side * side / 1e6 / statistics.median(predict)},
+        "throughput": {"clients": clients, "requests": done, "wall_s": wall,
+                       "requests_per_s": done / wall},
+        "setup": {"model": "small_unet + mamlpp (untrained, 4 bands, 4 classes)",
+                  "uvicorn_workers": args.workers,
+                  "predict_concurrency": int(env["LANDCOVER_PREDICT_CONCURRENCY"]),
+                  "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS", "1")},
+    }  # fmt: skip
+    table = Table(title="landcover bench api (uvicorn on 127.0.0.1)")
+    for col in ("measure", "p50", "p95", "rate"):
+        table.add_column(col, justify="right" if col != "measure" else "left")
+    a, p, t = results["adapt"], results["predict"], results["throughput"]
+    table.add_row(
+        f"adapt, 5 tiles of {tile} px (submit→done)",
+        f"{a['p50_s']:.3f} s",
+        f"{a['p95_s']:.3f} s",
+        f"server adapt p50 {a['server_adapt_p50_s']:.3f} s",
+    )
+    table.add_row(
+        f"predict {side}×{side} GeoTIFF",
+        f"{p['p50_s']:.3f} s",
+        f"{p['p95_s']:.3f} s",
+        f"{p['megapixels_per_s']:.2f} Mpx/s",
+    )
+    table.add_row(
+        f"predict, {clients} concurrent clients",
+        "",
+        "",
+        f"{t['requests_per_s']:.2f} req/s ({t['requests']} in {t['wall_s']:.1f} s)",
+    )
+    Console().print(table)  # fmt: skip
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp_json = args.json.with_name(args.json.name + ".tmp")
+        tmp_json.write_text(json.dumps(results, indent=2))
+        os.replace(tmp_json, args.json)
+    return 0

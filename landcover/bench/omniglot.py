@@ -1,0 +1,342 @@
+"""``landcover bench omniglot``: every learner family on real Omniglot characters.
+
+Data: the Omniglot repository's ``images_background_small1.zip`` and
+``images_background_small2.zip`` (MIT licence), de-duplicated by alphabet and character:
+242 characters of 8 alphabets, 20 drawings each. Fixed split: the alphabets
+:data:`~landcover.tasks.omniglot.DEFAULT_TEST_ALPHABETS` (Early_Aramaic, Tagalog; 39
+characters) are held out for testing, without rotations; the other 6 alphabets (203
+characters) with 90/180/270-degree rotations as new classes (812 classes) are for
+meta-training. Every learner is trained once on a mix of the four settings and evaluated
+on 5/20-way x 1/5-shot test episodes (the same episodes for all) with 95% intervals;
+``--runs`` adds Lake et al.'s 20 one-shot runs. Trained models are saved as safetensors
+under ``--out`` (``models/<row>.safetensors`` + ``.json``); ``--eval-only`` reloads them.
+
+Rows are the module-level list :data:`ROWS`; another area adds a learner with one line,
+``ROWS.append(Row("svm", "MetaOptNet-SVM", "closed-form", "metaoptnet_svm"))``, for any
+name of :mod:`landcover.meta.registry` (``backbone="classifier"`` for learners that adapt a
+classifier network, ``"embedding"`` for learners that take an embedding network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from landcover.bench.omniglot_core import (
+    SETTINGS,
+    Budget,
+    NearestNeighbour,
+    PretrainedHead,
+    evaluate,
+    evaluate_runs,
+    meta_train,
+    pretrain,
+)
+from landcover.meta.protocol import Learner
+from landcover.meta.registry import build_learner
+from landcover.models.conv4 import Conv4
+from landcover.tasks.omniglot import DEFAULT_TEST_ALPHABETS, load_omniglot, with_rotations
+
+BENCH_NAME = "omniglot"
+BENCH_HELP = "few-shot classification on real Omniglot: every learner, 5/20-way 1/5-shot"
+
+MAX_WAY = 20
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
+DATA_FILES = ("images_background_small1.zip", "images_background_small2.zip")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One learner of the benchmark.
+
+    Attributes:
+        name: Row id (file names, JSON).
+        label: Display name.
+        family: ``non-parametric``, ``closed-form``, ``black-box``, ``optimization`` or
+            ``baseline``.
+        learner: A :mod:`landcover.meta.registry` name, or ``pretrain_head`` /
+            ``pretrain_nn`` for the baselines.
+        options: Learner options (JSON-serialisable).
+        backbone: ``embedding`` (Conv-4 without head) or ``classifier`` (Conv-4 with a
+            ``MAX_WAY`` head).
+        lr: Outer (Adam) learning rate.
+        meta_batch: Tasks per meta-iteration (``None``: the budget's).
+        train_settings: (way, shot) settings of training tasks (``None``: all four).
+    """
+
+    name: str
+    label: str
+    family: str
+    learner: str
+    options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "embedding"
+    lr: float = 1e-3
+    meta_batch: int | None = None
+    train_settings: tuple[tuple[int, int], ...] | None = None
+
+
+_OPT = "optimization"
+#: Metric learners train on 20-way tasks only (Snell et al.: higher way in training helps).
+_HIGH_WAY = ((20, 1), (20, 5))
+#: The benchmark's rows, in table order (append to add a learner).
+ROWS: list[Row] = [
+    Row("protonet", "ProtoNets", "non-parametric", "protonet", train_settings=_HIGH_WAY),
+    Row("ridge", "R2-D2 ridge head", "closed-form", "ridge", train_settings=_HIGH_WAY),
+    Row("cnp", "CNP", "black-box", "cnp", {"max_way": MAX_WAY}),
+    Row("mann", "MANN (LSTM+LRUA)", "black-box", "mann", {"max_way": MAX_WAY}),
+    Row("snail", "SNAIL", "black-box", "snail", {"max_way": MAX_WAY, "max_length": 101}),
+    Row("maml", "MAML", _OPT, "maml", {"inner_lr": 0.4, "steps": 1}, "classifier"),
+    Row("fomaml", "FOMAML", _OPT, "fomaml", {"inner_lr": 0.4, "steps": 1}, "classifier"),
+    Row(
+        "mamlpp",
+        "MAML++",
+        _OPT,
+        "mamlpp",
+        {"inner_lr": 0.4, "steps": 2, "msl_epochs": 3, "first_order_epochs": 2},
+        "classifier",
+    ),
+    Row("reptile", "Reptile", _OPT, "reptile", {"inner_lr": 0.1, "steps": 3}, "classifier"),
+    Row("metasgd", "Meta-SGD", _OPT, "metasgd", {"inner_lr": 0.4, "steps": 1}, "classifier"),
+    Row("anil", "ANIL", _OPT, "anil", {"inner_lr": 0.4, "steps": 3}, "classifier"),
+    Row("pretrain_head", "Pretrain + new head", "baseline", "pretrain_head"),
+    Row("pretrain_nn", "Pretrain + 1-NN", "baseline", "pretrain_nn"),
+]
+
+#: Published accuracies on the full Omniglot background set (the 1200/423-character
+#: split), in %: (5-way 1-shot, 5-way 5-shot, 20-way 1-shot, 20-way 5-shot).
+ANCHORS: dict[str, dict[str, float]] = {
+    "maml": {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8, "20w5s": 98.9},
+    "mamlpp": {"5w1s": 99.47, "5w5s": 99.93, "20w1s": 97.65, "20w5s": 99.33},
+    "protonet": {"5w1s": 98.8, "5w5s": 99.7, "20w1s": 96.0, "20w5s": 98.9},
+    "metasgd": {"5w1s": 99.53, "5w5s": 99.93, "20w1s": 95.93, "20w5s": 98.97},
+    "snail": {"5w1s": 99.07, "5w5s": 99.78, "20w1s": 97.64, "20w5s": 99.36},
+    "mann": {"5w1s": 82.8, "5w5s": 94.9},
+    "cnp": {"5w1s": 95.3, "5w5s": 98.5, "20w1s": 89.9, "20w5s": 96.8},
+}
+
+#: Budgets: ``full`` is sized for <= 45 minutes on 2 CPU cores, ``quick`` for < 2 minutes.
+BUDGETS: dict[str, Budget] = {
+    "full": Budget(
+        train_seconds=100,
+        max_iters=3000,
+        meta_batch=2,
+        train_query=5,
+        eval_episodes=600,
+        eval_query=2,
+    ),
+    "quick": Budget(
+        train_seconds=3,
+        max_iters=15,
+        meta_batch=1,
+        train_query=2,
+        eval_episodes=12,
+        eval_query=1,
+        pretrain_batch=64,
+    ),
+}
+
+
+def build_row(row: Row) -> tuple[Learner, nn.Module]:
+    """The learner of a row and the Conv-4 it wraps."""
+    if row.backbone not in ("embedding", "classifier"):
+        raise ValueError(f"row {row.name}: backbone must be 'embedding' or 'classifier'")
+    model = Conv4(num_classes=MAX_WAY if row.backbone == "classifier" else 0)
+    if row.learner == "pretrain_head":
+        return PretrainedHead(model, **row.options), model
+    if row.learner == "pretrain_nn":
+        return NearestNeighbour(model), model
+    return build_learner(row.learner, model, nn.CrossEntropyLoss(), **row.options), model
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(learner: Learner, row: Row, info: dict[str, Any], out: Path) -> Path:
+    """Write ``models/<row>.safetensors`` (state dict) and ``models/<row>.json``."""
+    tensors = {k: v.detach().contiguous().clone() for k, v in learner.state_dict().items()}
+    path = out / "models" / f"{row.name}.safetensors"
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    meta = {"row": asdict(row), "train": info}
+    _atomic_write(
+        path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2))
+    )
+    return path
+
+
+def load_model(learner: Learner, row: Row, out: Path) -> dict[str, Any]:
+    """Load a saved row; return its training info.
+
+    Raises:
+        FileNotFoundError: If the row was never trained into ``out``.
+    """
+    path = out / "models" / f"{row.name}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no trained model {path}; run 'landcover bench omniglot "
+            f"--out {out}' without --eval-only first"
+        )
+    learner.load_state_dict(load_file(str(path)))
+    return json.loads(path.with_suffix(".json").read_text()).get("train", {})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``landcover bench omniglot``."""
+    parser.add_argument("--quick", action="store_true", help="tiny budget (CI, < 2 minutes)")
+    parser.add_argument("--json", type=Path, help="results JSON (default OUT/omniglot.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/omniglot"),
+        help="output folder: models/, omniglot.json, omniglot.png",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        help="Lake et al.'s all_runs.zip (or folder): also the 20 one-shot runs",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        help=f"Omniglot zips/folders (default {DEFAULT_DATA}/{{{','.join(DATA_FILES)}}})",
+    )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="reload the models saved in OUT/models instead of training",
+    )
+    parser.add_argument("--rows", help=f"comma-separated subset of {[r.name for r in ROWS]}")
+    parser.add_argument("--train-seconds", type=float, help="override the per-learner cap")
+    parser.add_argument("--episodes", type=int, help="override the test episodes per setting")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _select_rows(spec: str | None) -> list[Row]:
+    if not spec:
+        return list(ROWS)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    known = {r.name: r for r in ROWS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KeyError(f"unknown row(s) {unknown}; valid: {list(known)}")
+    return [known[n] for n in names]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or reload) every row, evaluate, print the table, write JSON and the plot."""
+    from landcover.bench.omniglot_report import plot, print_table, write_json
+
+    torch.set_num_threads(max(1, args.threads))
+    rows = _select_rows(args.rows)
+    budget = BUDGETS["quick" if args.quick else "full"]
+    if args.train_seconds is not None:
+        budget = replace(budget, train_seconds=args.train_seconds)
+    if args.episodes is not None:
+        budget = replace(budget, eval_episodes=args.episodes)
+    sources = args.data or [DEFAULT_DATA / f for f in DATA_FILES]
+    t0, cpu0 = time.monotonic(), time.process_time()
+    data = load_omniglot(sources)
+    test = data.select_alphabets(DEFAULT_TEST_ALPHABETS)
+    train = with_rotations(data.drop_alphabets(DEFAULT_TEST_ALPHABETS))
+    runs = None
+    if args.runs is not None:
+        from landcover.tasks.omniglot_runs import load_runs
+
+        runs = load_runs(args.runs)
+    out: Path = args.out
+    results = []
+    shared_pretrain: dict[str, Any] = {}
+    for i, row in enumerate(rows):
+        torch.manual_seed(args.seed + i)
+        learner, model = build_row(row)
+        if args.eval_only:
+            info = load_model(learner, row, out)
+        elif row.family == "baseline":
+            if "state" not in shared_pretrain:
+                info = pretrain(model, model.feature_dim, train, budget, seed=args.seed)
+                shared_pretrain.update(state=model.state_dict(), info=info)
+            else:
+                model.load_state_dict(shared_pretrain["state"])
+                info = {**shared_pretrain["info"], "shared_with": "pretrain_head"}
+            save_model(learner, row, info, out)
+        else:
+            rb = replace(budget, meta_batch=row.meta_batch or budget.meta_batch)
+            info = meta_train(
+                learner,
+                model,
+                train,
+                rb,
+                lr=row.lr,
+                seed=args.seed + i,
+                settings=row.train_settings or SETTINGS,
+                desc=row.name,
+            )
+            save_model(learner, row, info, out)
+        t_eval = time.monotonic()
+        acc = evaluate(learner, model, test, budget, seed=10_000 + args.seed, desc=row.name)
+        entry: dict[str, Any] = {
+            "name": row.name,
+            "label": row.label,
+            "family": row.family,
+            "learner": row.learner,
+            "options": row.options,
+            "train": info,
+            "accuracy": acc,
+            "eval_seconds": round(time.monotonic() - t_eval, 1),
+            "anchors": ANCHORS.get(row.name, {}),
+        }
+        if runs is not None:
+            entry["lake_runs"] = evaluate_runs(learner, model, runs)
+        results.append(entry)
+        print(
+            f"[{time.monotonic() - t0:6.0f}s] {row.label}: "
+            + ", ".join(
+                f"{k} {100 * v['accuracy']:.1f}±{100 * v['ci95']:.1f}" for k, v in acc.items()
+            ),
+            flush=True,
+        )
+    report = {
+        "benchmark": "omniglot",
+        "mode": "quick" if args.quick else "full",
+        "data": [str(s) for s in sources],
+        "split": {
+            "test_alphabets": list(DEFAULT_TEST_ALPHABETS),
+            "test_classes": test.num_classes,
+            "train_alphabets": train.alphabets,
+            "train_classes": train.num_classes,
+            "train_rotations": [0, 90, 180, 270],
+        },
+        "budget": asdict(budget),
+        "settings": [f"{w}w{s}s" for w, s in SETTINGS],
+        "threads": args.threads,
+        "eval_only": bool(args.eval_only),
+        "total_seconds": round(time.monotonic() - t0, 1),
+        "total_cpu_seconds": round(time.process_time() - cpu0, 1),
+        "rows": results,
+    }
+    json_path = args.json or out / "omniglot.json"
+    write_json(report, json_path)
+    png = plot(report, out / "omniglot.png")
+    print_table(report)
+    print(f"wrote {json_path} and {png}; models in {out / 'models'}")
+    return 0

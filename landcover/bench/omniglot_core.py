@@ -1,0 +1,370 @@
+"""Training, evaluation and baselines behind ``landcover bench omniglot``.
+
+* :func:`meta_train`: one training run per learner, with tasks drawn from a **mix** of the
+  four evaluated settings (5/20-way x 1/5-shot, one setting per meta-batch), so one
+  model serves every setting (the CPU trade-off: four times fewer trainings than one
+  per setting, at some cost against setting-specific training). A head of ``max_way``
+  outputs serves 5-way tasks through its first five outputs (``Conv4.set_active_way``).
+* :func:`pretrain`: the non-episodic baseline (Chen et al., "A Closer Look at Few-shot
+  Classification", ICLR 2019): the backbone is trained as a plain classifier over all
+  pooled meta-training classes; at test time a new linear head is fitted on the support
+  embeddings (:class:`PretrainedHead`) or a query takes the label of its nearest support
+  embedding (:class:`NearestNeighbour`).
+* :func:`evaluate`: the same seeded episodes for every learner; 95% intervals are
+  ``1.96 * std / sqrt(episodes)`` of the per-episode accuracies. Learners that read images
+  only through an ``encoder`` (prototype, closed-form, black-box learners, baselines) are
+  evaluated on embeddings computed once per image (BatchNorm in eval mode): identical
+  results, a fraction of the cost. Optimization-based learners adapt the whole network on
+  every episode.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.tasks.omniglot import EpisodeSampler, OmniglotSet
+from landcover.tasks.task import Task
+
+#: (way, shot) settings of the benchmark.
+SETTINGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 5), (20, 1), (20, 5))
+
+
+@dataclass
+class Budget:
+    """How much work one benchmark run does.
+
+    Attributes:
+        train_seconds: Wall-clock cap of one learner's training (stops early at the cap).
+        max_iters: Meta-iterations (or pretraining steps) cap.
+        meta_batch: Tasks per meta-iteration.
+        train_query: Queries per class of training tasks.
+        eval_episodes: Test episodes per setting.
+        eval_query: Queries per class of test episodes.
+        pretrain_batch: Batch size of the pretraining baseline.
+    """
+
+    train_seconds: float
+    max_iters: int
+    meta_batch: int
+    train_query: int
+    eval_episodes: int
+    eval_query: int
+    pretrain_batch: int = 128
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% half-width ``1.96 * std / sqrt(n)`` (0 for a single value)."""
+    t = torch.tensor(list(values), dtype=torch.float64)
+    if len(t) < 2:
+        return float(t.mean()), 0.0
+    return float(t.mean()), float(1.96 * t.std(unbiased=True) / math.sqrt(len(t)))
+
+
+def set_way(model: nn.Module, n_way: int) -> None:
+    """Restrict a ``max_way`` classifier to ``n_way`` outputs when it supports it."""
+    setter = getattr(model, "set_active_way", None)
+    if callable(setter) and getattr(model, "num_classes", 0):
+        setter(n_way)
+
+
+def meta_train(
+    learner: Learner,
+    model: nn.Module,
+    data: OmniglotSet,
+    budget: Budget,
+    *,
+    lr: float = 1e-3,
+    seed: int = 0,
+    settings: Sequence[tuple[int, int]] = SETTINGS,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Meta-train ``learner`` with Adam on tasks from a mix of ``settings``.
+
+    ``learner.on_epoch_start`` is called every 100 iterations (a "meta-epoch" for the
+    annealing schedules of MAML++), the outer rate follows a cosine schedule over
+    ``max_iters`` and gradients are clipped to norm 10.
+
+    Returns:
+        Iterations, seconds and the mean query loss / accuracy of the last 50 iterations.
+    """
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    sampler = EpisodeSampler(data.labels, seed)
+    learner.train()
+    opt = torch.optim.Adam(learner.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(budget.max_iters, 1))
+    start, cpu, it, recent = time.monotonic(), time.process_time(), 0, []
+    bar = tqdm(total=budget.max_iters, desc=desc, mininterval=2.0, leave=False)
+    while it < budget.max_iters and time.monotonic() - start < budget.train_seconds:
+        if it % 100 == 0:
+            learner.on_epoch_start(it // 100)
+        way, shot = settings[rng.randrange(len(settings))]
+        set_way(model, way)
+        tasks = [
+            sampler.sample(way, shot, budget.train_query).task(data.images)
+            for _ in range(budget.meta_batch)
+        ]
+        opt.zero_grad(set_to_none=True)
+        stats = learner.meta_backward(tasks)
+        torch.nn.utils.clip_grad_norm_(learner.parameters(), 10.0)
+        opt.step()
+        sched.step()
+        recent = [
+            *recent[-49:],
+            (stats.get("query_loss", float("nan")), stats.get("accuracy", float("nan"))),
+        ]
+        it += 1
+        bar.update(1)
+        if it % 20 == 0:
+            bar.set_postfix(loss=f"{recent[-1][0]:.3f}", way=way, shot=shot)
+    bar.close()
+    set_way(model, 0)
+    return {
+        "iterations": it,
+        "seconds": round(time.monotonic() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+        "settings": [f"{w}w{s}s" for w, s in settings],
+        "final_loss": sum(r[0] for r in recent) / max(len(recent), 1),
+        "final_train_accuracy": sum(r[1] for r in recent) / max(len(recent), 1),
+    }
+
+
+def pretrain(
+    encoder: nn.Module, feature_dim: int, data: OmniglotSet, budget: Budget, *, seed: int = 0
+) -> dict[str, Any]:
+    """Train ``encoder`` + a temporary linear classifier on all pooled classes (baseline)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    head = nn.Linear(feature_dim, data.num_classes)
+    params = list(encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    encoder.train()
+    start, cpu, it, losses = time.monotonic(), time.process_time(), 0, []
+    order = torch.randperm(len(data.labels), generator=g)
+    pos = 0
+    bar = tqdm(total=budget.max_iters, desc="pretrain", mininterval=2.0, leave=False)
+    while it < budget.max_iters and time.monotonic() - start < budget.train_seconds:
+        if pos + budget.pretrain_batch > len(order):
+            order, pos = torch.randperm(len(data.labels), generator=g), 0
+        idx = order[pos : pos + budget.pretrain_batch]
+        pos += budget.pretrain_batch
+        loss = F.cross_entropy(head(encoder.embed(data.images[idx])), data.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses = [*losses[-49:], loss.item()]
+        it += 1
+        bar.update(1)
+    bar.close()
+    return {
+        "iterations": it,
+        "seconds": round(time.monotonic() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+        "final_loss": sum(losses) / max(len(losses), 1),
+        "epochs": round(it * budget.pretrain_batch / len(data.labels), 2),
+    }
+
+
+class _EmbeddingBaseline(Learner):
+    """Shared parts of the two baselines: an encoder, no meta-objective."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__(nn.CrossEntropyLoss())
+        self.encoder = encoder
+
+    def embed(self, x: Tensor) -> Tensor:
+        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
+        return out.flatten(1)
+
+    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
+        """Query loss after adaptation (the baselines are not meta-trained)."""
+        logits = self.predict(self.adapt(task.support_x, task.support_y), task.query_x)
+        loss = self.loss_fn(logits, task.query_y)
+        acc = float((logits.argmax(1) == task.query_y).float().mean())
+        return TaskResult(loss, float(loss.detach()), {"accuracy": acc})
+
+
+class PretrainedHead(_EmbeddingBaseline):
+    """Fine-tune a new linear head on frozen pretrained embeddings (Chen et al. 2019).
+
+    The head is fitted by ``steps`` full-batch Adam steps (lr 0.01, weight decay 1e-3) on
+    L2-normalised embeddings, started from zero.
+    """
+
+    def __init__(self, encoder: nn.Module, *, steps: int = 100) -> None:
+        super().__init__(encoder)
+        self.steps = steps
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        create_graph: bool = False,
+    ) -> AdaptedState:
+        """Fit the head."""
+        with torch.no_grad():
+            e = F.normalize(self.embed(support_x), dim=1)
+        n_way = int(support_y.max()) + 1
+        w = torch.zeros(n_way, e.shape[1], requires_grad=True)
+        b = torch.zeros(n_way, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=0.01, weight_decay=1e-3)
+        with torch.enable_grad():
+            for _ in range(steps if steps is not None else self.steps):
+                opt.zero_grad()
+                F.cross_entropy(10.0 * e @ w.T + b, support_y).backward()
+                opt.step()
+        return AdaptedState(extras={"weights": w.detach(), "bias": b.detach()})
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Logits of the fitted head."""
+        e = F.normalize(self.embed(x), dim=1)
+        return 10.0 * e @ state.extras["weights"].T + state.extras["bias"]
+
+
+class NearestNeighbour(_EmbeddingBaseline):
+    """1-nearest-neighbour on pretrained embeddings (cosine similarity)."""
+
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        create_graph: bool = False,
+    ) -> AdaptedState:
+        """Store the normalised support embeddings."""
+        with torch.no_grad():
+            e = F.normalize(self.embed(support_x), dim=1)
+        return AdaptedState(extras={"support": e, "labels": support_y})
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Per class, the best cosine similarity of a support item (argmax = 1-NN)."""
+        sim = F.normalize(self.embed(x), dim=1) @ state.extras["support"].T
+        labels = state.extras["labels"]
+        n_way = int(labels.max()) + 1
+        out = sim.new_full((len(x), n_way), -2.0)
+        return out.scatter_reduce(1, labels.expand(len(x), -1), sim, reduce="amax")
+
+
+def uses_encoder_only(learner: Learner) -> bool:
+    """Whether the learner reads images only through ``learner.encoder`` (fast path)."""
+    return isinstance(getattr(learner, "encoder", None), nn.Module) and hasattr(learner, "embed")
+
+
+@contextmanager
+def embedded(learner: Learner, images: Tensor) -> Iterator[Tensor]:
+    """Embed ``images`` once (eval mode) and run the learner on embeddings meanwhile."""
+    encoder = learner.encoder
+    learner.eval()
+    with torch.no_grad():
+        embed = encoder.embed if hasattr(encoder, "embed") else encoder
+        table = torch.cat([embed(chunk) for chunk in images.split(512)])
+    learner.encoder = nn.Identity()
+    try:
+        yield table
+    finally:
+        learner.encoder = encoder
+        learner.train()
+
+
+def _episode_accuracy(learner: Learner, model: nn.Module, task: Task, n_way: int) -> float:
+    set_way(model, n_way)
+    state = learner.adapt(task.support_x, task.support_y)
+    with torch.no_grad():
+        logits = learner.predict(state, task.query_x)
+    return float((logits.argmax(1) == task.query_y).float().mean())
+
+
+def evaluate(
+    learner: Learner,
+    model: nn.Module,
+    data: OmniglotSet,
+    budget: Budget,
+    *,
+    seed: int = 1234,
+    settings: Sequence[tuple[int, int]] = SETTINGS,
+    desc: str = "eval",
+    on_setting: Callable[[tuple[int, int], dict[str, float]], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Accuracy with a 95% interval per setting on the same seeded episodes for all.
+
+    Returns:
+        ``{"5w1s": {"accuracy", "ci95", "episodes", "seconds"}, ...}``.
+    """
+    results: dict[str, dict[str, float]] = {}
+    fast = uses_encoder_only(learner)
+    ctx = embedded(learner, data.images) if fast else _null_table(learner, data.images)
+    with ctx as table:
+        for i, (way, shot) in enumerate(settings):
+            sampler = EpisodeSampler(data.labels, seed + 7919 * i)
+            start, cpu, accs = time.monotonic(), time.process_time(), []
+            for _ in tqdm(
+                range(budget.eval_episodes),
+                desc=f"{desc} {way}w{shot}s",
+                mininterval=2.0,
+                leave=False,
+            ):
+                task = sampler.sample(way, shot, budget.eval_query).task(table)
+                accs.append(_episode_accuracy(learner, model, task, way))
+            mean, ci = mean_ci(accs)
+            res = {
+                "accuracy": mean,
+                "ci95": ci,
+                "episodes": len(accs),
+                "seconds": round(time.monotonic() - start, 1),
+                "cpu_seconds": round(time.process_time() - cpu, 1),
+            }
+            results[f"{way}w{shot}s"] = res
+            if on_setting is not None:
+                on_setting((way, shot), res)
+    set_way(model, 0)
+    return results
+
+
+@contextmanager
+def _null_table(learner: Learner, images: Tensor) -> Iterator[Tensor]:
+    """Images as they are, the learner in eval mode (no BatchNorm state is updated)."""
+    learner.eval()
+    try:
+        yield images
+    finally:
+        learner.train()
+
+
+def evaluate_runs(learner: Learner, model: nn.Module, runs: Sequence[Any]) -> dict[str, float]:
+    """Error rate over Lake et al.'s one-shot runs (20-way 1-shot each)."""
+    correct = total = 0
+    per_run = []
+    for run in runs:
+        task = run.task()
+        if uses_encoder_only(learner):
+            with embedded(learner, torch.cat([task.support_x, task.query_x])) as table:
+                n = len(task.support_x)
+                task = Task(table[:n], task.support_y, table[n:], task.query_y)
+                acc = _episode_accuracy(learner, model, task, len(run.train_images))
+        else:
+            with _null_table(learner, task.support_x):
+                acc = _episode_accuracy(learner, model, task, len(run.train_images))
+        per_run.append(1.0 - acc)
+        correct += acc * len(task.query_y)
+        total += len(task.query_y)
+    set_way(model, 0)
+    return {
+        "error_rate": 1.0 - correct / max(total, 1),
+        "runs": len(per_run),
+        "per_run_error": per_run,
+    }

@@ -1,0 +1,195 @@
+"""``landcover bench predict``: cost of the GeoTIFF prediction path and its memory bound.
+
+Two measurements, on a synthetic 4-band GeoTIFF and the default CPU model (small U-Net,
+0.49 M parameters, 5 classes):
+
+1. *Throughput*: pixels per second of the whole path of ``landcover predict``
+   (windowed reads, normalisation, overlapping windows, blending, argmax, windowed GeoTIFF
+   writes) against the raw model forward over the same pixels (non-overlapping windows,
+   no I/O). Their ratio is the overhead; overlapping windows alone account for
+   ``(window / (window - overlap))²`` of it, reported as "overlap factor".
+2. *Memory*: peak resident memory (``ru_maxrss``, each run in a fresh subprocess) of
+   predicting a raster one strip high (the window budget: ``window`` rows) and one 4x
+   larger (``4 * window`` rows, same width), next to a subprocess that only loads the
+   model and predicts one window. Streaming keeps the two close; holding the 4x raster's
+   image and probabilities in memory would add the "in-memory need" column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_NAME = "predict"
+BENCH_HELP = "GeoTIFF predict path vs raw forward (px/s, overhead), peak memory vs raster size"
+
+BANDS, CLASSES = 4, 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the bench."""
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--window", type=int, default=None, help="window size (default 512)")
+    parser.add_argument("--width", type=int, default=None, help="raster width (default 2048)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write results as JSON")
+
+
+def _write_raster(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    """A 4-band uint16 GeoTIFF with smooth random structure, written strip by strip."""
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    rng = np.random.default_rng(seed)
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": BANDS,
+               "dtype": "uint16", "crs": CRS.from_epsg(32632), "nodata": 0, "tiled": True,
+               "transform": Affine(10, 0, 500_000, 0, -10, 5_000_000)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for y0 in range(0, height, 256):
+            n = min(256, height - y0)
+            coarse = rng.uniform(500, 3000, size=(BANDS, n // 16 + 1, width // 16 + 1))
+            block = coarse.repeat(16, 1).repeat(16, 2)[:, :n, :width]
+            block = block + rng.normal(0, 100, size=block.shape)
+            dst.write(block.clip(1, 65535).astype(np.uint16),
+                      window=rasterio.windows.Window(0, y0, width, n))  # fmt: skip
+    return path
+
+
+def _bundle(path: Path) -> Path:
+    import torch
+
+    from landcover.inference.testing import tiny_bundle
+
+    torch.manual_seed(0)
+    return tiny_bundle(BANDS, CLASSES, model_options={}, mean=1500.0, std=800.0,
+                       tile_size=128).save(path)  # fmt: skip
+
+
+def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run in a subprocess: load the bundle, predict, report peak RSS."""
+    import torch
+
+    from landcover.inference.bundle import ModelBundle
+    from landcover.inference.predict import Predictor, predict_raster
+
+    torch.set_num_threads(int(spec["threads"]))
+    predictor = Predictor.from_bundle(ModelBundle.load(spec["bundle"]), spec["device"])
+    w = int(spec["window"])
+    start = time.perf_counter()
+    if spec["raster"] is None:  # baseline: the model and one window
+        predictor.probabilities(torch.rand(1, BANDS, w, w) * 3000)
+    else:
+        predict_raster(predictor, spec["raster"], spec["out"], window=w, overlap=w // 4,
+                       progress=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seconds": seconds}  # fmt: skip
+
+
+def _peak(spec: dict[str, Any]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "landcover.bench.predict", "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _throughput(bundle: Path, raster: Path, out: Path, window: int, device: str) -> dict[str, Any]:
+    import rasterio
+    import torch
+
+    from landcover.inference.bundle import ModelBundle
+    from landcover.inference.predict import Predictor, predict_raster
+
+    predictor = Predictor.from_bundle(ModelBundle.load(bundle), device)
+    model = predictor.learner
+    with rasterio.open(raster) as src:
+        h, w = src.height, src.width
+        tiles = [torch.from_numpy(src.read(window=rasterio.windows.Window(x, y, window, window))
+                                  .astype(np.float32))
+                 for y in range(0, h, window) for x in range(0, w, window)]  # fmt: skip
+    x = torch.stack(tiles)
+    x = predictor.bundle.normalize(x).to(predictor.device)
+    predictor.probabilities(x[:1] * 0)  # warm-up
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(x), 4):
+            model.predict(predictor.state, x[i : i + 4])
+    raw_s = time.perf_counter() - start
+    start = time.perf_counter()
+    res = predict_raster(predictor, raster, out, window=window, overlap=window // 4,
+                         batch_size=4, progress=False)  # fmt: skip
+    full_s = time.perf_counter() - start
+    pixels = h * w
+    return {
+        "raster": f"{w}x{h}",
+        "window": window,
+        "overlap": window // 4,
+        "windows": res.windows,
+        "raw_forward_px_per_s": pixels / raw_s,
+        "geotiff_path_px_per_s": pixels / full_s,
+        "overhead_ratio": full_s / raw_s,
+        "overlap_factor": (window / (window - window // 4)) ** 2,
+        "raw_seconds": raw_s,
+        "path_seconds": full_s,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench, print the tables, write JSON."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    window = args.window or (256 if args.quick else 512)
+    width = args.width or (512 if args.quick else 2048)
+    with tempfile.TemporaryDirectory(prefix="lc-bench-predict-") as tmp:
+        d = Path(tmp)
+        bundle = _bundle(d / "model.bundle")
+        tput_raster = _write_raster(d / "tput.tif", width // 2 * 2, width)
+        thr = _throughput(bundle, tput_raster, d / "tput_out.tif", window, args.device)
+        base = {"bundle": str(bundle), "window": window, "threads": args.threads,
+                "device": args.device, "out": str(d / "mem_out.tif")}  # fmt: skip
+        rows = []
+        for label, height in (("model + one window", None), ("at budget", window),
+                              ("4x budget", 4 * window)):  # fmt: skip
+            raster = None
+            if height is not None:
+                raster = str(_write_raster(d / f"mem_{height}.tif", height, width, seed=1))
+            r = _peak({**base, "raster": raster})
+            need = 0.0 if height is None else height * width * (BANDS + CLASSES) * 4 / 2**20
+            rows.append({"case": label, "raster": "-" if height is None else f"{width}x{height}",
+                         "peak_rss_mb": r["peak_rss_mb"], "in_memory_need_mb": need,
+                         "seconds": r["seconds"]})  # fmt: skip
+    print(f"predict throughput (window {window}, overlap {window // 4}, {args.threads} thread(s), "
+          f"{args.device}; small U-Net, {BANDS} bands, {CLASSES} classes)")  # fmt: skip
+    print(f"{'raster':>11} {'windows':>7} {'raw fwd px/s':>13} {'GeoTIFF px/s':>13} "
+          f"{'overhead':>8} {'overlap factor':>14}")  # fmt: skip
+    print(f"{thr['raster']:>11} {thr['windows']:>7} {thr['raw_forward_px_per_s']:>13,.0f} "
+          f"{thr['geotiff_path_px_per_s']:>13,.0f} {thr['overhead_ratio']:>7.2f}x "
+          f"{thr['overlap_factor']:>13.2f}x")  # fmt: skip
+    print(f"\npeak memory (ru_maxrss of a fresh process; window budget = {window} rows x {width})")
+    print(f"{'case':<20} {'raster':>11} {'peak RSS MB':>12} {'in-memory need MB':>18} {'s':>7}")
+    for r in rows:
+        print(f"{r['case']:<20} {r['raster']:>11} {r['peak_rss_mb']:>12.1f} "
+              f"{r['in_memory_need_mb']:>18.1f} {r['seconds']:>7.2f}")  # fmt: skip
+    growth = rows[2]["peak_rss_mb"] - rows[1]["peak_rss_mb"]
+    print(f"4x raster vs budget raster: {growth:+.1f} MB peak RSS")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"throughput": thr, "memory": rows,
+                                               "memory_growth_4x_mb": growth}, indent=2))  # fmt: skip
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps(_child(json.loads(sys.argv[2]))))

@@ -1,0 +1,116 @@
+"""``landcover evaluate model.bundle [other.bundle ...] --regions DIR --shots 1,2,5,10``.
+
+Few-shot evaluation of one or more model bundles on held-out regions: ``DIR`` is a dataset
+folder (users' region folders, SEN12MS or DeepGlobe, detected from its content). For each
+number of shots the same tasks are given to every bundle (paired comparison, the first
+bundle against the others); the report (``report.md``, ``metrics.json``, plots) goes to
+``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from landcover.evaluation.fewshot import Method, evaluate_fewshot
+from landcover.evaluation.report import markdown_table, write_report
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.errors import BundleError
+
+
+def parse_shots(text: str) -> list[int]:
+    """``"1,2,5,10"`` -> ``[1, 2, 5, 10]`` (positive integers)."""
+    try:
+        shots = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--shots takes comma-separated integers like 1,2,5,10; got {text!r}")
+    if not shots or min(shots) < 1:
+        raise ValueError(f"--shots needs positive integers; got {text!r}")
+    return shots
+
+
+def check_compatible(bundles: dict[str, ModelBundle], names: list[str], bands: int) -> None:
+    """The regions must have each bundle's band count and class names."""
+    for label, b in bundles.items():
+        b.check_bands(bands, source="regions")
+        if list(b.class_names) != list(names):
+            raise BundleError(
+                f"bundle {label} predicts classes {list(b.class_names)} but the regions use "
+                f"{list(names)}; evaluate on regions with the bundle's class scheme"
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate the bundles and write the report."""
+    from landcover.geo.datasets import load_regions
+    from landcover.geo.normalize import BandStats
+    from landcover.tasks.region import RegionTaskSampler
+
+    shots = parse_shots(args.shots)
+    bundles = {Path(p).stem: ModelBundle.load(p) for p in args.bundles}
+    if len(bundles) != len(args.bundles):
+        raise ValueError("give bundles with distinct file names (they label the report rows)")
+    regions = load_regions(args.regions, kind=args.kind)
+    first = next(iter(bundles.values()))
+    check_compatible(bundles, list(regions[0].scheme.names), len(regions[0].band_names))
+    stats = BandStats(tuple(first.mean), tuple(first.std), tuple(first.bands))
+    sampler = RegionTaskSampler(
+        regions,
+        shots=max(shots),
+        query=args.query,
+        tile_size=args.tile_size or first.tile_size,
+        stats=stats,
+        ignore_index=first.ignore_index,
+        seed=args.seed,
+    )
+    methods = {
+        label: Method(b.build_learner(), args.steps if args.steps is not None else b.inner_steps)
+        for label, b in bundles.items()
+    }
+    result = evaluate_fewshot(
+        methods,
+        lambda k, i: sampler.task(i, shots=k),
+        num_classes=len(first.class_names),
+        shots=shots,
+        tasks_per_shot=args.tasks,
+        ignore_index=first.ignore_index,
+    )
+    result.meta.update(regions=[r.name for r in regions], bundles=list(args.bundles))
+    scheme = regions[0].scheme
+    paths = write_report(
+        result,
+        args.out,
+        class_names=scheme.names,
+        colors=scheme.colors,
+        title=f"Few-shot evaluation on {args.regions}",
+        notes=[
+            f"Regions: {', '.join(r.name for r in regions)}; {args.tasks} tasks per shot "
+            f"count with {args.query} query tiles; every bundle on the same tasks."
+        ],
+        ignore_index=first.ignore_index,
+    )
+    print(markdown_table(result))
+    print(f"\nreport: {paths['report']}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``landcover evaluate``."""
+    parser = argparse.ArgumentParser(prog="landcover evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("bundles", nargs="+", help="model bundle(s); the first is compared")
+    parser.add_argument("--regions", required=True, help="folder of held-out regions")
+    parser.add_argument("--kind", default="auto", help="dataset format (auto-detected)")
+    parser.add_argument("--shots", default="1,2,5,10", help="comma-separated shot counts")
+    parser.add_argument("--tasks", type=int, default=100, help="tasks per shot count")
+    parser.add_argument("--query", type=int, default=4, help="query tiles per task")
+    parser.add_argument("--tile-size", type=int, default=None, help="crop size (bundle's)")
+    parser.add_argument("--steps", type=int, default=None, help="inner steps (bundle's)")
+    parser.add_argument("--seed", type=int, default=0, help="task sampling seed")
+    parser.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="report folder")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (BundleError, ValueError, KeyError, FileNotFoundError) as err:
+        print(f"landcover evaluate: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,203 @@
+"""Streaming GeoTIFF writers: window by window, atomic, optionally Cloud-Optimized.
+
+:class:`RasterWriter` writes windows into a tiled GeoTIFF under a temporary name and renames
+it into place on :meth:`RasterWriter.close`; an exception inside its ``with`` block leaves
+no output. With ``cog=True`` the finished file is translated to a Cloud-Optimized GeoTIFF by
+GDAL's COG driver. Peak memory is one window plus GDAL's block cache, whatever the raster
+size. :func:`write_class_map` writes a whole class map (uint8, colour table, nodata where the
+input had none) keeping the input's CRS and transform. Also importable from
+:mod:`landcover.geo.raster`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from torch import Tensor
+
+from landcover.geo.classes import ClassScheme
+from landcover.geo.raster import RasterProfile
+
+__all__ = ["RasterWriter", "class_map_writer", "write_class_map"]
+
+
+class RasterWriter:
+    """Write a raster window by window; the file appears atomically on :meth:`close`.
+
+    Use as a context manager; an exception inside the ``with`` block removes the temporary
+    file and leaves no output::
+
+        with RasterWriter(out, profile, count=1, dtype="uint8", nodata=255) as w:
+            for win in iter_windows(profile.width, profile.height, 512):
+                w.write(block, win)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        profile: RasterProfile,
+        *,
+        count: int = 1,
+        dtype: str = "uint8",
+        nodata: float | None = None,
+        colormap: Mapping[int, tuple[int, ...]] | None = None,
+        descriptions: Sequence[str | None] | None = None,
+        cog: bool = False,
+        block_size: int = 256,
+        compress: str = "deflate",
+    ) -> None:
+        """Open the temporary output.
+
+        Args:
+            path: Final output path.
+            profile: Size and georeferencing of the output (CRS/transform are copied).
+            count: Bands to write.
+            dtype: Numpy dtype name of the output bands.
+            nodata: Nodata value written into the file.
+            colormap: Colour table of band 1 (value -> RGBA), for uint8 class maps.
+            descriptions: Band descriptions.
+            cog: Translate to a Cloud-Optimized GeoTIFF (with overviews) on close.
+            block_size: Internal tile size (multiple of 16).
+            compress: GDAL compression.
+        """
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.cog = cog
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.tif")
+        tiled = profile.width >= block_size and profile.height >= block_size
+        creation: dict[str, Any] = {
+            "driver": "GTiff",
+            "width": profile.width,
+            "height": profile.height,
+            "count": count,
+            "dtype": dtype,
+            "nodata": nodata,
+            "compress": compress,
+            "tiled": tiled,
+            "BIGTIFF": "IF_SAFER",
+        }
+        if tiled:
+            creation.update(blockxsize=block_size, blockysize=block_size)
+        if profile.crs is not None:
+            creation.update(crs=profile.crs, transform=profile.transform)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst = rasterio.open(self.tmp, "w", **creation)
+        if colormap is not None:
+            self._dst.write_colormap(1, dict(colormap))
+        if descriptions is not None:
+            for i, d in enumerate(descriptions, start=1):
+                if d:
+                    self._dst.set_band_description(i, d)
+        self.profile = profile
+        self.closed = False
+
+    def write(self, array: np.ndarray | Tensor, window: Window) -> None:
+        """Write ``(C, h, w)`` or ``(h, w)`` values into ``window``."""
+        if isinstance(array, Tensor):
+            array = array.detach().cpu().numpy()
+        if array.ndim == 2:
+            array = array[None]
+        if array.shape[1:] != (int(window.height), int(window.width)):
+            raise ValueError(f"array {array.shape[1:]} does not match window {window}")
+        self._dst.write(array.astype(self._dst.dtypes[0], copy=False), window=window)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place (as a COG when asked)."""
+        if self.closed:
+            return self.path
+        self._dst.close()
+        self.closed = True
+        try:
+            if self.cog:
+                cog_tmp = self.tmp.with_suffix(".cog.tif")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    rasterio.shutil.copy(
+                        self.tmp, cog_tmp, driver="COG", COMPRESS="DEFLATE",
+                        BLOCKSIZE=512, OVERVIEW_RESAMPLING="NEAREST",
+                    )  # fmt: skip
+                self.tmp.unlink()
+                os.replace(cog_tmp, self.path)
+            else:
+                os.replace(self.tmp, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file(s) without producing an output."""
+        if not self.closed:
+            self._dst.close()
+            self.closed = True
+        for p in (self.tmp, self.tmp.with_suffix(".cog.tif")):
+            p.unlink(missing_ok=True)
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def class_map_writer(
+    path: str | Path,
+    profile: RasterProfile,
+    scheme: ClassScheme | None = None,
+    *,
+    nodata: int = 255,
+    cog: bool = False,
+) -> RasterWriter:
+    """A :class:`RasterWriter` for a one-band uint8 class-index map with a colour table."""
+    cmap = scheme.colormap(nodata=nodata) if scheme is not None else None
+    return RasterWriter(path, profile, count=1, dtype="uint8", nodata=nodata, colormap=cmap,
+                        descriptions=["class"], cog=cog)  # fmt: skip
+
+
+def write_class_map(
+    path: str | Path,
+    classes: np.ndarray | Tensor,
+    profile: RasterProfile,
+    scheme: ClassScheme | None = None,
+    *,
+    valid: np.ndarray | Tensor | None = None,
+    nodata: int = 255,
+    cog: bool = False,
+) -> Path:
+    """Write a class-index map as a GeoTIFF keeping the input's CRS and transform.
+
+    Args:
+        path: Output GeoTIFF.
+        classes: ``(H, W)`` class indices (``0..n-1``).
+        profile: Profile of the input raster the map was predicted from.
+        scheme: Class scheme whose colours become the colour table.
+        valid: ``(H, W)`` validity of the input; invalid pixels are written as ``nodata``.
+        nodata: Value of no-data pixels (255, the ignore index, by default).
+        cog: Write a Cloud-Optimized GeoTIFF.
+
+    Returns:
+        ``path``.
+    """
+    arr = classes.detach().cpu().numpy() if isinstance(classes, Tensor) else np.asarray(classes)
+    if arr.shape != (profile.height, profile.width):
+        raise ValueError(f"class map {arr.shape} does not match the raster "
+                         f"({profile.height}, {profile.width})")  # fmt: skip
+    arr = arr.astype(np.uint8)
+    if valid is not None:
+        v = valid.detach().cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
+        arr = np.where(v.astype(bool), arr, np.uint8(nodata))
+    with class_map_writer(path, profile, scheme, nodata=nodata, cog=cog) as w:
+        w.write(arr, Window(0, 0, profile.width, profile.height))
+    return Path(path)

@@ -1,0 +1,190 @@
+"""Meta Networks: fast weights generated from loss gradients, with an external memory.
+
+Munkhdalai & Yu, "Meta Networks", ICML 2017. Two learners, each with slow weights
+(meta-learned across tasks) and fast weights (produced per task from loss gradients, the
+"meta information"), combined by layer augmentation (the outputs of a layer with slow and
+with fast weights are summed):
+
+* the dynamic representation learner ``u`` (an encoder then a linear map ``Q``) gets a
+  task-level fast weight ``Q*`` from the gradients of a representation loss on the
+  support set, through the meta-learner ``d``;
+* the base learner ``b`` (an encoder then a linear classifier ``W``) gets one fast weight
+  ``W*_i`` per support example from the gradient of its own loss on that example,
+  through the meta-learner ``m``. The ``W*_i`` are written to an external memory whose
+  keys are the support representations ``r_i = u(Q, Q*, x_i)``;
+* a query ``x`` reads the memory by soft attention on cosine similarity,
+  ``W*(x) = sum_i softmax_i(tau cos(r_i, u(Q, Q*, x))) W*_i``, and is classified by
+  ``W x_b + W*(x) x_b`` with ``x_b`` the base encoder's features.
+
+Choices where the paper leaves room (stated here so the numbers can be read): fast weights
+live on the last linear layer of each learner (the encoders are slow only); ``d`` and
+``m`` are coordinate-wise MLPs over preprocessed gradients (Andrychowicz et al. 2016), and
+``Q*`` is the mean of ``d`` over the support examples (the paper runs an LSTM over them;
+the mean keeps the learner invariant to the order of the support set); the representation
+loss is a prototype cross-entropy on ``Q``'s outputs (the paper uses a contrastive or
+cross-entropy loss); the attention has a learned temperature ``tau``; gradients are inputs
+of ``d`` and ``m`` and are not differentiated through (first order, as in the paper).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landcover.meta.meta_lstm import preprocess
+from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.tasks.task import Task
+
+
+class FastWeightGenerator(nn.Module):
+    """Coordinate-wise MLP mapping a preprocessed gradient to a fast weight (``m`` or ``d``)."""
+
+    def __init__(self, hidden: int = 20) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, grads: Tensor) -> Tensor:
+        """Fast weights with the shape of ``grads``."""
+        flat = preprocess(grads.reshape(-1)).to(grads.dtype)
+        return self.net(flat).reshape(grads.shape)
+
+
+def _reset(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return module
+
+
+class MetaNetwork(Learner):
+    """Meta Networks for N-way classification (Munkhdalai & Yu 2017).
+
+    Args:
+        model: Embedding network ``x -> (n, D)`` (flattened); the base learner uses it and
+            the representation learner a re-initialised copy of it.
+        loss_fn: Query loss on logits; cross-entropy by default.
+        max_way: Largest number of classes of a task (rows of the slow classifier ``W``).
+        key_dim: Size of the representations ``r`` (rows of ``Q``).
+        hidden: Hidden units of the fast-weight generators ``m`` and ``d``.
+        temperature: Initial attention temperature ``tau``.
+        feature_dim: ``D``; read from ``model.feature_dim`` when omitted.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module | None = None,
+        *,
+        max_way: int = 20,
+        key_dim: int = 64,
+        hidden: int = 20,
+        temperature: float = 10.0,
+        feature_dim: int | None = None,
+    ) -> None:
+        super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
+        dim = feature_dim if feature_dim is not None else getattr(model, "feature_dim", None)
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(
+                "MetaNetwork needs the embedding size: pass feature_dim=D or a model with an "
+                f"integer 'feature_dim' attribute; got {dim!r}"
+            )
+        if max_way < 2 or key_dim < 1 or hidden < 1:
+            raise ValueError(
+                f"need max_way >= 2, key_dim >= 1, hidden >= 1; got {max_way}, {key_dim}, {hidden}"
+            )
+        self.max_way, self.feature_dim = int(max_way), dim
+        self.base = model  # b: encoder with slow classifier W
+        self.repr = _reset(copy.deepcopy(model))  # u: encoder with slow map Q
+        self.w = nn.Parameter(torch.randn(max_way, dim) / dim**0.5)
+        self.q = nn.Parameter(torch.randn(key_dim, dim) / dim**0.5)
+        self.m = FastWeightGenerator(hidden)
+        self.d = FastWeightGenerator(hidden)
+        self.log_tau = nn.Parameter(torch.tensor(float(temperature)).log())
+
+    # ----------------------------------------------------------------- pieces
+    def represent(self, feats_u: Tensor, q_fast: Tensor) -> Tensor:
+        """``u(Q, Q*, x)``: layer augmentation of the slow and fast maps ``(n, key_dim)``."""
+        return feats_u @ self.q.T + feats_u @ q_fast.T
+
+    def representation_gradients(self, feats_u: Tensor, labels: Tensor, n_way: int) -> Tensor:
+        """Per-example gradients ``(n, key_dim, D)`` of the prototype loss w.r.t. ``Q``."""
+        feats = feats_u.detach()
+        onehot = F.one_hot(labels, n_way).to(feats.dtype)
+
+        def losses(q: Tensor) -> Tensor:
+            r = feats @ q.T
+            protos = onehot.T @ r / onehot.sum(0)[:, None]
+            logits = -(r[:, None, :] - protos[None]).pow(2).sum(-1)
+            return F.cross_entropy(logits, labels, reduction="none")
+
+        return torch.func.jacrev(losses)(self.q.detach())
+
+    def example_gradients(self, feats_b: Tensor, labels: Tensor, n_way: int) -> Tensor:
+        """Per-example gradients ``(n, n_way, D)`` of the base loss w.r.t. ``W[:n_way]``."""
+
+        def loss_i(w: Tensor, f: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy((f @ w.T)[None], y[None])
+
+        w = self.w[:n_way].detach()
+        return torch.func.vmap(torch.func.grad(loss_i), in_dims=(None, 0, 0))(
+            w, feats_b.detach(), labels
+        )
+
+    # ----------------------------------------------------------------- protocol
+    def adapt(
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        steps: int | None = None,
+        create_graph: bool = False,
+    ) -> AdaptedState:
+        """Fast weights and memory from the support set (``steps`` ignored: no inner loop)."""
+        if support_y.dtype not in (torch.int64, torch.int32) or support_y.dim() != 1:
+            raise ValueError(
+                "MetaNetwork classifies: support_y must be 1-D integer labels; got "
+                f"{support_y.dtype} of shape {tuple(support_y.shape)}"
+            )
+        n_way = int(support_y.max()) + 1
+        if n_way > self.max_way or sorted(set(support_y.tolist())) != list(range(n_way)):
+            raise ValueError(
+                f"labels must be 0..N-1 with every class present and N <= max_way={self.max_way}; "
+                f"got classes {sorted(set(support_y.tolist()))}"
+            )
+        labels = support_y.long()
+        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            feats_u = self.repr(support_x).flatten(1)
+            feats_b = self.base(support_x).flatten(1)
+            q_fast = self.d(self.representation_gradients(feats_u, labels, n_way)).mean(0)
+            keys = self.represent(feats_u, q_fast)
+            values = self.m(self.example_gradients(feats_b, labels, n_way))  # (n, N, D)
+        state = AdaptedState(
+            extras={"q_fast": q_fast, "keys": keys, "values": values, "n_way": n_way}
+        )
+        return state if create_graph else state.detached()
+
+    def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
+        """Logits ``(len(x), N)``: slow classifier plus the fast weights read from memory."""
+        n_way = state.extras["n_way"]
+        feats_b = self.base(x).flatten(1)
+        r = self.represent(self.repr(x).flatten(1), state.extras["q_fast"])
+        cos = F.normalize(r, dim=1) @ F.normalize(state.extras["keys"], dim=1).T  # (q, n)
+        attn = torch.softmax(self.log_tau.exp() * cos, dim=1)
+        fast = torch.einsum("qn,nkd->qkd", attn, state.extras["values"])  # (q, N, D)
+        slow = feats_b @ self.w[:n_way].T
+        return slow + torch.einsum("qkd,qd->qk", fast, feats_b)
+
+    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
+        """Query cross-entropy with the task's fast weights and memory."""
+        state = self.adapt(task.support_x, task.support_y, create_graph=training)
+        with torch.set_grad_enabled(training):
+            logits = self.predict(state, task.query_x)
+            loss = self.loss_fn(logits, task.query_y)
+        acc = float((logits.argmax(1) == task.query_y).float().mean())
+        return TaskResult(
+            loss if training else loss.detach(), float(loss.detach()), {"accuracy": acc}
+        )

@@ -1,0 +1,156 @@
+"""Helpers of the service tests: tiny real bundles, tiles and rasters in memory, polling."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from PIL import Image
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from api.settings import Settings
+from landcover.geo.classes import ClassScheme
+from landcover.inference.bundle import ModelBundle
+from landcover.meta.registry import build_learner
+from landcover.models import build_model
+
+KEY_A = "key-a-0123456789abcdef"
+KEY_B = "key-b-0123456789abcdef"
+HEADERS = {"X-API-Key": KEY_A}
+CRS_UTM = CRS.from_epsg(32618)
+TRANSFORM = from_origin(500000.0, 4200000.0, 30.0, 30.0)
+SCHEME = ClassScheme(
+    names=("water", "forest", "field"),
+    values=(1, 2, 3),
+    colors=((0, 0, 255), (0, 128, 0), (255, 255, 0)),
+    ignore_value=0,
+)
+
+
+def make_bundle(path: Path, bands: int = 3, tile: int = 32) -> Path:
+    """An untrained small U-Net + MAML learner, saved as a real bundle."""
+    torch.manual_seed(0)
+    model = build_model("small_unet", bands, SCHEME.num_classes, width=4, depth=2, norm="group",
+                        groups=2)  # fmt: skip
+    learner = build_learner(
+        "maml", model, torch.nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1, steps=2
+    )
+    bundle = ModelBundle.from_learner(
+        learner,
+        bands=[f"B{i + 1}" for i in range(bands)],
+        mean=[100.0] * bands,
+        std=[50.0] * bands,
+        classes=SCHEME,
+        tile_size=tile,
+        inner_steps=2,
+    )
+    return bundle.save(path)
+
+
+def settings_for(data_dir: Path, models_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "models_dir": models_dir,
+        "api_keys": [KEY_A, KEY_B],
+        "poll_s": 0.05,
+        "heartbeat_s": 0.2,
+        "predict_wait_s": 30.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+# ---------------------------------------------------------------------- tiles
+def tiff_bytes(
+    array: np.ndarray, *, nodata: float | None = None, crs: CRS | None = CRS_UTM
+) -> bytes:
+    """A GeoTIFF of ``array`` ((C, H, W) or (H, W)) in memory."""
+    arr = array if array.ndim == 3 else array[None]
+    profile = {
+        "driver": "GTiff",
+        "width": arr.shape[2],
+        "height": arr.shape[1],
+        "count": arr.shape[0],
+        "dtype": str(arr.dtype),
+        "nodata": nodata,
+    }
+    if crs is not None:
+        profile.update(crs=crs, transform=TRANSFORM)
+    with rasterio.io.MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(arr)
+        return mem.read()
+
+
+def png_bytes(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tile_pair(seed: int, size: int = 32, bands: int = 3) -> tuple[bytes, bytes]:
+    """A uint16 image whose class (1..3) is readable from band 1, and its value mask."""
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(1, 4, size=(size, size)).astype(np.uint8)
+    image = mask[None].repeat(bands, 0) * 60 + rng.integers(0, 20, (bands, size, size))
+    return tiff_bytes(image.astype(np.uint16), nodata=None), png_bytes(mask)
+
+
+def pair_files(n: int, size: int = 32, bands: int = 3) -> list[tuple[str, tuple[str, bytes]]]:
+    files: list[tuple[str, tuple[str, bytes]]] = []
+    for i in range(n):
+        img, mask = tile_pair(i, size, bands)
+        files.append(("images", (f"t{i}.tif", img)))
+        files.append(("masks", (f"t{i}.png", mask)))
+    return files
+
+
+def support_zip(n: int, classes: str | None = None, prefix: str = "region/") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            img, mask = tile_pair(i)
+            zf.writestr(f"{prefix}images/z{i}.tif", img)
+            zf.writestr(f"{prefix}masks/z{i}.png", mask)
+        if classes is not None:
+            zf.writestr(f"{prefix}classes.yaml", classes)
+    return buf.getvalue()
+
+
+def query_raster(size: int = 80, nodata_block: bool = True) -> bytes:
+    """A 3-band uint16 raster with nodata 0 in its top-left corner."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(50, 250, size=(3, size, size)).astype(np.uint16)
+    if nodata_block:
+        image[:, :10, :10] = 0
+    return tiff_bytes(image, nodata=0)
+
+
+def wait_status(
+    client: Any, adaptation_id: str, headers: dict[str, str] = HEADERS, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Poll an adaptation until it is done or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/adaptations/{adaptation_id}", headers=headers).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"adaptation {adaptation_id} did not finish in {timeout} s: {body}")
+
+
+def stored_entries(data_dir: Path) -> list[str]:
+    """Everything under the storage folder except the database files."""
+    out = []
+    for sub in ("adaptations", "tmp"):
+        root = data_dir / sub
+        if root.is_dir():
+            out += [str(p.relative_to(data_dir)) for p in root.rglob("*")]
+    return sorted(out)

@@ -1,0 +1,114 @@
+"""Against a real server: ``landcover serve`` in a subprocess on 127.0.0.1 and a free port.
+
+The same flow as the TestClient test, 20 concurrent adaptation requests (no error, no lost
+record) and a schemathesis run over the OpenAPI schema (no 5xx). The server is always
+terminated, whatever happens in the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from xml.etree import ElementTree
+
+import httpx
+import pytest
+import rasterio
+from apihelpers import CRS_UTM, HEADERS, KEY_A, KEY_B, make_bundle, pair_files, query_raster
+
+from landcover.bench.api import free_port, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("served")
+    make_bundle(root / "models" / "tiny.bundle")
+    env = {
+        "LANDCOVER_MAX_ACTIVE_JOBS_PER_KEY": "32",
+        "LANDCOVER_JOB_WORKERS": "2",
+        "LANDCOVER_POLL_S": "0.1",
+    }
+    port = free_port()
+    proc = start_server(port, root / "data", root / "models", [KEY_A, KEY_B], env=env,
+                        log=root / "server.log")  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
+        assert proc.poll() is not None
+
+
+def _wait(client: httpx.Client, aid: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/adaptations/{aid}", headers=HEADERS).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"{aid} not finished: {body}")
+
+
+def test_flow_against_uvicorn(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=60) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        assert client.get("/ready").json()["status"] == "ready"
+        assert [m["name"] for m in client.get("/v1/models", headers=HEADERS).json()] == ["tiny"]
+        r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
+                        files=pair_files(3))  # fmt: skip
+        assert r.status_code == 202, r.text
+        done = _wait(client, r.json()["id"])
+        assert done["status"] == "done"
+        p = client.post(f"/v1/adaptations/{done['id']}/predict", headers=HEADERS,
+                        files={"raster": ("q.tif", query_raster(70))})  # fmt: skip
+        assert p.status_code == 200
+        with rasterio.io.MemoryFile(p.content) as mem, mem.open() as ds:
+            assert ds.crs == CRS_UTM and ds.nodata == 255 and ds.shape == (70, 70)
+        other = {"X-API-Key": KEY_B}
+        assert client.get(f"/v1/adaptations/{done['id']}", headers=other).status_code == 404
+        assert client.delete(f"/v1/adaptations/{done['id']}", headers=HEADERS).status_code == 204
+
+
+def test_twenty_concurrent_adaptations(server: str) -> None:
+    def submit(i: int) -> httpx.Response:
+        with httpx.Client(base_url=server, timeout=120) as c:
+            return c.post("/v1/adaptations", headers={**HEADERS, "Idempotency-Key": f"c{i}"},
+                          data={"model": "tiny"}, files=pair_files(1 + i % 3))  # fmt: skip
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(submit, range(20)))
+    assert [r.status_code for r in responses] == [202] * 20, [r.text for r in responses]
+    ids = [r.json()["id"] for r in responses]
+    assert len(set(ids)) == 20
+    with httpx.Client(base_url=server, timeout=60) as client:
+        finished = [_wait(client, aid) for aid in ids]
+        assert [f["status"] for f in finished] == ["done"] * 20, finished
+        assert [f["tiles"] for f in finished] == [1 + i % 3 for i in range(20)]
+        listed = client.get("/v1/adaptations?limit=500", headers=HEADERS).json()["items"]
+        assert set(ids) <= {a["id"] for a in listed}
+
+
+def test_schemathesis_finds_no_server_error(server: str, tmp_path: Path) -> None:
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", f"{server}/openapi.json",
+        "--checks", "not_a_server_error", "--max-examples", "15", "--seed", "1",
+        "--phases", "examples,coverage,fuzzing", "--workers", "2",
+        "--request-timeout", "60", "-H", f"X-API-Key: {KEY_A}",
+        "--suppress-health-check", "all",
+        "--report", "junit", "--report-junit-path", str(tmp_path / "junit.xml"),
+    ]  # fmt: skip
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    tail = (out.stdout + out.stderr)[-4000:]
+    assert out.returncode == 0, tail
+    suites = ElementTree.parse(tmp_path / "junit.xml").getroot()
+    suite = suites if suites.tag == "testsuite" else suites[0]
+    assert int(suite.get("tests", "0")) == 10, tail  # every operation was exercised
+    assert int(suite.get("failures", "0")) == int(suite.get("errors", "0")) == 0, tail

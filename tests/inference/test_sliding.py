@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from landcover.inference.bundle import find_model
+from landcover.inference.predict import Predictor, predict_array
+from landcover.inference.sliding import StripBlender, WindowPlan, ramp, window_starts
+from landcover.inference.testing import tiny_bundle
+
+
+@pytest.mark.parametrize(
+    ("total", "window", "overlap"),
+    [(100, 32, 8), (32, 32, 8), (20, 32, 4), (33, 32, 0), (1000, 256, 64)],
+)
+def test_window_starts_cover_everything(total: int, window: int, overlap: int) -> None:
+    starts = window_starts(total, window, overlap)
+    w = min(window, total)
+    covered = torch.zeros(total, dtype=torch.int64)
+    for s in starts:
+        assert s >= 0 and s + w <= total
+        covered[s : s + w] += 1
+    assert bool((covered > 0).all())
+    assert starts == sorted(set(starts))
+    for a, b in itertools.pairwise(starts):
+        assert a + w - b >= overlap  # neighbours overlap at least as asked
+
+
+def test_window_starts_rejects_bad_overlap() -> None:
+    with pytest.raises(ValueError, match="overlap < window"):
+        window_starts(100, 32, 32)
+
+
+def test_ramp_shape() -> None:
+    w = ramp(32, 8, 0)
+    assert torch.all(w[:2] == 0) and torch.all(w[2:8] > 0) and torch.all(w[8:] == 1)
+    assert torch.all(w[2:8].diff() > 0)  # rises monotonically
+    assert torch.equal(ramp(32, 0, 8), ramp(32, 8, 0).flip(0))
+    assert torch.equal(ramp(10, 0, 0), torch.ones(10))
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "window", "overlap"),
+    [(70, 53, 32, 8), (64, 64, 32, 16), (40, 100, 24, 12), (17, 9, 32, 8)],
+)
+def test_blend_weights_leave_no_pixel_uncovered(h: int, w: int, window: int, overlap: int) -> None:
+    plan = WindowPlan.make(h, w, window, overlap)
+    total = torch.zeros(h, w)
+    for r, y in enumerate(plan.row_starts):
+        for c, x in enumerate(plan.col_starts):
+            total[y : y + plan.win_h, x : x + plan.win_w] += plan.weight(r, c)
+    assert float(total.min()) > 0.05
+
+
+def _predictor(kind: str) -> Predictor:
+    bundle = tiny_bundle(3, 3, model_options={"width": 4, "depth": 0, "norm": "none"},
+                         mean=10.0, std=5.0)  # fmt: skip
+    pred = Predictor.from_bundle(bundle)
+    model = find_model(pred.learner)
+    with torch.no_grad():
+        if kind == "constant":
+            for p in model.parameters():
+                p.zero_()
+            model.head.classifier.bias.copy_(torch.tensor([0.3, 1.2, -0.5]))
+        else:  # a translation-equivariant conv net with large weights (sharp differences)
+            for p in model.parameters():
+                p.mul_(3.0)
+    return pred
+
+
+def test_constant_model_blends_to_an_exactly_constant_map() -> None:
+    pred = _predictor("constant")
+    image = torch.rand(3, 75, 61) * 40
+    out = predict_array(pred, image, window=32, overlap=12)
+    expected = torch.softmax(torch.tensor([0.3, 1.2, -0.5]), 0)
+    torch.testing.assert_close(out.probabilities, expected.view(3, 1, 1).expand(3, 75, 61),
+                               rtol=0, atol=1e-6)  # fmt: skip
+    assert bool((out.classes == 1).all())
+
+
+def test_translation_equivariant_model_has_no_seams() -> None:
+    pred = _predictor("conv")
+    torch.manual_seed(3)
+    image = torch.rand(3, 90, 77) * 40
+    full = pred.probabilities(image[None])[0]  # one forward over the whole image
+    blended = predict_array(pred, image, window=32, overlap=12).probabilities
+    torch.testing.assert_close(blended, full, rtol=0, atol=1e-5)
+    # naive stitching (no overlap) is visibly wrong at window borders: the test can fail
+    naive = predict_array(pred, image, window=32, overlap=0).probabilities
+    assert float((naive - full).abs().max()) > 1e-3
+
+
+def test_nodata_pixels_get_the_nodata_class() -> None:
+    pred = _predictor("conv")
+    image = torch.rand(3, 40, 40)
+    valid = torch.ones(40, 40, dtype=torch.bool)
+    valid[:5] = False
+    out = predict_array(pred, image, valid=valid, window=32, overlap=8)
+    assert bool((out.classes[:5] == 255).all()) and bool((out.classes[5:] < 3).all())
+
+
+def test_strip_blender_enforces_order() -> None:
+    plan = WindowPlan.make(64, 64, 32, 8)
+    blender = StripBlender(plan, 2)
+    with pytest.raises(ValueError, match="row by row"):
+        blender.add(1, 0, torch.zeros(2, 32, 32))
+    with pytest.raises(ValueError, match=r"window probabilities \(2, 16, 32\)"):
+        blender.add(0, 0, torch.zeros(2, 16, 32))

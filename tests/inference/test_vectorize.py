@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from landcover.geo.classes import ClassScheme
+from landcover.inference.vectorize import feature_collection, write_geojson
+
+SCHEME = ClassScheme(names=("water", "forest", "field"), values=(1, 2, 3))
+
+
+def _ring_area(ring: list[list[float]]) -> float:
+    """Signed shoelace area."""
+    a = np.asarray(ring)
+    return 0.5 * float(np.sum(a[:-1, 0] * a[1:, 1] - a[1:, 0] * a[:-1, 1]))
+
+
+def _check_polygon(geom: dict) -> float:
+    assert geom["type"] == "Polygon"
+    rings = geom["coordinates"]
+    areas = []
+    for ring in rings:
+        assert len(ring) >= 4, "a linear ring has at least 4 positions"
+        assert ring[0] == ring[-1], "rings are closed"
+        # no repeated consecutive vertex and no zero-area ring
+        assert all(a != b for a, b in itertools.pairwise(ring))
+        areas.append(_ring_area(ring))
+        assert abs(areas[-1]) > 0
+    # holes have the orientation opposite to the exterior and lie inside it
+    assert all(np.sign(h) == -np.sign(areas[0]) for h in areas[1:])
+    return abs(areas[0]) - sum(abs(h) for h in areas[1:])
+
+
+def _class_map(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 3, size=(6, 7)).astype(np.uint8)
+    arr = blocks.repeat(5, 0).repeat(5, 1)  # 30 x 35, blocky regions
+    arr[12, 12] = (arr[12, 12] + 1) % 3  # single pixel islands make holes
+    arr[3, 20] = (arr[3, 20] + 2) % 3
+    arr[:2, :4] = 255  # nodata corner
+    return arr
+
+
+def test_polygons_are_valid_and_cover_each_class_exactly() -> None:
+    arr = _class_map()
+    fc = feature_collection(arr, SCHEME)  # no CRS: pixel coordinates
+    assert fc["type"] == "FeatureCollection" and fc["coordinate_system"].startswith("pixel")
+    area = {i: 0.0 for i in range(3)}
+    holes = 0
+    for f in fc["features"]:
+        assert f["type"] == "Feature"
+        props = f["properties"]
+        assert props["class_name"] == SCHEME.names[props["class_index"]]
+        assert props["color"] == "#{:02x}{:02x}{:02x}".format(*SCHEME.colors[props["class_index"]])
+        area[props["class_index"]] += _check_polygon(f["geometry"])
+        holes += len(f["geometry"]["coordinates"]) - 1
+    for c in range(3):
+        assert area[c] == pytest.approx(float((arr == c).sum()))
+    assert holes >= 2  # the islands punched holes
+    assert not any(f["properties"]["class_index"] == 255 for f in fc["features"])
+
+
+def test_geojson_file_in_wgs84(tmp_path: Path, shared_data: Path) -> None:
+    src = shared_data / "geotiff" / "RGB.byte.tif"
+    with rasterio.open(src) as s:
+        profile = s.profile
+        left, bottom, right, top = rasterio.warp.transform_bounds(s.crs, "EPSG:4326", *s.bounds)
+    arr = np.zeros((profile["height"], profile["width"]), np.uint8)
+    arr[:, profile["width"] // 2 :] = 1
+    arr[:50] = 2
+    profile.update(count=1, dtype="uint8", nodata=255)
+    path = tmp_path / "classes.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr, 1)
+    out = write_geojson(path, tmp_path / "out.geojson", SCHEME)
+    fc = json.loads(out.read_text())
+    assert fc["coordinate_system"] == "EPSG:4326"
+    assert sorted(f["properties"]["class_name"] for f in fc["features"]) == [
+        "field",
+        "forest",
+        "water",
+    ]
+    for f in fc["features"]:
+        _check_polygon(f["geometry"])
+        for lon, lat in f["geometry"]["coordinates"][0]:
+            assert left - 1e-6 <= lon <= right + 1e-6 and bottom - 1e-6 <= lat <= top + 1e-6
