@@ -29,7 +29,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LANDCOVER_", extra="ignore")
 
-    data_dir: Path = Field(Path("var/landcover"), description="Storage folder.")
+    data_dir: Path = Field(Path("runs/service"), description="Storage folder.")
     models_dir: Path = Field(Path("models"), description="Folder of base *.bundle files.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default SQLite file in data_dir."

@@ -92,9 +92,11 @@ _HIGH_WAY = ((20, 1), (20, 5))
 ROWS: list[Row] = [
     Row("protonet", "ProtoNets", "non-parametric", "protonet", train_settings=_HIGH_WAY),
     Row("ridge", "R2-D2 ridge head", "closed-form", "ridge", train_settings=_HIGH_WAY),
+    Row("svm", "MetaOptNet-SVM", "closed-form", "metaoptnet_svm", {"c": 0.1, "ridge": 1.0}),
     Row("cnp", "CNP", "black-box", "cnp", {"max_way": MAX_WAY}),
     Row("mann", "MANN (LSTM+LRUA)", "black-box", "mann", {"max_way": MAX_WAY}),
     Row("snail", "SNAIL", "black-box", "snail", {"max_way": MAX_WAY, "max_length": 101}),
+    Row("metanet", "Meta Networks", "black-box", "metanet", {"max_way": MAX_WAY}),
     Row("maml", "MAML", _OPT, "maml", {"inner_lr": 0.4, "steps": 1}, "classifier"),
     Row("fomaml", "FOMAML", _OPT, "fomaml", {"inner_lr": 0.4, "steps": 1}, "classifier"),
     Row(
@@ -122,6 +124,7 @@ ANCHORS: dict[str, dict[str, float]] = {
     "snail": {"5w1s": 99.07, "5w5s": 99.78, "20w1s": 97.64, "20w5s": 99.36},
     "mann": {"5w1s": 82.8, "5w5s": 94.9},
     "cnp": {"5w1s": 95.3, "5w5s": 98.5, "20w1s": 89.9, "20w5s": 96.8},
+    "metanet": {"5w1s": 98.95, "20w1s": 97.0},
 }
 
 #: Budgets: ``full`` is sized for <= 45 minutes on 2 CPU cores, ``quick`` for < 2 minutes.

@@ -12,6 +12,7 @@ input had none) keeping the input's CRS and transform. Also importable from
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,7 +73,9 @@ class RasterWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.cog = cog
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.tif")
+        self.tmp = self.path.with_name(
+            f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.tif"
+        )
         tiled = profile.width >= block_size and profile.height >= block_size
         creation: dict[str, Any] = {
             "driver": "GTiff",

@@ -99,7 +99,7 @@ def solve_cs_svm_dual(
     ridge: float = 1.0,
     tol: float = 1e-8,
     max_iter: int = 3000,
-    polish_every: int = 10,
+    polish_every: int = 5,
 ) -> SVMSolution:
     """Solve the Crammer-Singer dual to tolerance; gradients by implicit differentiation.
 
@@ -155,7 +155,7 @@ def solve_cs_svm_dual(
         y, t, f_prev = alpha.clone(), 1.0, value(alpha)
         residual, active, iterations = float("inf"), torch.zeros_like(onehot, dtype=torch.bool), 0
         last_active, stable = active, 0
-        for iterations in range(1, max_iter + 1):
+        for iterations in range(1, max_iter + 1):  # noqa: B007 (reported after the loop)
             new, active, residual = gradient_map(y)  # residual: gradient mapping at y
             f_new = value(new)
             if f_new > f_prev:  # adaptive restart (O'Donoghue & Candes 2015)
@@ -289,7 +289,7 @@ class MetaOptSVM(Learner):
         *,
         c: float = 0.1,
         ridge: float = 1.0,
-        tol: float = 1e-6,
+        tol: float = 1e-4,
         max_iter: int = 3000,
         scale: float = 1.0,
     ) -> None:

@@ -86,6 +86,17 @@ def test_class_map_round_trip_keeps_georeferencing(
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
+def test_class_map_without_georeferencing(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(tmp_path / "plain.png")
+    data = read_raster(tmp_path / "plain.png")
+    assert data.profile.crs is None and bool(data.valid.all())
+    out = write_class_map(tmp_path / "map.tif", torch.ones(6, 5, dtype=torch.long), data.profile)
+    with rasterio.open(out) as dst:
+        assert dst.crs is None and dst.read(1).tolist() == [[1] * 5] * 6
+
+
 def test_writer_aborts_atomically(landsat: Path, tmp_path: Path) -> None:
     profile = read_profile(landsat)
     target = tmp_path / "out.tif"

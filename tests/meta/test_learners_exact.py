@@ -81,6 +81,19 @@ def test_metasgd_step_uses_elementwise_rates(task):
     torch.testing.assert_close(state.params["weight"], expected.T)
 
 
+@pytest.mark.parametrize("rule", ["base", "learned"])
+def test_metasgd_extra_steps_rule(task, rule):
+    model = linear_model()
+    learner = build_learner("metasgd", model, nn.MSELoss(), inner_lr=0.1, steps=1, extra_steps=rule)
+    with torch.no_grad():
+        learner.rates["weight"].fill_(0.05)
+    state = learner.adapt(task.support_x, task.support_y, steps=3)
+    w = model.weight.detach().T
+    for rate in (0.05, 0.1 if rule == "base" else 0.05, 0.1 if rule == "base" else 0.05):
+        w = w - rate * mse_grad(w, task.support_x, task.support_y)
+    torch.testing.assert_close(state.params["weight"], w.T)
+
+
 def test_imaml_matches_exact_implicit_gradient_linear(task):
     lam = 2.0
     model = linear_model()

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from landcover.bench import predict as bench
+
+
+def test_throughput_reports_consistent_numbers(tmp_path: Path) -> None:
+    bundle = bench._bundle(tmp_path / "m.bundle")
+    raster = bench._write_raster(tmp_path / "r.tif", 96, 128)
+    out = bench._throughput(bundle, raster, tmp_path / "o.tif", 64, "cpu")
+    assert out["raster"] == "128x96" and out["windows"] == 2 * 3
+    assert out["overlap_factor"] == pytest.approx((64 / 48) ** 2)
+    assert out["overhead_ratio"] == pytest.approx(out["path_seconds"] / out["raw_seconds"])
+    assert out["raw_forward_px_per_s"] == pytest.approx(128 * 96 / out["raw_seconds"])
+    assert (tmp_path / "o.tif").exists()
+
+
+def test_child_measures_prediction_memory(tmp_path: Path) -> None:
+    bundle = bench._bundle(tmp_path / "m.bundle")
+    raster = bench._write_raster(tmp_path / "r.tif", 64, 64)
+    spec = {"bundle": str(bundle), "window": 64, "threads": 1, "device": "cpu",
+            "raster": str(raster), "out": str(tmp_path / "o.tif")}  # fmt: skip
+    r = bench._child(spec)
+    assert r["peak_rss_mb"] >= r["rss_before_mb"] > 0
+    assert r["growth_mb"] == pytest.approx(r["peak_rss_mb"] - r["rss_before_mb"])
+    assert (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.slow
+def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--window", "64", "--width", "128", "--json",
+                              str(tmp_path / "b.json")])  # fmt: skip
+    assert bench.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "overhead" in printed and "4x budget" in printed
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [r["case"] for r in data["memory"]] == ["model, no raster", "at budget", "4x budget"]
+    assert data["memory"][2]["raster"] == "128x256"
+    assert data["throughput"]["geotiff_path_px_per_s"] > 0
