@@ -17,15 +17,16 @@ from sqlalchemy import select
 
 import landcover
 from api.db import make_engine, make_sessionmaker, session_scope
-from api.deps import Services, Slots
-from api.engine import ModelEngine, Support
+from api.deps import Services
+from api.engine import ModelEngine
 from api.errors import ApiError, install_handlers
 from api.jobs import JobError, JobRunner, Work
+from api.limits import BodyLimitMiddleware, Slots
 from api.models import Adaptation
 from api.routes import adaptations, health, models, segment
 from api.settings import Settings
 from api.store import Store, atomic_path
-from api.uploads import BodyLimitMiddleware
+from api.validation import Support
 
 log = logging.getLogger("landcover.api")
 
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None, engine: ModelEngine | None = No
         version=landcover.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationId = function name
     )
     app.state.settings = settings
     app.state.services = services

@@ -1,16 +1,14 @@
 """What route handlers share, as ``Annotated`` dependencies.
 
 :class:`Services` is built once by the app factory and kept on ``app.state``; handlers ask
-for it with ``services: Svc``. Predictions (and synchronous ``/segment`` calls) take a slot
-of :class:`Slots`, which bounds how many run at once and answers 429 when none frees up in
-time.
+for it with ``services: Svc``. Concurrency limits live in
+:mod:`api.limits`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -19,38 +17,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.engine import ModelEngine
-from api.errors import TooBusy
 from api.jobs import JobRunner
+from api.limits import Slots
 from api.settings import Settings
 from api.store import Store
-
-
-class Slots:
-    """A bounded number of concurrent heavy requests.
-
-    Args:
-        size: Requests served at once.
-        wait_s: How long a request waits for a slot before a 429.
-    """
-
-    def __init__(self, size: int, wait_s: float) -> None:
-        self._sem = threading.BoundedSemaphore(size)
-        self.size = size
-        self.wait_s = wait_s
-
-    @contextmanager
-    def take(self, what: str) -> Iterator[None]:
-        """Hold a slot for the block, or raise :class:`TooBusy`."""
-        if not self._sem.acquire(timeout=self.wait_s):
-            raise TooBusy(
-                f"{self.size} {what} already running and none finished within "
-                f"{self.wait_s:.0f} s; retry after a few seconds",
-                retry_after_s=5,
-            )
-        try:
-            yield
-        finally:
-            self._sem.release()
 
 
 @dataclass

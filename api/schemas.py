@@ -211,6 +211,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or unknown API key.",
         404: "No such adaptation for this API key (or no such model).",
         409: "The adaptation is not done yet (or failed).",
+        410: "The adaptation's stored weights are gone; create it again.",
         413: "Upload beyond a byte or pixel limit.",
         415: "Upload content is not GeoTIFF/PNG/JPEG (or ZIP where a zip is expected).",
         422: "Invalid input: the detail says what was wrong and what to do.",

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         1024 * 1024, gt=0, description="Largest support tile (width x height)."
     )
     max_tiles: int = Field(32, gt=0, description="Most labeled tiles in one adaptation.")
+    max_support_pixels: int = Field(
+        4 * 1024 * 1024, gt=0, description="Most pixels of all support tiles together."
+    )
     max_steps: int = Field(100, gt=0, description="Most inner steps a client may ask for.")
     max_active_jobs_per_key: int = Field(
         8, gt=0, description="Queued + running adaptations allowed per API key."

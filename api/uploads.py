@@ -1,7 +1,5 @@
-"""Uploads: byte limit, content sniffing and staging into a folder with safe names.
+"""Uploads: content sniffing and staging into a folder with safe names.
 
-* :class:`BodyLimitMiddleware` counts request-body bytes as they stream in and answers 413
-  once ``max_upload_bytes`` is passed, whatever ``Content-Length`` claims.
 * :func:`sniff` recognises GeoTIFF/TIFF, PNG, JPEG and ZIP by their magic bytes; a file's
   extension is never trusted.
 * :func:`stage_pairs` and :func:`stage_zip` write the support tiles a client sent into a
@@ -21,10 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from fastapi import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BadInput, TooLarge, UnsupportedMedia, error_body
+from api.errors import BadInput, TooLarge, UnsupportedMedia
 
 CHUNK = 1024 * 1024
 
@@ -209,10 +205,13 @@ def stage_pairs(
 
 def _member_role(name: str) -> tuple[str, str] | None:
     """``("images"|"masks"|"classes", stem)`` of a zip member, or None to skip it."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return None
-    if len(parts) >= 2 and parts[-2] in ("images", "masks") and len(parts) <= 4:
+    clean = name.replace("\\", "/")
+    parts = PurePosixPath(clean).parts
+    if not parts or clean.startswith("/") or ":" in parts[0]:
+        return None  # absolute paths and drive letters
+    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return None  # "..", hidden files, macOS resource forks
+    if len(parts) >= 2 and parts[-2] in ("images", "masks") and len(parts) <= 3:
         return parts[-2], PurePosixPath(parts[-1]).stem
     if parts[-1].lower() in CLASS_FILES and len(parts) <= 2:
         return "classes", parts[-1].lower()
@@ -311,99 +310,27 @@ def stage_zip(archive: UploadFile, folder: Path, max_tiles: int, max_bytes: int)
     return staged
 
 
-class BodyLimitMiddleware:
-    """ASGI middleware answering 413 once a request body passes ``max_bytes``.
-
-    Args:
-        app: The wrapped application.
-        max_bytes: Largest accepted body.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Wrap ``receive`` with a byte counter."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
-            return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        import json
-
-        body = json.dumps(error_body(_too_large_detail(self.max_bytes), "too_large")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(HTTPException):
-    """Raised inside ``receive`` when the body passes the limit (FastAPI re-raises it)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, _too_large_detail(max_bytes))
-
-
-def _too_large_detail(max_bytes: int) -> str:
-    return (
-        f"request body larger than this service's limit of {max_bytes} bytes; "
-        "send fewer or smaller files"
-    )
-
-
 def stage_support(
-    images: list[UploadFile] | None,
-    masks: list[UploadFile] | None,
-    archive: UploadFile | None,
+    images: list[UploadFile],
+    masks: list[UploadFile],
+    archives: list[UploadFile],
     folder: Path,
     *,
     max_tiles: int,
     max_bytes: int,
 ) -> Staged:
     """Stage support tiles sent either as image/mask pairs or as one zip (not both)."""
-    images, masks = images or [], masks or []
-    if archive is not None and (images or masks):
+    if archives and (images or masks):
         raise BadInput(
             "send either 'images' + 'masks' or one 'archive' zip, not both",
             "ambiguous_support",
         )
-    if archive is not None:
-        return stage_zip(archive, folder, max_tiles, max_bytes)
+    if len(archives) > 1:
+        raise BadInput(
+            f"{len(archives)} 'archive' files; send one zip holding all tiles (images/, "
+            "masks/, optional class file)",
+            "ambiguous_support",
+        )
+    if archives:
+        return stage_zip(archives[0], folder, max_tiles, max_bytes)
     return stage_pairs(images, masks, folder, max_tiles)

@@ -10,45 +10,51 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Response, UploadFile
 from fastapi.responses import FileResponse
-from rasterio.errors import RasterioIOError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from api.deps import Db, Services, Svc
-from api.engine import Format, media
+from api.engine import media
 from api.errors import ApiError, BadInput, Conflict, NotFound, TooBusy
 from api.models import ACTIVE, Adaptation, JobStatus
+from api.predicting import run_prediction
 from api.schemas import AdaptationList, AdaptationOut, error_responses
 from api.security import Owner
-from api.uploads import RASTER_KINDS, save_upload, shown, stage_support
-from landcover.geo.errors import GeoDataError
+from api.uploads import stage_support
+from api.validation import read_support
 from landcover.inference.bundle import ModelBundle
-from landcover.inference.predict import Predictor
+from landcover.inference.errors import BundleError
 
 router = APIRouter(prefix="/v1/adaptations", tags=["adaptations"])
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 ImagesField = Annotated[
-    list[UploadFile] | None,
-    File(description="Image tiles (GeoTIFF, PNG or JPEG), paired with 'masks' by file stem."),
+    list[UploadFile],
+    File(
+        default_factory=list,
+        description="Image tiles (GeoTIFF, PNG or JPEG), paired with 'masks' by file stem.",
+    ),
 ]
 MasksField = Annotated[
-    list[UploadFile] | None,
-    File(description="Mask tiles: one band of the model's class values (or RGB colours)."),
+    list[UploadFile],
+    File(
+        default_factory=list,
+        description="Mask tiles: one band of the model's class values (or RGB colours).",
+    ),
 ]
 ArchiveField = Annotated[
-    UploadFile | None,
+    list[UploadFile],
     File(
+        default_factory=list,
         description="Instead of images/masks: one zip in the users' folder format "
-        "(images/, masks/, optional classes.yaml|json naming the model's classes)."
+        "(images/, masks/, optional classes.yaml|json naming the model's classes).",
     ),
 ]
 ModelField = Annotated[
@@ -75,6 +81,17 @@ FormatQuery = Annotated[
 ]
 
 
+#: OpenAPI links from a created adaptation to what can be done with its id.
+CREATED_LINKS = {
+    name: {"operationId": op, "parameters": {"adaptation_id": "$response.body#/id"}}
+    for name, op in (
+        ("GetAdaptation", "get_adaptation"),
+        ("Predict", "predict"),
+        ("DeleteAdaptation", "delete_adaptation"),
+    )
+}
+
+
 def owned(db: Session, owner: str, adaptation_id: str) -> Adaptation:
     """The caller's adaptation, or a 404 (also for another key's adaptation)."""
     row = db.get(Adaptation, adaptation_id) if _ID.match(adaptation_id) else None
@@ -90,6 +107,7 @@ def owned(db: Session, owner: str, adaptation_id: str) -> Adaptation:
 def check_capacity(services: Services, db: Session, owner: str) -> None:
     """429 when the caller or the service has too many queued/running adaptations."""
     s = services.settings
+    db.rollback()  # end any read transaction: count what is committed now, not a snapshot
     mine = db.scalar(
         select(func.count()).where(Adaptation.owner == owner, Adaptation.status.in_(ACTIVE))
     )
@@ -124,7 +142,7 @@ def base_model(services: Services, name: str) -> ModelBundle:
     "",
     status_code=202,
     summary="Adapt a base model to labeled tiles (background job)",
-    responses=error_responses(401, 413, 415, 422, 429),
+    responses={202: {"links": CREATED_LINKS}, **error_responses(400, 401, 413, 415, 422, 429)},
 )
 def create_adaptation(
     owner: Owner,
@@ -132,9 +150,9 @@ def create_adaptation(
     db: Db,
     response: Response,
     model: ModelField,
-    images: ImagesField = None,
-    masks: MasksField = None,
-    archive: ArchiveField = None,
+    images: ImagesField,
+    masks: MasksField,
+    archive: ArchiveField,
     steps: StepsField = None,
     idempotency_key: Annotated[
         str | None,
@@ -176,7 +194,9 @@ def create_adaptation(
             max_tiles=settings.max_tiles,
             max_bytes=settings.max_upload_bytes,
         )
-        support = services.engine.read_support(bundle, staged, settings.max_tile_pixels)
+        support = read_support(
+            bundle, staged, settings.max_tile_pixels, settings.max_support_pixels
+        )
     adaptation_id = uuid.uuid4().hex
     with services.submit_lock:
         check_capacity(services, db, owner)
@@ -214,7 +234,7 @@ def create_adaptation(
     return AdaptationOut.from_row(row)
 
 
-@router.get("", summary="List your adaptations", responses=error_responses(401))
+@router.get("", summary="List your adaptations", responses=error_responses(401, 422))
 def list_adaptations(
     owner: Owner,
     db: Db,
@@ -232,7 +252,7 @@ def list_adaptations(
 
 
 @router.get(
-    "/{adaptation_id}", summary="Status of an adaptation", responses=error_responses(401, 404)
+    "/{adaptation_id}", summary="Status of an adaptation", responses=error_responses(401, 404, 422)
 )
 def get_adaptation(owner: Owner, db: Db, adaptation_id: AdaptationId) -> AdaptationOut:
     """Status (queued, running, done, failed with reason), support mIoU, timings."""
@@ -243,7 +263,7 @@ def get_adaptation(owner: Owner, db: Db, adaptation_id: AdaptationId) -> Adaptat
     "/{adaptation_id}",
     status_code=204,
     summary="Delete an adaptation",
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 422),
 )
 def delete_adaptation(owner: Owner, services: Svc, db: Db, adaptation_id: AdaptationId) -> Response:
     """Delete the adaptation and its stored weights (a running job's result is discarded)."""
@@ -264,7 +284,7 @@ def delete_adaptation(owner: Owner, services: Svc, db: Db, adaptation_id: Adapta
             "description": "The map: GeoTIFF (default), PNG preview or GeoJSON polygons.",
             "content": {"image/tiff": {}, "image/png": {}, "application/geo+json": {}},
         },
-        **error_responses(401, 404, 409, 413, 415, 422, 429),
+        **error_responses(400, 401, 404, 409, 410, 413, 415, 422, 429),
     },
 )
 def predict(
@@ -298,7 +318,15 @@ def predict(
         )
     settings = services.settings
     with services.slots.take("predictions"):
-        predictor = services.engine.cached_predictor(row.id, path)
+        try:
+            predictor = services.engine.cached_predictor(row.id, path)
+        except BundleError as err:
+            raise ApiError(
+                410,
+                f"the stored weights of adaptation {row.id} cannot be read ({err}); delete it "
+                "and create the adaptation again",
+                "weights_missing",
+            ) from None
         out = run_prediction(services, predictor, raster, format, settings.max_raster_pixels)
     media_type, suffix = media(format)
     return FileResponse(
@@ -307,47 +335,3 @@ def predict(
         filename=f"{row.id}{suffix}",
         background=BackgroundTask(out.unlink, missing_ok=True),
     )
-
-
-def stage_raster(
-    services: Services, bundle: ModelBundle, raster: UploadFile, folder: FilePath, max_pixels: int
-) -> tuple[FilePath, str]:
-    """Save an uploaded raster under a service-made name and check it (bands, pixels).
-
-    Returns:
-        The staged path and the label naming the client's file in messages.
-    """
-    src = save_upload(raster, folder / "raster", RASTER_KINDS)
-    label = f"raster {shown(raster.filename)}"
-    services.engine.check_raster(bundle, src, label, max_pixels)
-    return src, label
-
-
-def predict_file(
-    services: Services, predictor: Predictor, src: FilePath, label: str, fmt: Format
-) -> FilePath:
-    """Segment a staged raster into a scratch file (the caller streams, then deletes it)."""
-    out = services.store.scratch_file(media(fmt)[1])
-    try:
-        services.engine.predict(predictor, src, out, fmt)
-    except (ValueError, RasterioIOError) as err:
-        out.unlink(missing_ok=True)
-        corrupt = isinstance(err, GeoDataError | RasterioIOError)
-        message = str(err).replace(f"{src}: ", "").replace(str(src), "the raster")
-        raise BadInput(
-            f"{label} could not be segmented: {message}; upload an intact raster",
-            "corrupt_raster" if corrupt else "invalid_raster",
-        ) from None
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
-    return out
-
-
-def run_prediction(
-    services: Services, predictor: Predictor, raster: UploadFile, fmt: Format, max_pixels: int
-) -> FilePath:
-    """Stage, check and segment an uploaded raster; returns the output file."""
-    with services.store.staging() as folder:
-        src, label = stage_raster(services, predictor.bundle, raster, folder, max_pixels)
-        return predict_file(services, predictor, src, label, fmt)

@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", summary="Liveness: the process answers")
-def health() -> Health:
+async def health() -> Health:
     """Always ``{"status": "ok"}`` while the process serves requests."""
     return Health()
 
@@ -32,7 +32,7 @@ def ready(services: Svc) -> JSONResponse:
     db_ok = ping(services.db)
     problems = [] if db_ok else ["the database does not answer; check LANDCOVER_DATABASE_URL"]
     names = services.engine.names()
-    problems += services.engine.problems() if not names else []
+    problems += services.engine.problems()
     body = Ready(
         status="ready" if db_ok and names else "not_ready",
         database=db_ok,

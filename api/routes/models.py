@@ -19,7 +19,7 @@ def list_models(_: Owner, services: Svc) -> list[ModelInfo]:
     return [services.engine.info(name) for name in services.engine.names()]
 
 
-@router.get("/{name}", summary="Describe one base model", responses=error_responses(401, 404))
+@router.get("/{name}", summary="Describe one base model", responses=error_responses(401, 404, 422))
 def get_model(
     _: Owner,
     services: Svc,

@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from api.deps import Svc
 from api.engine import media
 from api.errors import BadInput
+from api.predicting import predict_file, stage_raster
 from api.routes.adaptations import (
     ArchiveField,
     FormatQuery,
@@ -24,12 +25,11 @@ from api.routes.adaptations import (
     ModelField,
     StepsField,
     base_model,
-    predict_file,
-    stage_raster,
 )
 from api.schemas import error_responses
 from api.security import Owner
 from api.uploads import stage_support
+from api.validation import read_support
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
@@ -43,7 +43,7 @@ router = APIRouter(prefix="/v1", tags=["segment"])
             "description": "The map of the query raster (GeoTIFF, PNG preview or GeoJSON).",
             "content": {"image/tiff": {}, "image/png": {}, "application/geo+json": {}},
         },
-        **error_responses(401, 413, 415, 422, 429),
+        **error_responses(400, 401, 413, 415, 422, 429),
     },
 )
 def segment(
@@ -51,9 +51,9 @@ def segment(
     services: Svc,
     model: ModelField,
     raster: Annotated[UploadFile, File(description="Query raster to segment.")],
-    images: ImagesField = None,
-    masks: MasksField = None,
-    archive: ArchiveField = None,
+    images: ImagesField,
+    masks: MasksField,
+    archive: ArchiveField,
     steps: StepsField = None,
     format: FormatQuery = "geotiff",
 ) -> FileResponse:
@@ -75,7 +75,9 @@ def segment(
             max_tiles=settings.max_tiles,
             max_bytes=settings.max_upload_bytes,
         )
-        support = services.engine.read_support(bundle, staged, settings.max_tile_pixels)
+        support = read_support(
+            bundle, staged, settings.max_tile_pixels, settings.max_support_pixels
+        )
         src, label = stage_raster(services, bundle, raster, folder, settings.segment_max_pixels)
         with services.slots.take("predictions or segmentations"):
             outcome = services.engine.adapt(bundle, support, steps)

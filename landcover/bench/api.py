@@ -151,16 +151,29 @@ def make_base_bundle(path: Path, *, bands: int = 4, classes: int = 4, tile: int 
     return bundle.save(path)
 
 
-def support_files(n: int, size: int, bands: int, classes: int, seed: int = 0) -> list[Any]:
-    """``n`` labeled tiles (image GeoTIFF + value-coded PNG mask) as multipart fields."""
+def support_files(n: int, size: int, bands: int, scheme: Any, seed: int = 0) -> list[Any]:
+    """``n`` labeled tiles (image GeoTIFF + PNG mask in ``scheme``'s coding) as form fields."""
     rng = np.random.default_rng(seed)
     files: list[Any] = []
     for i in range(n):
-        mask = rng.integers(1, classes + 1, size=(size, size))
-        image = mask[None] * 400 + rng.integers(0, 300, size=(bands, size, size))
+        index = rng.integers(0, scheme.num_classes, size=(size, size))
+        image = index[None] * 400 + 500 + rng.integers(0, 300, size=(bands, size, size))
+        if scheme.values is not None:
+            mask = np.asarray(scheme.values)[index]
+        else:
+            mask = np.asarray(scheme.colors, dtype=np.uint8)[index]
         files.append(("images", (f"tile{i}.tif", _tiff(image.astype(np.uint16)))))
         files.append(("masks", (f"tile{i}.png", _png(mask))))
     return files
+
+
+def describe_model(bundle: Any, path: Path | None) -> str:
+    """One line naming the served model."""
+    origin = path.name if path is not None else "untrained"
+    return (
+        f"{bundle.model['arch']} + {bundle.learner['name']} ({origin}, {len(bundle.bands)} "
+        f"bands, {len(bundle.class_names)} classes, {bundle.inner_steps} steps)"
+    )
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -193,14 +206,56 @@ def _predict_once(client: Any, aid: str, raster: bytes) -> float:
     return time.perf_counter() - start
 
 
+def results_table(results: dict[str, Any]) -> Any:
+    """The rich table of a results dict (as written to JSON)."""
+    from rich.table import Table
+
+    a, p, t = results["adapt"], results["predict"], results["throughput"]
+    setup = results["setup"]
+    table = Table(
+        title="landcover bench api (uvicorn on 127.0.0.1)",
+        caption=f"{setup['model']}; {setup['uvicorn_workers']} uvicorn worker(s), "
+        f"{setup['predict_concurrency']} prediction slot(s), {setup['cpus']} CPUs, "
+        f"OMP_NUM_THREADS={setup['omp_threads']}",
+    )
+    for col in ("measure", "p50", "p95", "rate"):
+        table.add_column(col, justify="right" if col != "measure" else "left")
+    table.add_row(
+        f"adapt, {a['tiles']} tiles of {a['tile_px']} px (submit→done)",
+        f"{a['p50_s']:.3f} s",
+        f"{a['p95_s']:.3f} s",
+        f"inner loop p50 {a['server_adapt_p50_s']:.3f} s",
+    )
+    side = p["raster_px"]
+    table.add_row(
+        f"predict {side}×{side} GeoTIFF",
+        f"{p['p50_s']:.3f} s",
+        f"{p['p95_s']:.3f} s",
+        f"{p['megapixels_per_s']:.2f} Mpx/s",
+    )
+    table.add_row(
+        f"predict, {t['clients']} concurrent clients",
+        "",
+        "",
+        f"{t['requests_per_s']:.2f} req/s ({t['requests']} in {t['wall_s']:.1f} s)",
+    )
+    return table
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``landcover bench api``."""
     parser.add_argument("--rounds", type=int, default=10, help="latency samples per endpoint")
     parser.add_argument("--clients", type=int, default=8, help="concurrent predict clients")
-    parser.add_argument("--requests", type=int, default=24, help="predicts in the rps run")
+    parser.add_argument("--requests", type=int, default=16, help="predicts in the rps run")
     parser.add_argument("--raster", type=int, default=1024, help="predict raster side (px)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="base bundle to serve (default: an untrained small U-Net + MAML++, 4 bands)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
 
 
@@ -208,17 +263,25 @@ def run(args: argparse.Namespace) -> int:
     """Run the bench; prints a table and writes JSON."""
     import httpx
     from rich.console import Console
-    from rich.table import Table
     from tqdm import tqdm
 
     rounds, clients, requests, side = args.rounds, args.clients, args.requests, args.raster
     if args.quick:
-        rounds, requests, side = 2, max(2, clients // 4), 256
-    bands, classes, tile = 4, 4, 128
+        rounds, requests, side = 1, 2, 128
+    from landcover.inference.bundle import ModelBundle
+
+    tile = 128
     with tempfile.TemporaryDirectory(prefix="landcover-bench-api-") as tmp:
         root = Path(tmp)
-        make_base_bundle(root / "models" / "base.bundle", bands=bands, classes=classes, tile=tile)
-        files = support_files(5, tile, bands, classes)
+        base = root / "models" / "base.bundle"
+        if args.bundle is not None:
+            base.parent.mkdir(parents=True)
+            base.write_bytes(args.bundle.read_bytes())
+        else:
+            make_base_bundle(base, bands=4, classes=4, tile=tile)
+        bundle = ModelBundle.load(base)
+        bands, model_name = len(bundle.bands), describe_model(bundle, args.bundle)
+        files = support_files(5, tile, bands, bundle.scheme())
         rng = np.random.default_rng(1)
         raster = _tiff(rng.integers(0, 2000, size=(bands, side, side)).astype(np.uint16))
         env = {"LANDCOVER_PREDICT_CONCURRENCY": str(max(1, min(clients, os.cpu_count() or 1))),
@@ -262,34 +325,12 @@ def run(args: argparse.Namespace) -> int:
                     "megapixels_per_s": side * side / 1e6 / statistics.median(predict)},
         "throughput": {"clients": clients, "requests": done, "wall_s": wall,
                        "requests_per_s": done / wall},
-        "setup": {"model": "small_unet + mamlpp (untrained, 4 bands, 4 classes)",
+        "setup": {"model": model_name,
                   "uvicorn_workers": args.workers,
                   "predict_concurrency": int(env["LANDCOVER_PREDICT_CONCURRENCY"]),
                   "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS", "1")},
     }  # fmt: skip
-    table = Table(title="landcover bench api (uvicorn on 127.0.0.1)")
-    for col in ("measure", "p50", "p95", "rate"):
-        table.add_column(col, justify="right" if col != "measure" else "left")
-    a, p, t = results["adapt"], results["predict"], results["throughput"]
-    table.add_row(
-        f"adapt, 5 tiles of {tile} px (submit→done)",
-        f"{a['p50_s']:.3f} s",
-        f"{a['p95_s']:.3f} s",
-        f"server adapt p50 {a['server_adapt_p50_s']:.3f} s",
-    )
-    table.add_row(
-        f"predict {side}×{side} GeoTIFF",
-        f"{p['p50_s']:.3f} s",
-        f"{p['p95_s']:.3f} s",
-        f"{p['megapixels_per_s']:.2f} Mpx/s",
-    )
-    table.add_row(
-        f"predict, {clients} concurrent clients",
-        "",
-        "",
-        f"{t['requests_per_s']:.2f} req/s ({t['requests']} in {t['wall_s']:.1f} s)",
-    )
-    Console().print(table)  # fmt: skip
+    Console().print(results_table(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp_json = args.json.with_name(args.json.name + ".tmp")

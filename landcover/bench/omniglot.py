@@ -72,6 +72,7 @@ class Row:
         lr: Outer (Adam) learning rate.
         meta_batch: Tasks per meta-iteration (``None``: the budget's).
         train_settings: (way, shot) settings of training tasks (``None``: all four).
+        train_scale: Multiplier of the budget's training caps for this row.
     """
 
     name: str
@@ -83,6 +84,7 @@ class Row:
     lr: float = 1e-3
     meta_batch: int | None = None
     train_settings: tuple[tuple[int, int], ...] | None = None
+    train_scale: float = 1.0
 
 
 _OPT = "optimization"
@@ -90,7 +92,14 @@ _OPT = "optimization"
 _HIGH_WAY = ((20, 1), (20, 5))
 #: The benchmark's rows, in table order (append to add a learner).
 ROWS: list[Row] = [
-    Row("protonet", "ProtoNets", "non-parametric", "protonet", train_settings=_HIGH_WAY),
+    Row(
+        "protonet",
+        "ProtoNets",
+        "non-parametric",
+        "protonet",
+        train_settings=_HIGH_WAY,
+        train_scale=3.0,
+    ),
     Row("ridge", "R2-D2 ridge head", "closed-form", "ridge", train_settings=_HIGH_WAY),
     Row("svm", "MetaOptNet-SVM", "closed-form", "metaoptnet_svm", {"c": 0.1, "ridge": 1.0}),
     Row("cnp", "CNP", "black-box", "cnp", {"max_way": MAX_WAY}),
@@ -127,18 +136,21 @@ ANCHORS: dict[str, dict[str, float]] = {
     "metanet": {"5w1s": 98.95, "20w1s": 97.0},
 }
 
-#: Budgets: ``full`` is sized for <= 45 minutes on 2 CPU cores, ``quick`` for < 2 minutes.
+#: Budgets: ``full`` is sized for <= 45 minutes on 2 otherwise idle CPU cores (training
+#: capped at 100 CPU-seconds per learner, ProtoNets 3x), ``quick`` for < 2 minutes.
 BUDGETS: dict[str, Budget] = {
     "full": Budget(
         train_seconds=100,
-        max_iters=3000,
+        train_wall_seconds=300,
+        max_iters=5000,
         meta_batch=2,
         train_query=5,
         eval_episodes=600,
         eval_query=2,
     ),
     "quick": Budget(
-        train_seconds=3,
+        train_seconds=2,
+        train_wall_seconds=6,
         max_iters=15,
         meta_batch=1,
         train_query=2,
@@ -228,10 +240,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reload the models saved in OUT/models instead of training",
     )
     parser.add_argument("--rows", help=f"comma-separated subset of {[r.name for r in ROWS]}")
-    parser.add_argument("--train-seconds", type=float, help="override the per-learner cap")
+    parser.add_argument(
+        "--train-seconds", type=float, help="override the per-learner training cap (CPU-seconds)"
+    )
     parser.add_argument("--episodes", type=int, help="override the test episodes per setting")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="merge results of runs over disjoint --rows (no training, no evaluation)",
+    )
 
 
 def _select_rows(spec: str | None) -> list[Row]:
@@ -245,15 +266,72 @@ def _select_rows(spec: str | None) -> list[Row]:
     return [known[n] for n in names]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train (or reload) every row, evaluate, print the table, write JSON and the plot."""
-    from landcover.bench.omniglot_report import plot, print_table, write_json
+def _train_or_load(
+    row: Row, index: int, args: argparse.Namespace, budget: Budget, train: Any, cache: dict
+) -> tuple[Learner, nn.Module, dict[str, Any]]:
+    """Build a row's learner and train it (or reload it with ``--eval-only``); save it."""
+    torch.manual_seed(args.seed + index)
+    learner, model = build_row(row)
+    if args.eval_only:
+        return learner, model, load_model(learner, row, args.out)
+    if row.family == "baseline":  # both baselines share one pretrained backbone
+        if "state" not in cache:
+            info = pretrain(model, model.feature_dim, train, budget, seed=args.seed)
+            cache.update(state=model.state_dict(), info=info, owner=row.name)
+        else:
+            model.load_state_dict(cache["state"])
+            info = {**cache["info"], "shared_with": cache["owner"]}
+    else:
+        rb = replace(
+            budget,
+            meta_batch=row.meta_batch or budget.meta_batch,
+            train_seconds=budget.train_seconds * row.train_scale,
+            train_wall_seconds=budget.train_wall_seconds * row.train_scale,
+        )
+        info = meta_train(
+            learner,
+            model,
+            train,
+            rb,
+            lr=row.lr,
+            seed=args.seed + index,
+            settings=row.train_settings or SETTINGS,
+            desc=row.name,
+        )
+    save_model(learner, row, info, args.out)
+    return learner, model, info
 
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or reload) every row, evaluate, print the table, write JSON and the plot.
+
+    A row that fails is reported (``"error"`` in the JSON) and the others still run; the
+    exit status is then 1. The JSON is rewritten after every row, so an interrupted run
+    keeps its finished rows.
+    """
+    from landcover.bench.omniglot_report import merge_reports, plot, print_table, write_json
+
+    if args.merge:
+        try:
+            parts = [json.loads(p.read_text()) for p in args.merge]
+            report = merge_reports(parts, [r.name for r in ROWS])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot merge {[str(p) for p in args.merge]}: {exc}")
+            return 2
+        json_path = write_json(report, args.json or args.out / "omniglot.json")
+        png = plot(report, args.out / "omniglot.png")
+        print_table(report)
+        print(f"wrote {json_path} and {png}")
+        return 0
     torch.set_num_threads(max(1, args.threads))
     rows = _select_rows(args.rows)
     budget = BUDGETS["quick" if args.quick else "full"]
     if args.train_seconds is not None:
-        budget = replace(budget, train_seconds=args.train_seconds)
+        budget = replace(
+            budget,
+            train_seconds=args.train_seconds,
+            train_wall_seconds=max(budget.train_wall_seconds, 4 * args.train_seconds),
+        )
     if args.episodes is not None:
         budget = replace(budget, eval_episodes=args.episodes)
     sources = args.data or [DEFAULT_DATA / f for f in DATA_FILES]
@@ -266,59 +344,7 @@ def run(args: argparse.Namespace) -> int:
         from landcover.tasks.omniglot_runs import load_runs
 
         runs = load_runs(args.runs)
-    out: Path = args.out
-    results = []
-    shared_pretrain: dict[str, Any] = {}
-    for i, row in enumerate(rows):
-        torch.manual_seed(args.seed + i)
-        learner, model = build_row(row)
-        if args.eval_only:
-            info = load_model(learner, row, out)
-        elif row.family == "baseline":
-            if "state" not in shared_pretrain:
-                info = pretrain(model, model.feature_dim, train, budget, seed=args.seed)
-                shared_pretrain.update(state=model.state_dict(), info=info)
-            else:
-                model.load_state_dict(shared_pretrain["state"])
-                info = {**shared_pretrain["info"], "shared_with": "pretrain_head"}
-            save_model(learner, row, info, out)
-        else:
-            rb = replace(budget, meta_batch=row.meta_batch or budget.meta_batch)
-            info = meta_train(
-                learner,
-                model,
-                train,
-                rb,
-                lr=row.lr,
-                seed=args.seed + i,
-                settings=row.train_settings or SETTINGS,
-                desc=row.name,
-            )
-            save_model(learner, row, info, out)
-        t_eval = time.monotonic()
-        acc = evaluate(learner, model, test, budget, seed=10_000 + args.seed, desc=row.name)
-        entry: dict[str, Any] = {
-            "name": row.name,
-            "label": row.label,
-            "family": row.family,
-            "learner": row.learner,
-            "options": row.options,
-            "train": info,
-            "accuracy": acc,
-            "eval_seconds": round(time.monotonic() - t_eval, 1),
-            "anchors": ANCHORS.get(row.name, {}),
-        }
-        if runs is not None:
-            entry["lake_runs"] = evaluate_runs(learner, model, runs)
-        results.append(entry)
-        print(
-            f"[{time.monotonic() - t0:6.0f}s] {row.label}: "
-            + ", ".join(
-                f"{k} {100 * v['accuracy']:.1f}±{100 * v['ci95']:.1f}" for k, v in acc.items()
-            ),
-            flush=True,
-        )
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "omniglot",
         "mode": "quick" if args.quick else "full",
         "data": [str(s) for s in sources],
@@ -333,13 +359,45 @@ def run(args: argparse.Namespace) -> int:
         "settings": [f"{w}w{s}s" for w, s in SETTINGS],
         "threads": args.threads,
         "eval_only": bool(args.eval_only),
-        "total_seconds": round(time.monotonic() - t0, 1),
-        "total_cpu_seconds": round(time.process_time() - cpu0, 1),
-        "rows": results,
+        "rows": [],
     }
-    json_path = args.json or out / "omniglot.json"
-    write_json(report, json_path)
-    png = plot(report, out / "omniglot.png")
+    json_path = args.json or args.out / "omniglot.json"
+    cache: dict[str, Any] = {}
+    failed = []
+    for i, row in enumerate(rows):
+        entry: dict[str, Any] = {
+            "name": row.name,
+            "label": row.label,
+            "family": row.family,
+            "learner": row.learner,
+            "options": row.options,
+            "anchors": ANCHORS.get(row.name, {}),
+            "accuracy": {},
+        }
+        try:
+            learner, model, entry["train"] = _train_or_load(row, i, args, budget, train, cache)
+            t_eval, cpu_eval = time.monotonic(), time.process_time()
+            seed = 10_000 + args.seed
+            entry["accuracy"] = evaluate(learner, model, test, budget, seed=seed, desc=row.name)
+            if runs is not None:
+                entry["lake_runs"] = evaluate_runs(learner, model, runs)
+            entry["eval_seconds"] = round(time.monotonic() - t_eval, 1)
+            entry["eval_cpu_seconds"] = round(time.process_time() - cpu_eval, 1)
+        except Exception as exc:  # report the row, keep benchmarking the others
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            failed.append(row.name)
+        report["rows"].append(entry)
+        report["total_seconds"] = round(time.monotonic() - t0, 1)
+        report["total_cpu_seconds"] = round(time.process_time() - cpu0, 1)
+        write_json(report, json_path)
+        summary = entry.get("error") or ", ".join(
+            f"{k} {100 * v['accuracy']:.1f}±{100 * v['ci95']:.1f}"
+            for k, v in entry["accuracy"].items()
+        )
+        print(f"[{time.monotonic() - t0:6.0f}s] {row.label}: {summary}", flush=True)
+    png = plot(report, args.out / "omniglot.png")
     print_table(report)
-    print(f"wrote {json_path} and {png}; models in {out / 'models'}")
-    return 0
+    print(f"wrote {json_path} and {png}; models in {args.out / 'models'}")
+    if failed:
+        print(f"rows that failed: {failed} (see 'error' in {json_path})")
+    return 1 if failed else 0

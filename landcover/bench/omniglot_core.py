@@ -46,7 +46,10 @@ class Budget:
     """How much work one benchmark run does.
 
     Attributes:
-        train_seconds: Wall-clock cap of one learner's training (stops early at the cap).
+        train_seconds: CPU-seconds cap of one learner's training, measured with
+            ``time.process_time`` (all threads of the process), so the work done does not
+            depend on what else runs on the machine.
+        train_wall_seconds: Wall-clock safety cap of one learner's training.
         max_iters: Meta-iterations (or pretraining steps) cap.
         meta_batch: Tasks per meta-iteration.
         train_query: Queries per class of training tasks.
@@ -56,6 +59,7 @@ class Budget:
     """
 
     train_seconds: float
+    train_wall_seconds: float
     max_iters: int
     meta_batch: int
     train_query: int
@@ -70,6 +74,15 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     if len(t) < 2:
         return float(t.mean()), 0.0
     return float(t.mean()), float(1.96 * t.std(unbiased=True) / math.sqrt(len(t)))
+
+
+def _within(budget: Budget, it: int, start: float, cpu: float) -> bool:
+    """Whether training may take another iteration."""
+    return (
+        it < budget.max_iters
+        and time.process_time() - cpu < budget.train_seconds
+        and time.monotonic() - start < budget.train_wall_seconds
+    )
 
 
 def set_way(model: nn.Module, n_way: int) -> None:
@@ -107,7 +120,7 @@ def meta_train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(budget.max_iters, 1))
     start, cpu, it, recent = time.monotonic(), time.process_time(), 0, []
     bar = tqdm(total=budget.max_iters, desc=desc, mininterval=2.0, leave=False)
-    while it < budget.max_iters and time.monotonic() - start < budget.train_seconds:
+    while _within(budget, it, start, cpu):
         if it % 100 == 0:
             learner.on_epoch_start(it // 100)
         way, shot = settings[rng.randrange(len(settings))]
@@ -155,7 +168,7 @@ def pretrain(
     order = torch.randperm(len(data.labels), generator=g)
     pos = 0
     bar = tqdm(total=budget.max_iters, desc="pretrain", mininterval=2.0, leave=False)
-    while it < budget.max_iters and time.monotonic() - start < budget.train_seconds:
+    while _within(budget, it, start, cpu):
         if pos + budget.pretrain_batch > len(order):
             order, pos = torch.randperm(len(data.labels), generator=g), 0
         idx = order[pos : pos + budget.pretrain_batch]

@@ -39,8 +39,7 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     has_runs = any("lake_runs" in r for r in report["rows"])
     title = (
         f"Omniglot ({report['mode']}): held-out {', '.join(report['split']['test_alphabets'])}"
-        f" ({report['split']['test_classes']} classes), "
-        f"{report['budget']['eval_episodes']} episodes/setting, accuracy % ± 95% CI"
+        f" ({report['split']['test_classes']} classes), accuracy % ± 95% CI"
     )
     table = Table(title=title)
     table.add_column("learner")
@@ -50,6 +49,7 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     table.add_column("paper 5w1s/20w1s", justify="right")
     if has_runs:
         table.add_column("Lake runs err %", justify="right")
+    table.add_column("episodes", justify="right")
     table.add_column("train it", justify="right")
     table.add_column("train s", justify="right")
     table.add_column("eval s", justify="right")
@@ -61,6 +61,8 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
             lr = r.get("lake_runs")
             cells.append(f"{100 * lr['error_rate']:.1f}" if lr else "-")
         train = r.get("train", {})
+        eps = {str(a.get("episodes")) for a in r["accuracy"].values()}
+        cells.append("/".join(sorted(eps)) or "-")
         cells += [
             str(train.get("iterations", "-")),
             str(train.get("seconds", "-")),
@@ -72,6 +74,41 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
         f"total {report['total_seconds']} s wall, {report.get('total_cpu_seconds', '-')} s CPU "
         f"on {report['threads']} thread(s)"
     )
+
+
+def merge_reports(reports: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
+    """Merge reports of runs over disjoint row subsets (e.g. parallel processes).
+
+    Rows are sorted by ``order`` (row names); wall time is the longest part's, CPU time
+    the sum; each part's budget is kept under ``"parts"``.
+
+    Raises:
+        ValueError: If no report is given or two parts contain the same row.
+    """
+    if not reports:
+        raise ValueError("nothing to merge: give at least one omniglot JSON")
+    rows = [r for rep in reports for r in rep["rows"]]
+    names = [r["name"] for r in rows]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"rows {dupes} appear in several reports; merge disjoint runs")
+    rank = {n: i for i, n in enumerate(order)}
+    merged = dict(reports[0])
+    merged["rows"] = sorted(rows, key=lambda r: rank.get(r["name"], len(rank)))
+    merged["total_seconds"] = max(rep.get("total_seconds", 0.0) for rep in reports)
+    merged["total_cpu_seconds"] = round(
+        sum(rep.get("total_cpu_seconds", 0.0) for rep in reports), 1
+    )
+    merged["parts"] = [
+        {
+            "rows": [r["name"] for r in rep["rows"]],
+            "budget": rep["budget"],
+            "total_seconds": rep.get("total_seconds"),
+            "total_cpu_seconds": rep.get("total_cpu_seconds"),
+        }
+        for rep in reports
+    ]
+    return merged
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:

@@ -29,9 +29,9 @@ from landcover.bench.sinusoid_core import (
     Row,
     build_row,
     evaluate,
+    held_out_batches,
     meta_train,
     predict_tasks,
-    test_batches,
 )
 from landcover.tasks.sinusoid import SinusoidBatch
 
@@ -83,7 +83,7 @@ def run_rows(rows: list[Row], budget: Budget, seed: int) -> tuple[list[dict[str,
     """Train and evaluate ``rows``; return JSON rows and the learners kept for plotting."""
     from rich.progress import Progress
 
-    tests = test_batches(KS, budget.test_tasks, seed)
+    tests = held_out_batches(KS, budget.test_tasks, seed)
     results: list[dict[str, Any]] = []
     learners: dict[str, Any] = {}
     groups = [(k,) for k in KS] if budget.per_k else [KS]
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     results, learners = run_rows(rows, budget, args.seed)
     png = args.out / "adapted_curves.png"
-    tests = test_batches((10,), 1, args.seed + 1)
+    tests = held_out_batches((10,), 1, args.seed + 1)
     plot_task(learners, tests[10], png)
     payload = {
         "bench": BENCH_NAME,

@@ -82,6 +82,13 @@ ROWS: list[Row] = [
         {"inner_lr": 0.01, "steps": 2, "msl_epochs": 10, "first_order_epochs": 10, "vmap": True},
         cost=2.0,
     ),
+    Row("Meta-LSTM", "meta_lstm", {"inner_lr": 0.01, "steps": 3, "vmap": True}, cost=20.0),
+    Row(
+        "bias transformation",
+        "bias_transform",
+        {"inner_lr": 0.01, "steps": 1, "bias_dim": 10, "vmap": True},
+    ),
+    Row("AlphaMAML", "alphamaml", {"inner_lr": 0.01, "steps": 1, "alpha_lr": 1e-5}, cost=10.0),
     Row("pretrain+finetune", "pretrain", {"finetune_lr": 0.01, "steps": 1, "vmap": True}),
     Row("scratch", "scratch", {"finetune_lr": 0.01, "steps": 1}, train=False),
 ]
@@ -192,7 +199,7 @@ def mse_with_ci(pred: Tensor, target: Tensor) -> dict[str, float | None]:
     return {"mse": mean, "ci95": ci, "diverged": False}
 
 
-def test_batches(ks: tuple[int, ...], n_tasks: int, seed: int) -> dict[int, SinusoidBatch]:
+def held_out_batches(ks: tuple[int, ...], n_tasks: int, seed: int) -> dict[int, SinusoidBatch]:
     """The seeded test tasks (same for every row; seeds disjoint from training)."""
     return {k: SinusoidSampler(k, 100, seed=10_000_019 + seed * 31 + k).sample(n_tasks) for k in ks}
 

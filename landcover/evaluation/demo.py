@@ -62,6 +62,7 @@ class DemoSettings:
         tasks_per_shot: Test tasks per shot count.
         finetune_rates: Candidate fine-tuning SGD rates of the baselines.
         finetune_steps: Candidate fine-tuning step counts of the baselines.
+        tuning_tasks: Validation tasks per shot count (1 and 5) for choosing them.
         seed: Seed of everything.
         threads: Torch CPU threads.
     """
@@ -79,8 +80,9 @@ class DemoSettings:
     outer_lr: float = 3e-3
     shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
     tasks_per_shot: int = 60
-    finetune_rates: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
-    finetune_steps: list[int] = field(default_factory=lambda: [5, 10, 20, 40])
+    finetune_rates: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
+    finetune_steps: list[int] = field(default_factory=lambda: [10, 30])
+    tuning_tasks: int = 6
     seed: int = 0
     threads: int = 2
 
@@ -99,6 +101,7 @@ class DemoSettings:
             tasks_per_shot=3,
             finetune_rates=[0.1],
             finetune_steps=[2, 5],
+            tuning_tasks=2,
         )
 
 
@@ -150,7 +153,12 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     timings["train_pretrain"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    grid = {"rates": s.finetune_rates, "steps": s.finetune_steps, "progress": progress}
+    grid = {
+        "rates": s.finetune_rates,
+        "steps": s.finetune_steps,
+        "tasks": s.tuning_tasks,
+        "progress": progress,
+    }
     pre_ft, pre_grid = choose_finetune("pretrain", pre.learner.model, dm, **grid)
     scratch_model = build_model(DEMO_ARCH, dm.num_bands, dm.num_classes, **DEMO_MODEL)
     scratch, scr_grid = choose_finetune("scratch", scratch_model, dm, **grid)

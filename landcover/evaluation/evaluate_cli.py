@@ -24,7 +24,9 @@ def parse_shots(text: str) -> list[int]:
     try:
         shots = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--shots takes comma-separated integers like 1,2,5,10; got {text!r}")
+        raise ValueError(
+            f"--shots takes comma-separated integers like 1,2,5,10; got {text!r}"
+        ) from None
     if not shots or min(shots) < 1:
         raise ValueError(f"--shots needs positive integers; got {text!r}")
     return shots

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,35 +28,18 @@ from torch import Tensor, nn
 
 from landcover import __version__
 from landcover.geo.classes import ClassScheme
+from landcover.inference.bundle_format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    KINDS,
+    compatible,
+    read_header,
+)
 from landcover.inference.errors import BandMismatchError, BundleError
 from landcover.meta.protocol import AdaptedState, Learner
 from landcover.models.segmentation import SegmentationModel
 
-#: Version of the bundle layout; bumped when the layout changes incompatibly.
-FORMAT_VERSION = 1
-FORMAT_NAME = "landcover-bundle"
-KINDS = ("meta", "adapted")
-_REQUIRED = (
-    "format", "format_version", "landcover_version", "kind", "model", "learner",
-    "bands", "normalization", "classes", "ignore_index", "tile_size",
-)  # fmt: skip
-
-
-def _major_minor(version: str) -> tuple[int, int]:
-    parts = [*version.split("+")[0].split("."), "0", "0"][:2]
-    try:
-        return int(parts[0]), int(parts[1])
-    except ValueError:
-        raise BundleError(f"unreadable landcover version {version!r} in the bundle") from None
-
-
-def compatible(bundle_version: str, running: str = __version__) -> bool:
-    """Whether a bundle written by ``bundle_version`` loads in ``running`` (semver).
-
-    Same major version; while the major version is 0, the same minor version too.
-    """
-    (bm, bn), (rm, rn) = _major_minor(bundle_version), _major_minor(running)
-    return bm == rm and (rm > 0 or bn == rn)
+__all__ = ["FORMAT_VERSION", "ModelBundle", "compatible", "find_model", "read_header"]
 
 
 def find_model(learner: nn.Module) -> SegmentationModel:
@@ -113,7 +95,8 @@ class ModelBundle:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise BundleError(f"bundle kind must be one of {list(KINDS)}; got {self.kind!r}")
-        n = int(self.model.get("in_channels", -1))
+        # learners may feed extra input channels (CAVIA's context) besides the bands
+        n = int(self.model.get("in_channels", -1)) - int(self.learner.get("extra_channels", 0))
         if not len(self.bands) == len(self.mean) == len(self.std) == n:
             raise BundleError(
                 f"the model takes {n} bands but the bundle has {len(self.bands)} band names, "
@@ -164,9 +147,19 @@ class ModelBundle:
         scheme = classes.to_dict() if isinstance(classes, ClassScheme) else dict(classes)
         info = dict(info or {})
         _json_check(info, "info")
+        config = find_model(learner).config
+        extra = int(config["in_channels"]) - len(bands)
+        if extra and extra != getattr(learner, "context_dim", None):
+            raise BundleError(
+                f"the model takes {config['in_channels']} input channels but {len(bands)} band "
+                "names were given; give one name, mean and std per band"
+            )
+        learner_info = {"name": name, "options": dict(getattr(learner, "options", {}) or {})}
+        if extra:
+            learner_info["extra_channels"] = extra
         return cls(
-            model=find_model(learner).config,
-            learner={"name": name, "options": dict(getattr(learner, "options", {}) or {})},
+            model=config,
+            learner=learner_info,
             state={k: v.detach().cpu().clone() for k, v in learner.state_dict().items()},
             bands=[str(b) for b in bands],
             mean=[float(v) for v in mean],
@@ -355,53 +348,6 @@ class ModelBundle:
             info=header.get("info") or {},
             landcover_version=header["landcover_version"],
         )
-
-
-def read_header(path: str | Path) -> dict[str, Any]:
-    """Read and validate a bundle's JSON metadata without reading its tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"{path}: no such bundle file")
-    with path.open("rb") as fh:
-        head = fh.read(9)
-        size = os.path.getsize(path)
-        n = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else 0
-        if not (2 <= n <= min(size - 8, 100_000_000) and head[8:9] == b"{"):
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise BundleError(
-                    f"{path}: this is a pickled PyTorch checkpoint (zip/pickle), not a "
-                    "landcover bundle; landcover never unpickles files. Export the run with "
-                    "`landcover export RUN -o model.bundle`"
-                )
-            raise BundleError(f"{path}: not a landcover bundle (no safetensors header)")
-        fh.seek(8)
-        try:
-            meta = json.loads(fh.read(n)).get("__metadata__") or {}
-            header = json.loads(meta["landcover"])
-            if not isinstance(header, dict):
-                raise TypeError("landcover metadata is not a JSON object")
-        except (ValueError, KeyError, AttributeError, TypeError):
-            raise BundleError(
-                f"{path}: a safetensors file without landcover metadata; export bundles with "
-                "`landcover export` or ModelBundle.save"
-            ) from None
-    if header.get("format") != FORMAT_NAME:
-        raise BundleError(f"{path}: not a landcover bundle (format {header.get('format')!r})")
-    missing = [k for k in _REQUIRED if k not in header]
-    if missing:
-        raise BundleError(f"{path}: the bundle lacks {missing}; re-export it")
-    if int(header["format_version"]) > FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: bundle format {header['format_version']} is newer than this landcover "
-            f"reads ({FORMAT_VERSION}); upgrade landcover (running {__version__})"
-        )
-    if not compatible(str(header["landcover_version"])):
-        raise BundleError(
-            f"{path}: written by landcover {header['landcover_version']}, incompatible with "
-            f"the running {__version__}; use landcover {header['landcover_version']} or "
-            "re-export the bundle with this version"
-        )
-    return header
 
 
 def _json_check(value: Any, what: str) -> None:

@@ -13,6 +13,7 @@ per-class probabilities (float32 bands) and per-class polygons (GeoJSON).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ class Predictor:
 
     A meta bundle predicts with its meta-learned weights (meaningful for the pretrained
     baseline; for meta-learners adapt first). Build with :meth:`from_bundle`.
+
+    Thread-safe: ``torch.func.functional_call`` swaps tensors into the module while it
+    runs, so concurrent forwards through one predictor (the service caches predictors)
+    are serialised by a lock.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class Predictor:
         self.device = device
         self.size_divisor = int(find_model(learner).size_divisor)
         self.num_classes = len(bundle.class_names)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: str | torch.device = "cpu") -> Predictor:
@@ -70,7 +76,7 @@ class Predictor:
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             try:
                 logits = self.learner.predict(self.state, x)
             except (KeyError, TypeError, AttributeError) as err:
@@ -129,9 +135,10 @@ def default_window(bundle: ModelBundle) -> int:
 
 
 def _window_batches(
-    strip: Tensor, plan: WindowPlan, batch_size: int
+    strip: Tensor, valid: Tensor, plan: WindowPlan, batch_size: int
 ) -> Iterator[tuple[list[int], Tensor]]:
-    cols = list(range(len(plan.col_starts)))
+    # Windows without a single valid pixel are skipped: all their pixels become nodata.
+    cols = [c for c, x in enumerate(plan.col_starts) if bool(valid[:, x : x + plan.win_w].any())]
     for i in range(0, len(cols), batch_size):
         chunk = cols[i : i + batch_size]
         yield (
@@ -152,12 +159,12 @@ def _blend_rows(
     blender = StripBlender(plan, predictor.num_classes)
     for r, y0 in enumerate(plan.row_starts):
         strip, valid = read_strip(y0, plan.win_h)
-        for chunk, batch in _window_batches(strip, plan, batch_size):
+        for chunk, batch in _window_batches(strip, valid, plan, batch_size):
             probs = predictor.probabilities(batch)
             for c, p in zip(chunk, probs):
                 blender.add(r, c, p)
-            if bar is not None:
-                bar.update(len(chunk))
+        if bar is not None:
+            bar.update(len(plan.col_starts))
         start, blended = blender.finish_row(r)
         yield start, blended, valid[: blended.shape[1]]
 

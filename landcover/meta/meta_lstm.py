@@ -44,6 +44,15 @@ def preprocess(x: Tensor, p: float = 10.0) -> Tensor:
     return torch.stack([first, second], dim=1)
 
 
+def lstm_step(cell: nn.LSTMCell, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """``nn.LSTMCell``'s update written out (it has no vmap batching rule)."""
+    h, c = state
+    gates = x @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class MetaLSTM(Learner):
     """Learned coordinate-wise update rule (Ravi & Larochelle 2017).
 
@@ -56,6 +65,9 @@ class MetaLSTM(Learner):
         forget_bias: Initial ``b_F`` (5 gives ``f ~ 0.993``, the paper uses 4 to 6).
         second_order: Differentiate through the gradient inputs (the paper does not).
         bn: BatchNorm policy for the model: ``"auto"``, ``"none"`` or ``"transductive"``.
+        vmap: Offer :meth:`batched_meta_loss` / :meth:`batched_predict`, which batch the
+            tasks of a meta-batch with :func:`torch.func.vmap` (BatchNorm-free models,
+            first order only).
     """
 
     def __init__(
@@ -69,6 +81,7 @@ class MetaLSTM(Learner):
         forget_bias: float = 5.0,
         second_order: bool = False,
         bn: str = "auto",
+        vmap: bool = False,
     ) -> None:
         super().__init__(loss_fn)
         if int(steps) < 0 or int(hidden) < 1 or not 0.0 < float(inner_lr) < 1.0:
@@ -82,6 +95,11 @@ class MetaLSTM(Learner):
         self.default_steps = int(steps)
         self.second_order = bool(second_order)
         self.bn = BatchNormState(model, resolve_policy(model, bn, "transductive"), 0)
+        self.vmap = bool(vmap)
+        if self.vmap and (self.bn.policy != "none" or self.second_order):
+            raise ValueError(
+                "MetaLSTM(vmap=True) needs a BatchNorm-free model and second_order=False"
+            )
         self.names = [n for n, _ in model.named_parameters()]
         self.reader = nn.LSTMCell(4, hidden)
         # Gate weights act on [h_t, c_{t-1}, gate_{t-1}]; small init as in the paper's code.
@@ -136,7 +154,7 @@ class MetaLSTM(Learner):
             g_in = grad if self.second_order and graph else grad.detach()
             l_in = (loss if self.second_order and graph else loss.detach()).expand(n)
             features = torch.cat([preprocess(g_in), preprocess(l_in)], dim=1).to(c.dtype)
-            h, cell = self.reader(features, (h, cell))
+            h, cell = lstm_step(self.reader, features, (h, cell))
             i_prev, f_prev = self.gates(h, c, i_prev, f_prev)
             c = f_prev * c - i_prev * g_in
             if not graph:
@@ -146,6 +164,54 @@ class MetaLSTM(Learner):
             trace["input_gate"].append(float(i_prev.detach().mean()))
             trace["forget_gate"].append(float(f_prev.detach().mean()))
         return c, trace
+
+    def _pure_unroll(self, c: Tensor, x: Tensor, y: Tensor, steps: int) -> Tensor:
+        """First-order unroll for one task written with :func:`torch.func.grad` (vmap-able)."""
+        like = named_params(self.model)
+
+        def support_loss(theta: Tensor) -> Tensor:
+            return self.loss_fn(self._forward(unflatten(theta, like, self.names), x), y)
+
+        n = c.shape[0]
+        h = c.new_zeros(n, self.reader.hidden_size)
+        cell, i_prev, f_prev = torch.zeros_like(h), torch.zeros_like(c), torch.zeros_like(c)
+        for _ in range(steps):
+            grad, loss = torch.func.grad_and_value(support_loss)(c.detach())
+            grad, loss = grad.detach(), loss.detach()
+            features = torch.cat([preprocess(grad), preprocess(loss.expand(n))], dim=1)
+            h, cell = lstm_step(self.reader, features, (h, cell))
+            i_prev, f_prev = self.gates(h, c, i_prev, f_prev)
+            c = f_prev * c - i_prev * grad
+        return c
+
+    def batched_meta_loss(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Mean query loss of tasks stacked on dim 0, batched by vmap (first order)."""
+        like = named_params(self.model)
+        c0 = flatten(like, self.names)
+
+        def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+            c = self._pure_unroll(c0, sx, sy, self.default_steps)
+            return self.loss_fn(self._forward(unflatten(c, like, self.names), qx), qy)
+
+        losses = torch.func.vmap(one)(support_x, support_y, query_x, query_y)
+        return losses.mean(), losses.mean().detach()
+
+    def batched_predict(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, *, steps: int | None = None
+    ) -> Tensor:
+        """Adapt to each of a stack of tasks and predict its ``query_x`` (no meta-graph)."""
+        steps = self.default_steps if steps is None else int(steps)
+        like = {k: v.detach() for k, v in named_params(self.model).items()}
+        c0 = flatten(like, self.names)
+
+        def one(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
+            c = self._pure_unroll(c0, sx, sy, steps)
+            return self._forward(unflatten(c, like, self.names), qx)
+
+        with torch.no_grad():
+            return torch.func.vmap(one)(support_x, support_y, query_x).detach()
 
     # ----------------------------------------------------------------- protocol
     def adapt(

@@ -5,10 +5,10 @@ Munkhdalai & Yu, "Meta Networks", ICML 2017. Two learners, each with slow weight
 "meta information"), combined by layer augmentation (the outputs of a layer with slow and
 with fast weights are summed):
 
-* the dynamic representation learner ``u`` (an encoder then a linear map ``Q``) gets a
-  task-level fast weight ``Q*`` from the gradients of a representation loss on the
-  support set, through the meta-learner ``d``;
-* the base learner ``b`` (an encoder then a linear classifier ``W``) gets one fast weight
+* the dynamic representation learner ``u`` (encoder features then a linear map ``Q``)
+  gets a task-level fast weight ``Q*`` from the gradients of a representation loss on
+  the support set, through the meta-learner ``d``;
+* the base learner ``b`` (encoder features then a linear classifier ``W``) gets one fast weight
   ``W*_i`` per support example from the gradient of its own loss on that example,
   through the meta-learner ``m``. The ``W*_i`` are written to an external memory whose
   keys are the support representations ``r_i = u(Q, Q*, x_i)``;
@@ -16,9 +16,12 @@ with fast weights are summed):
   ``W*(x) = sum_i softmax_i(tau cos(r_i, u(Q, Q*, x))) W*_i``, and is classified by
   ``W x_b + W*(x) x_b`` with ``x_b`` the base encoder's features.
 
-Choices where the paper leaves room (stated here so the numbers can be read): fast weights
-live on the last linear layer of each learner (the encoders are slow only); ``d`` and
-``m`` are coordinate-wise MLPs over preprocessed gradients (Andrychowicz et al. 2016), and
+Choices where the paper leaves room (stated here so the numbers can be read): ``u`` and
+``b`` share one convolutional encoder (the paper uses two; sharing halves the CPU cost)
+and fast weights live on their last linear layers ``Q`` and ``W``; ``d`` and ``m`` are
+coordinate-wise maps of the gradient, ``-s g + MLP(preprocess(g))`` (preprocessing of
+Andrychowicz et al. 2016; ``s`` starts at 1 and the MLP at 0, so the untrained learner
+already takes one gradient step and trains quickly), ``W`` starts at zero, and
 ``Q*`` is the mean of ``d`` over the support examples (the paper runs an LSTM over them;
 the mean keeps the learner invariant to the order of the support set); the representation
 loss is a prototype cross-entropy on ``Q``'s outputs (the paper uses a contrastive or
@@ -27,8 +30,6 @@ of ``d`` and ``m`` and are not differentiated through (first order, as in the pa
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -40,32 +41,29 @@ from landcover.tasks.task import Task
 
 
 class FastWeightGenerator(nn.Module):
-    """Coordinate-wise MLP mapping a preprocessed gradient to a fast weight (``m`` or ``d``)."""
+    """Coordinate-wise map of a gradient to a fast weight (``m`` or ``d``).
+
+    ``g -> -scale * g + MLP(preprocess(g))``, the MLP shared by every coordinate.
+    """
 
     def __init__(self, hidden: int = 20) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.net[2].weight)  # start as a plain gradient step, learn the rest
+        nn.init.zeros_(self.net[2].bias)
+        self.scale = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, grads: Tensor) -> Tensor:
         """Fast weights with the shape of ``grads``."""
         flat = preprocess(grads.reshape(-1)).to(grads.dtype)
-        return self.net(flat).reshape(grads.shape)
-
-
-def _reset(module: nn.Module) -> nn.Module:
-    for m in module.modules():
-        reset = getattr(m, "reset_parameters", None)
-        if callable(reset):
-            reset()
-    return module
+        return -self.scale * grads + self.net(flat).reshape(grads.shape)
 
 
 class MetaNetwork(Learner):
     """Meta Networks for N-way classification (Munkhdalai & Yu 2017).
 
     Args:
-        model: Embedding network ``x -> (n, D)`` (flattened); the base learner uses it and
-            the representation learner a re-initialised copy of it.
+        model: Embedding network ``x -> (n, D)`` (flattened), shared by ``u`` and ``b``.
         loss_fn: Query loss on logits; cross-entropy by default.
         max_way: Largest number of classes of a task (rows of the slow classifier ``W``).
         key_dim: Size of the representations ``r`` (rows of ``Q``).
@@ -97,15 +95,18 @@ class MetaNetwork(Learner):
                 f"need max_way >= 2, key_dim >= 1, hidden >= 1; got {max_way}, {key_dim}, {hidden}"
             )
         self.max_way, self.feature_dim = int(max_way), dim
-        self.base = model  # b: encoder with slow classifier W
-        self.repr = _reset(copy.deepcopy(model))  # u: encoder with slow map Q
-        self.w = nn.Parameter(torch.randn(max_way, dim) / dim**0.5)
+        self.encoder = model
+        self.w = nn.Parameter(torch.zeros(max_way, dim))
         self.q = nn.Parameter(torch.randn(key_dim, dim) / dim**0.5)
         self.m = FastWeightGenerator(hidden)
         self.d = FastWeightGenerator(hidden)
         self.log_tau = nn.Parameter(torch.tensor(float(temperature)).log())
 
     # ----------------------------------------------------------------- pieces
+    def embed(self, x: Tensor) -> Tensor:
+        """Flattened encoder features ``(n, D)``."""
+        return self.encoder(x).flatten(1)
+
     def represent(self, feats_u: Tensor, q_fast: Tensor) -> Tensor:
         """``u(Q, Q*, x)``: layer augmentation of the slow and fast maps ``(n, key_dim)``."""
         return feats_u @ self.q.T + feats_u @ q_fast.T
@@ -156,12 +157,11 @@ class MetaNetwork(Learner):
                 f"got classes {sorted(set(support_y.tolist()))}"
             )
         labels = support_y.long()
-        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
-            feats_u = self.repr(support_x).flatten(1)
-            feats_b = self.base(support_x).flatten(1)
-            q_fast = self.d(self.representation_gradients(feats_u, labels, n_way)).mean(0)
-            keys = self.represent(feats_u, q_fast)
-            values = self.m(self.example_gradients(feats_b, labels, n_way))  # (n, N, D)
+        with torch.set_grad_enabled(create_graph):
+            feats = self.embed(support_x)
+            q_fast = self.d(self.representation_gradients(feats, labels, n_way)).mean(0)
+            keys = self.represent(feats, q_fast)
+            values = self.m(self.example_gradients(feats, labels, n_way))  # (n, N, D)
         state = AdaptedState(
             extras={"q_fast": q_fast, "keys": keys, "values": values, "n_way": n_way}
         )
@@ -170,8 +170,8 @@ class MetaNetwork(Learner):
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``(len(x), N)``: slow classifier plus the fast weights read from memory."""
         n_way = state.extras["n_way"]
-        feats_b = self.base(x).flatten(1)
-        r = self.represent(self.repr(x).flatten(1), state.extras["q_fast"])
+        feats_b = self.embed(x)
+        r = self.represent(feats_b, state.extras["q_fast"])
         cos = F.normalize(r, dim=1) @ F.normalize(state.extras["keys"], dim=1).T  # (q, n)
         attn = torch.softmax(self.log_tau.exp() * cos, dim=1)
         fast = torch.einsum("qn,nkd->qkd", attn, state.extras["values"])  # (q, N, D)

@@ -16,13 +16,15 @@ with the ``+ridge * I`` MetaOptNet's code adds to the quadratic term), over
 with ``K = E E^T`` the support Gram matrix; the class weights are ``w_k = sum_i alpha[i, k]
 e_i`` and a query ``q`` is scored ``scale * <w_k, e(q)>`` with a learned ``scale``.
 
-**How it is solved and differentiated** (the issue asks to say which): the QP is solved
-to tolerance, in float64 and without autograd, by accelerated projected gradient (FISTA
-with adaptive restart); each row's projection onto ``{a <= u, sum(a) = 0}`` is exact.
-The solution identifies the active set (coordinates at their upper bound). Then the
-KKT conditions restricted to the free coordinates (stationarity plus the row equalities)
-form a linear system that is solved once more *with* autograd: its solution equals the
-iterate to solver tolerance, and differentiating through that solve is exactly implicit
+**How it is solved and differentiated** (the issue asks to say which): a QP solved to
+tolerance with gradients by implicit differentiation, not unrolled. In float64 and
+without autograd, accelerated projected gradient (FISTA with adaptive restart; each row's
+projection onto ``{a <= u, sum(a) = 0}`` is exact) runs until the active set (the
+coordinates at their upper bound) settles; the KKT conditions restricted to the free
+coordinates (stationarity plus the row equalities) are then solved exactly on that set,
+which ends the solve as soon as the set is right. That KKT solve (conjugate gradients
+with the operator ``Z -> K Z + ridge Z``, never forming ``K kron I``) is also the
+differentiable output: its backward solves the adjoint system, which is exactly implicit
 differentiation of the KKT conditions (Amos & Kolter 2017, OptNet), valid wherever the
 active set is locally constant (strict complementarity). No solver iteration is unrolled.
 """
@@ -325,7 +327,7 @@ class MetaOptSVM(Learner):
                 "labels must be 0..N-1 with every class in the support set; "
                 f"missing {sorted(missing)}"
             )
-        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+        with torch.set_grad_enabled(create_graph):
             emb = self.embed(support_x)
             sol = solve_cs_svm_dual(
                 emb @ emb.T,

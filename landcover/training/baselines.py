@@ -22,13 +22,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from landcover.evaluation.fewshot import Method, evaluate_fewshot
 from landcover.meta.protocol import Learner
 from landcover.meta.registry import build_learner
+from landcover.training.callbacks import MetaCheckpoint
 from landcover.training.datamodule import RegionTaskDataModule
 from landcover.training.module import MetaLearningModule
 
@@ -54,7 +54,7 @@ def make_trainer(
         The trainer.
     """
     run_dir = Path(run_dir)
-    ckpt = ModelCheckpoint(
+    ckpt = MetaCheckpoint(
         dirpath=run_dir / "checkpoints",
         save_last=True,
         every_n_epochs=1,

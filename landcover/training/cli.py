@@ -21,9 +21,9 @@ import os
 import sys
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from landcover.training.callbacks import MetaCheckpoint
 from landcover.training.datamodule import RegionTaskDataModule
 from landcover.training.module import MetaLearningModule
 
@@ -45,7 +45,7 @@ class MetaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add the checkpoint callback's arguments and link band/class counts."""
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(MetaCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,

@@ -172,6 +172,31 @@ class RegionTaskDataModule(L.LightningDataModule):
         self.stats: BandStats = compute_band_stats(self.train_regions)
         self._samplers: dict[str, RegionTaskSampler] = {}
 
+    # -- pickling (spawned DDP ranks, dataloader workers) ------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Drop the regions (their tile loaders are closures); keep the split by name."""
+        state = self.__dict__.copy()
+        for key in ("train_regions", "val_regions", "test_regions", "_samplers"):
+            state.pop(key, None)
+        state["_split_names"] = {
+            "train": [r.name for r in self.train_regions],
+            "val": [r.name for r in self.val_regions],
+            "test": [r.name for r in self.test_regions],
+        }
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Re-read the regions from disk and restore the same split."""
+        names = state.pop("_split_names")
+        self.__dict__.update(state)
+        hp = self.hparams
+        by_name = {r.name: r for r in load_regions(hp.dataset, hp.root, hp.options)}
+        self.train_regions = [by_name[n] for n in names["train"]]
+        self.val_regions = [by_name[n] for n in names["val"]]
+        self.test_regions = [by_name[n] for n in names["test"]]
+        self._samplers = {}
+
     # -- description linked into the model and saved with checkpoints -------------------
 
     @property
@@ -222,9 +247,10 @@ class RegionTaskDataModule(L.LightningDataModule):
             if not regions:
                 raise ValueError(f"no {split} regions; set test_regions > 0 to test")
             hp = self.hparams
+            low, high = self.shot_range
             self._samplers[split] = RegionTaskSampler(
                 regions,
-                shots=hp.val_shots,
+                shots=list(range(low, high + 1)) if split == "train" else hp.val_shots,
                 query=hp.query,
                 tile_size=hp.tile_size,
                 stats=self.stats,

@@ -226,6 +226,7 @@ def test_api_key_required(client: TestClient) -> None:
         ({"max_upload_bytes": 2000}, 413, "too_large", pair_files(2)),
         ({"max_tile_pixels": 500}, 413, "too_many_pixels", pair_files(1)),
         ({"max_tiles": 2}, 422, "too_many_tiles", pair_files(3)),
+        ({"max_support_pixels": 2000}, 413, "too_many_pixels", pair_files(2)),
     ],
 )
 def test_limits(

@@ -140,3 +140,20 @@ def test_openapi_documents_v1_with_examples(client: TestClient) -> None:
     assert schemas["AdaptationOut"]["examples"] and schemas["ModelInfo"]["examples"]
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
     assert client.get("/docs").status_code == 200
+
+
+def test_predict_real_landsat_scene_keeps_georeferencing(client: TestClient, shared_data) -> None:
+    scene = shared_data / "geotiff" / "RGB.byte.tif"
+    r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
+                    files=pair_files(2))  # fmt: skip
+    aid = wait_status(client, r.json()["id"])["id"]
+    p = client.post(f"/v1/adaptations/{aid}/predict", headers=HEADERS,
+                    files={"raster": ("RGB.byte.tif", scene.read_bytes())})  # fmt: skip
+    assert p.status_code == 200, p.text
+    with rasterio.open(scene) as src:
+        crs, transform, shape = src.crs, src.transform, src.shape
+        nodata = src.dataset_mask() == 0
+    with rasterio.io.MemoryFile(p.content) as mem, mem.open() as ds:
+        assert ds.crs == crs and ds.transform == transform and ds.shape == shape
+        out = ds.read(1)
+    assert (out[nodata] == 255).all() and (out[~nodata] < 3).all()

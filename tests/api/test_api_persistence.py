@@ -105,3 +105,29 @@ def test_delete_while_running_discards_the_result(data_dir: Path, models_dir: Pa
         while runner.busy and time.monotonic() < deadline:
             time.sleep(0.05)
     assert not (data_dir / "adaptations" / aid).exists()
+
+
+def test_lost_or_corrupt_weights_and_bad_base_bundle(
+    data_dir: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models2"
+    models.mkdir()
+    (models / "tiny.bundle").write_bytes((models_dir / "tiny.bundle").read_bytes())
+    (models / "broken.bundle").write_bytes(b"\x80\x04pickle")  # refused, never unpickled
+    with TestClient(create_app(settings_for(data_dir, models))) as client:
+        ready = client.get("/ready").json()
+        assert ready["status"] == "ready" and ready["models"] == ["tiny"]
+        assert any("broken.bundle" in p and "never unpickles" in p for p in ready["problems"])
+        r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
+                        files=pair_files(1))  # fmt: skip
+        aid = wait_status(client, r.json()["id"])["id"]
+        store = client.app.state.services.store
+        store.bundle_path(aid).write_bytes(b"garbage")
+        client.app.state.services.engine.forget(aid)
+        p = client.post(f"/v1/adaptations/{aid}/predict", headers=HEADERS,
+                        files={"raster": ("q.tif", query_raster(32))})  # fmt: skip
+        assert p.status_code == 410 and "create the adaptation again" in p.json()["detail"]
+        store.bundle_path(aid).unlink()
+        p = client.post(f"/v1/adaptations/{aid}/predict", headers=HEADERS,
+                        files={"raster": ("q.tif", query_raster(32))})  # fmt: skip
+        assert p.status_code == 410 and p.json()["code"] == "weights_missing"

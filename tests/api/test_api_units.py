@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,36 @@ def test_ready_reports_missing_models(data_dir: Path, tmp_path: Path) -> None:
         r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                         files=pair_files(1))  # fmt: skip
         assert r.status_code == 422 and r.json()["code"] == "unknown_model"
+
+
+def test_slots_bound_running_and_waiting() -> None:
+    import threading
+
+    from api.errors import TooBusy
+    from api.limits import Slots
+
+    slots = Slots(1, wait_s=0.05, max_waiting=1)
+    with slots.take("predictions"):
+        with pytest.raises(TooBusy, match="none finished within"), slots.take("x"):
+            pass  # waited, timed out
+        entered = threading.Event()
+        release = threading.Event()
+
+        def waiter() -> None:  # occupies the only waiting place
+            slots.wait_s = 5.0
+            entered.set()
+            with slots.take("predictions"):
+                release.wait(5)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        entered.wait(5)
+        deadline = time.monotonic() + 5
+        while slots._waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(TooBusy, match="waiting"), slots.take("predictions"):
+            pass
+    release.set()
+    t.join(5)
+    with slots.take("predictions"):  # everything released
+        pass

@@ -94,3 +94,38 @@ def test_unknown_row_and_missing_model_are_clear_errors(tmp_path):
     learner, _ = omniglot.build_row(omniglot.ROWS[0])
     with pytest.raises(FileNotFoundError, match="without --eval-only"):
         omniglot.load_model(learner, omniglot.ROWS[0], tmp_path)
+
+
+def _fake_report(names, episodes):
+    acc = {
+        s: {"accuracy": 0.5, "ci95": 0.01, "episodes": episodes}
+        for s in ("5w1s", "5w5s", "20w1s", "20w5s")
+    }
+    return {
+        "mode": "full",
+        "split": {"test_alphabets": ["Early_Aramaic", "Tagalog"], "test_classes": 39},
+        "budget": {"eval_episodes": episodes},
+        "settings": ["5w1s", "5w5s", "20w1s", "20w5s"],
+        "threads": 1,
+        "total_seconds": 10.0,
+        "total_cpu_seconds": 5.0,
+        "rows": [
+            {"name": n, "label": n, "family": "x", "accuracy": acc, "train": {}} for n in names
+        ],
+    }
+
+
+def test_merge_orders_rows_and_refuses_duplicates(tmp_path):
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(_fake_report(["maml", "protonet"], 100)))
+    b.write_text(json.dumps(_fake_report(["ridge"], 600)))
+    parser = argparse.ArgumentParser()
+    omniglot.add_arguments(parser)
+    out = tmp_path / "out"
+    assert omniglot.run(parser.parse_args(["--merge", str(a), str(b), "--out", str(out)])) == 0
+    merged = json.loads((out / "omniglot.json").read_text())
+    assert [r["name"] for r in merged["rows"]] == ["protonet", "ridge", "maml"]
+    assert merged["total_cpu_seconds"] == 10.0 and len(merged["parts"]) == 2
+    assert (out / "omniglot.png").exists()
+    assert omniglot.run(parser.parse_args(["--merge", str(a), str(a), "--out", str(out)])) == 2

@@ -15,8 +15,12 @@ def test_throughput_reports_consistent_numbers(tmp_path: Path) -> None:
     out = bench._throughput(bundle, raster, tmp_path / "o.tif", 64, "cpu")
     assert out["raster"] == "128x96" and out["windows"] == 2 * 3
     assert out["overlap_factor"] == pytest.approx((64 / 48) ** 2)
-    assert out["overhead_ratio"] == pytest.approx(out["path_seconds"] / out["raw_seconds"])
-    assert out["raw_forward_px_per_s"] == pytest.approx(128 * 96 / out["raw_seconds"])
+    # raw forward: 2 x 2 full 64 px tiles (the last row shifted back); path: 128 x 96 pixels
+    assert out["raw_forward_px_per_s"] == pytest.approx(4 * 64 * 64 / out["raw_seconds"])
+    assert out["geotiff_path_px_per_s"] == pytest.approx(128 * 96 / out["path_seconds"])
+    assert out["overhead_ratio"] == pytest.approx(
+        out["raw_forward_px_per_s"] / out["geotiff_path_px_per_s"]
+    )
     assert (tmp_path / "o.tif").exists()
 
 

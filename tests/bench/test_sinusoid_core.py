@@ -12,9 +12,9 @@ from landcover.bench.sinusoid_core import (
     Row,
     build_row,
     evaluate,
+    held_out_batches,
     meta_train,
     mse_with_ci,
-    test_batches,
 )
 
 
@@ -31,10 +31,10 @@ def test_mse_with_ci_and_divergence_flag():
 
 def test_meta_training_improves_on_the_untrained_network():
     row = Row("MAML", "maml", {"inner_lr": 0.01, "steps": 1, "vmap": True})
-    tests = test_batches((10,), 50, seed=0)
+    tests = held_out_batches((10,), 50, seed=0)
     before = evaluate(build_row(row, 0), tests)["10"]["1"]["mse"]
     learner = build_row(row, 0)
-    budget = Budget(iterations=150, meta_batch=25, train_query=20, test_tasks=50, epochs=5)
+    budget = Budget(iterations=400, meta_batch=25, train_query=20, test_tasks=50, epochs=5)
     seconds = meta_train(learner, row, budget, (10,), seed=0)
     after = evaluate(learner, tests)["10"]["1"]["mse"]
-    assert seconds > 0 and after < 0.8 * before
+    assert seconds > 0 and after < 0.7 * before

@@ -33,7 +33,8 @@ def test_adaptation_works_under_no_grad():
     with torch.no_grad():
         logits, state = adapt_and_predict(learner, task, steps=2)
     assert logits.shape == (2, 3, 8, 8)
-    changed = [n for n, p in learner.model.named_parameters() if not torch.equal(state.params[n], p)]
+    params = learner.model.named_parameters()
+    changed = [n for n, p in params if not torch.equal(state.params[n], p)]
     assert changed  # the inner loop really moved the weights
 
 
@@ -62,8 +63,9 @@ def test_report_files(tmp_path):
     methods = {"a": Method(_learner(steps=1, inner_lr=0.5), 1), "b": Method(_learner(steps=0), 0)}
     res = evaluate_fewshot(methods, _source, num_classes=3, shots=[1, 2], tasks_per_shot=2,
                            progress=False)  # fmt: skip
-    paths = write_report(res, tmp_path / "rep", class_names=["x", "y", "z"],
-                         colors=[(255, 0, 0), (0, 255, 0), (0, 0, 255)], main_method="a")  # fmt: skip
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    paths = write_report(res, tmp_path / "rep", class_names=["x", "y", "z"], colors=colors,
+                         main_method="a")  # fmt: skip
     data = json.loads(paths["metrics"].read_text())
     assert data["main_method"] == "a"
     assert data["summary"]["b"]["2"]["miou"]["n"] == 2

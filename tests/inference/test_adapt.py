@@ -111,3 +111,18 @@ def test_miou_matches_the_evaluation_metric() -> None:
         want = segmentation_scores(pred, target, 4, 255)["miou"]
         assert miou(pred, target, 4, 255) == pytest.approx(want, abs=1e-6)
     assert np.isnan(miou(pred, torch.full_like(target, 255), 4))
+
+
+def test_cli_adapt_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from landcover.cli import main as cli
+
+    meta = tiny_bundle(3, 3).save(tmp_path / "m.bundle")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli(["adapt", str(meta), "--support", str(empty), "-o", str(tmp_path / "a")]) == 2
+    assert "images/" in capsys.readouterr().err
+    not_bundle = tmp_path / "x.bundle"
+    not_bundle.write_bytes(b"\x80\x04junk")
+    assert cli(["adapt", str(not_bundle), "--support", str(empty), "-o", str(tmp_path / "a")]) == 2
+    assert "never unpickles" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

@@ -163,7 +163,7 @@ def test_from_learner_validation() -> None:
     classes = {"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [4, 5, 6]}]}
     kw = {"bands": ["r", "g", "b"], "mean": [0, 0, 0], "std": [1, 1, 1], "tile_size": 16}
     ModelBundle.from_learner(learner, classes=classes, **kw)
-    with pytest.raises(BundleError, match="3 bands but the bundle has 2 band names"):
+    with pytest.raises(BundleError, match="3 input channels but 2 band names"):
         ModelBundle.from_learner(learner, classes=classes, **{**kw, "bands": ["r", "g"]})
     with pytest.raises(BundleError, match="predicts 2 classes but the class scheme lists 1"):
         ModelBundle.from_learner(learner, classes={"classes": classes["classes"][:1]}, **kw)
@@ -185,3 +185,54 @@ def test_truncated_bundle_is_a_clear_error(bundle: ModelBundle, tmp_path: Path) 
     path.write_bytes(data[: len(data) - 100])
     with pytest.raises(BundleError, match="truncated or corrupt"):
         ModelBundle.load(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "norm"),
+    [("maml", "group"), ("fomaml", "group"), ("metasgd", "group"), ("anil", "group"),
+     ("mamlpp", "group"), ("mamlpp", "batch"), ("maml", "batch"), ("reptile", "group"),
+     ("imaml", "group"), ("protonet", "group"), ("pretrain", "batch")],
+)  # fmt: skip
+def test_segmentation_learners_survive_adapt_save_load(
+    name: str, norm: str, tmp_path: Path
+) -> None:
+    """Per-step BatchNorm statistics, learned rates, prototypes: all survive the file."""
+    from landcover.inference.adapt import adapt_bundle
+    from landcover.inference.predict import Predictor, predict_array
+
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32) * 255, torch.randint(0, 3, (2, 32, 32))
+    options = {"width": 4, "depth": 2, "norm": norm}
+    meta = tiny_bundle(3, 3, learner=name, model_options=options)
+    meta = ModelBundle.load(meta.save(tmp_path / "m.bundle"))
+    adapted = adapt_bundle(meta, x, y, steps=2).bundle
+    loaded = ModelBundle.load(adapted.save(tmp_path / "a.bundle"))
+    want = predict_array(Predictor.from_bundle(adapted), x[0], window=32).probabilities
+    got = predict_array(Predictor.from_bundle(loaded), x[0], window=32).probabilities
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_cavia_context_channels_and_extras(tmp_path: Path) -> None:
+    from landcover.inference.adapt import adapt_bundle
+
+    model = build_model("small_unet", 3 + 4, 2, width=4, depth=1, norm="group")
+    learner = build_learner("cavia", model, torch.nn.CrossEntropyLoss(), context_dim=4, steps=2)
+    classes = {"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [4, 5, 6]}]}
+    meta = ModelBundle.from_learner(learner, bands=["r", "g", "b"], mean=[0.0] * 3,
+                                    std=[1.0] * 3, classes=classes, tile_size=16)  # fmt: skip
+    assert meta.num_bands == 3 and meta.learner["extra_channels"] == 4
+    x, y = torch.rand(2, 3, 16, 16), torch.randint(0, 2, (2, 16, 16))
+    adapted = adapt_bundle(meta, x, y).bundle
+    state = ModelBundle.load(adapted.save(tmp_path / "c.bundle")).adapted_state()
+    assert state.extras["context"].shape == (4,)
+    torch.testing.assert_close(state.extras["context"], adapted.adapted_state().extras["context"])
+    with pytest.raises(BundleError, match="7 input channels but 2 band names"):
+        ModelBundle.from_learner(learner, bands=["r", "g"], mean=[0.0] * 2, std=[1.0] * 2,
+                                 classes=classes, tile_size=16)  # fmt: skip
+
+
+def test_direct_construction_checks_band_lists(bundle: ModelBundle) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(BundleError, match="3 bands but the bundle has 3 band names, 2 means"):
+        replace(bundle, mean=[0.0, 0.0])

@@ -108,3 +108,39 @@ def test_strip_blender_enforces_order() -> None:
         blender.add(1, 0, torch.zeros(2, 32, 32))
     with pytest.raises(ValueError, match=r"window probabilities \(2, 16, 32\)"):
         blender.add(0, 0, torch.zeros(2, 16, 32))
+
+
+def test_all_nodata_windows_are_skipped() -> None:
+    pred = _predictor("conv")
+    calls: list[int] = []
+    forward = pred.probabilities
+    pred.probabilities = lambda x: calls.append(x.shape[0]) or forward(x)  # type: ignore[method-assign]
+    image = torch.rand(3, 64, 96)
+    valid = torch.zeros(64, 96, dtype=torch.bool)
+    valid[:, :20] = True  # only the first column of windows sees data
+    out = predict_array(pred, image, valid=valid, window=32, overlap=8)
+    assert sum(calls) == 3  # 3 rows x 1 column of the 3 x 4 windows
+    assert bool((out.classes[:, 20:] == 255).all()) and bool((out.classes[:, :20] < 3).all())
+    full = predict_array(pred, image, window=32, overlap=8)
+    torch.testing.assert_close(out.probabilities[:, :, :20], full.probabilities[:, :, :20])
+
+
+def test_predictor_is_safe_across_threads() -> None:
+    """functional_call swaps tensors into the module: without the predictor's lock,
+    concurrent forwards of an adapted predictor were seen to mix weights."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from landcover.inference.adapt import adapt_bundle
+
+    bundle = tiny_bundle(3, 3, mean=10.0, std=5.0)
+    x, y = torch.rand(2, 3, 32, 32) * 20, torch.randint(0, 3, (2, 32, 32))
+    pred = Predictor.from_bundle(adapt_bundle(bundle, x, y, steps=3).bundle)
+    images = [torch.rand(3, 96, 80) * 40 for _ in range(8)]
+    want = [predict_array(pred, im, window=32, overlap=8).probabilities for im in images]
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(
+                lambda im: predict_array(pred, im, window=32, overlap=8).probabilities, images
+            ))  # fmt: skip
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)

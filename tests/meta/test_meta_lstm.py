@@ -97,3 +97,32 @@ def test_rejects_bad_options() -> None:
         MetaLSTM(nn.Linear(2, 1), inner_lr=1.5)
     with pytest.raises(ValueError, match="bn="):
         MetaLSTM(nn.Linear(2, 1), bn="per_step")
+
+
+def test_vmap_batch_equals_the_task_loop() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 6), nn.ReLU(), nn.Linear(6, 1)).double()
+    learner = MetaLSTM(model, nn.MSELoss(), steps=3, hidden=4, vmap=True).double()
+    sx, qx = torch.randn(4, 5, 1, dtype=torch.float64), torch.randn(4, 7, 1, dtype=torch.float64)
+    sy, qy = sx.sin(), qx.sin()
+    loss, _ = learner.batched_meta_loss(sx, sy, qx, qy)
+    grads = torch.autograd.grad(loss, list(learner.parameters()))
+    tasks = [Task(sx[i], sy[i], qx[i], qy[i]) for i in range(4)]
+    ref = learner.meta_loss(tasks)
+    ref_grads = torch.autograd.grad(ref, list(learner.parameters()))
+    assert torch.allclose(loss, ref, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-10)
+    pred = learner.batched_predict(sx, sy, qx, steps=2)
+    state = learner.adapt(sx[1], sy[1], steps=2)
+    assert torch.allclose(pred[1], learner.predict(state, qx[1]), atol=1e-12)
+
+
+def test_written_out_lstm_step_equals_torch() -> None:
+    from landcover.meta.meta_lstm import lstm_step
+
+    cell = nn.LSTMCell(4, 3).double()
+    x, h, c = (torch.randn(5, k, dtype=torch.float64) for k in (4, 3, 3))
+    ref = cell(x, (h, c))
+    out = lstm_step(cell, x, (h, c))
+    assert torch.allclose(out[0], ref[0], atol=1e-14) and torch.allclose(out[1], ref[1], atol=1e-14)

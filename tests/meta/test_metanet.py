@@ -22,7 +22,7 @@ def _support(n_way: int = 3, shots: int = 2):
 def test_example_gradients_equal_the_softmax_closed_form() -> None:
     learner = _learner()
     x, y = _support()
-    feats = learner.base(x)
+    feats = learner.embed(x)
     grads = learner.example_gradients(feats, y, 3)
     p = torch.softmax(feats @ learner.w[:3].T, 1)
     expected = (p - F.one_hot(y, 3).double())[:, :, None] * feats[:, None, :]
@@ -32,7 +32,7 @@ def test_example_gradients_equal_the_softmax_closed_form() -> None:
 def test_representation_gradients_are_per_example() -> None:
     learner = _learner()
     x, y = _support()
-    feats = learner.repr(x).detach()
+    feats = learner.embed(x).detach()
     grads = learner.representation_gradients(feats, y, 3)
     q = learner.q.detach().clone().requires_grad_()
     r = feats @ q.T
@@ -47,7 +47,7 @@ def test_memory_is_keyed_by_support_representations() -> None:
     learner = _learner()
     x, y = _support()
     state = learner.adapt(x, y)
-    keys = learner.represent(learner.repr(x), state.extras["q_fast"])
+    keys = learner.represent(learner.embed(x), state.extras["q_fast"])
     assert torch.allclose(state.extras["keys"], keys, atol=1e-12)
     assert state.extras["values"].shape == (6, 3, 8)  # one fast weight per support example
     assert state.extras["q_fast"].shape == learner.q.shape
@@ -81,6 +81,12 @@ def test_support_order_does_not_matter() -> None:
 
 def test_meta_gradient_reaches_every_part() -> None:
     learner = _learner()
+    with torch.no_grad():  # the generators' MLPs start at zero (a plain gradient step)
+        for gen in (learner.m, learner.d):
+            assert torch.equal(
+                gen(torch.ones(3, dtype=torch.float64)), -torch.ones(3, dtype=torch.float64)
+            )
+            gen.net[2].weight.normal_(0, 0.1)
     x, y = _support()
     task = Task(x, y, torch.randn(6, 6, dtype=torch.float64), torch.arange(3).repeat(2))
     result = learner.task_loss(task)

@@ -90,3 +90,18 @@ def test_protonet_learns_on_conv4():
         learner.meta_backward([task()])
         opt.step()
     assert learner.task_loss(task()).query_loss < first
+
+
+@pytest.mark.parametrize("name", ["protonet", "ridge", "cnp", "mann", "snail"])
+def test_registered_and_runs_on_conv4_omniglot_shapes(name):
+    from landcover.meta.registry import LEARNER_NAMES, build_learner
+
+    assert name in LEARNER_NAMES
+    learner = build_learner(name, Conv4(num_classes=0, hidden=8), None)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    task = Task(torch.rand(6, 1, 28, 28), y, torch.rand(3, 1, 28, 28), torch.tensor([2, 0, 1]))
+    res = learner.task_loss(task)
+    res.loss.backward()
+    assert torch.isfinite(res.loss)
+    state = learner.adapt(task.support_x, task.support_y)
+    assert learner.predict(state, task.query_x).shape == (3, 3)

@@ -113,7 +113,7 @@ def test_resume_after_kill_continues_the_same_run(tmp_path):
     ckpt = _load(last)
     assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1  # end of the second epoch
 
-    proc = _run(_train_args(killed, data, 3) + ["--ckpt_path", "last"], tmp_path)
+    proc = _run([*_train_args(killed, data, 3), "--ckpt_path", "last"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = _run(_train_args(whole, data, 3), tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -98,3 +98,42 @@ def test_all_reduce_is_identity_in_one_process():
     p.grad = torch.full((2,), 3.0)
     assert all_reduce_meta_gradients([p], 5) == 5
     assert p.grad.tolist() == [3.0, 3.0]
+
+
+@pytest.mark.slow
+def test_lightning_two_process_step_equals_single_process(tmp_path):
+    """One outer step through Lightning with MetaDDPStrategy (2 spawned CPU ranks, gloo)."""
+    import lightning as L
+
+    from landcover.training.datamodule import RegionTaskDataModule
+    from landcover.training.ddp import MetaDDPStrategy
+    from landcover.training.module import MetaLearningModule
+
+    synth = {"regions": 3, "tiles_per_region": 5, "tile_size": 16, "seed": 0}
+
+    def fit(devices, strategy):
+        dm = RegionTaskDataModule(root=str(tmp_path / "data"), options=synth, val_regions=1,
+                                  test_regions=0, shots=[1, 2], query=1, tile_size=16,
+                                  val_shots=2, meta_batch_size=4, batches_per_epoch=1,
+                                  augment="none")  # fmt: skip
+        torch.manual_seed(0)
+        module = MetaLearningModule("maml", {"steps": 1, "inner_lr": 0.1}, "small_unet",
+                                    {"width": 4, "depth": 1, "norm": "group"},
+                                    dm.num_bands, dm.num_classes, train_metrics_every=0)  # fmt: skip
+        start = {k: v.clone() for k, v in module.learner.named_parameters()}
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=1,
+                            limit_val_batches=0, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, inference_mode=False,
+                            use_distributed_sampler=False, enable_model_summary=False)  # fmt: skip
+        trainer.fit(module, datamodule=dm)
+        return start, dict(module.learner.named_parameters())
+
+    start, single = fit(1, "auto")
+    strategy = MetaDDPStrategy(start_method="spawn", process_group_backend="gloo")
+    start2, ddp = fit(2, strategy)
+    moved = 0
+    for n, p in single.items():
+        torch.testing.assert_close(start2[n], start[n])
+        torch.testing.assert_close(ddp[n], p, rtol=1e-5, atol=1e-6, msg=n)
+        moved += int(not torch.equal(p, start[n]))
+    assert moved > 0  # the step really changed the weights

@@ -1,0 +1,171 @@
+"""Validation of uploads against a model: support tiles and rasters to segment.
+
+Files are read by :mod:`landcover.geo` (its users'-folder reader runs on the staged copy
+of the upload, see :mod:`api.uploads`); this module adds the checks that depend on the
+chosen model (bands, classes), the service's limits (pixels per tile or raster), and turns
+the data layer's errors into 4xx answers whose detail names the client's file rather than
+a staging path. Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from api.errors import BadInput, TooLarge
+from api.uploads import Staged
+from landcover.geo.classes import ClassScheme
+from landcover.geo.errors import GeoDataError, MaskValueError
+from landcover.geo.folder import read_region_folder
+from landcover.geo.raster import RasterProfile, read_profile, read_raster
+from landcover.inference.bundle import ModelBundle
+
+
+@dataclass(frozen=True)
+class Support:
+    """A validated support set, ready for adaptation.
+
+    Attributes:
+        images: Raw band values, float32 ``(C, H, W)`` per tile.
+        masks: Class indices of the model's scheme, int64 ``(H, W)`` (ignore index allowed).
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+
+
+def _bad(staged: Staged | None, err: Exception, code: str, hint: str = "") -> BadInput:
+    message = str(err) if staged is None else staged.explain(str(err))
+    return BadInput(message + (f" {hint}" if hint else ""), code)
+
+
+def check_raster(bundle: ModelBundle, path: Path, label: str, max_pixels: int) -> RasterProfile:
+    """Check an uploaded raster against the limits and the model's bands.
+
+    Raises:
+        BadInput: Unreadable/corrupt raster (422) or band count mismatch (422).
+        TooLarge: More pixels than ``max_pixels`` (413).
+    """
+    try:
+        profile = read_profile(path)
+    except GeoDataError as err:
+        raise BadInput(
+            f"raster {label} cannot be read: {_strip_path(err, path)}. Upload an intact "
+            "GeoTIFF, PNG or JPEG",
+            "corrupt_raster",
+        ) from None
+    pixels = profile.width * profile.height
+    if pixels > max_pixels:
+        raise TooLarge(
+            f"raster {label} has {profile.width}×{profile.height} = {pixels} pixels, more "
+            f"than this service's limit of {max_pixels}; split it into smaller rasters",
+            "too_many_pixels",
+        )
+    check_bands(bundle, profile.count, label)
+    return profile
+
+
+def check_bands(bundle: ModelBundle, count: int, label: str) -> None:
+    """422 unless a raster has the model's band count (the detail lists the bands)."""
+    bands = list(bundle.bands)
+    if count != len(bands):
+        raise BadInput(
+            f"{label} has {count} band(s) but the model expects {len(bands)} "
+            f"({', '.join(bands)}); upload rasters with exactly these bands in this order",
+            "band_mismatch",
+        )
+
+
+def read_support(
+    bundle: ModelBundle, staged: Staged, max_tile_pixels: int, max_support_pixels: int
+) -> Support:
+    """Read and validate staged support tiles with the geo folder reader.
+
+    Checks, each a 4xx naming the client's file: readable rasters, pixel limit, band
+    count, image/mask sizes, mask values within the classes, tiles with labeled data.
+    """
+    model_scheme = bundle.scheme()
+    lut: np.ndarray | None = None
+    if staged.class_file is not None:
+        try:
+            scheme = ClassScheme.from_file(staged.class_file)
+        except GeoDataError as err:
+            raise _bad(staged, err, "invalid_class_file") from None
+        unknown = [n for n in scheme.names if n not in model_scheme.names]
+        if unknown:
+            raise BadInput(
+                f"class file {staged.names[str(staged.class_file)]} names classes the model "
+                f"does not know: {unknown}; the model's classes are "
+                f"{list(model_scheme.names)} (rename them, or drop the class file to use "
+                f"the model's mask values: {model_scheme.describe_values()})",
+                "unknown_classes",
+            )
+        lut = np.full(256, model_scheme.ignore_index, dtype=np.int64)
+        for i, n in enumerate(scheme.names):
+            lut[i] = model_scheme.names.index(n)
+    else:
+        scheme = model_scheme
+    total = 0
+    for path in sorted((staged.folder / "images").iterdir()):
+        label = staged.names[str(path)]
+        try:
+            profile = read_profile(path)
+        except GeoDataError as err:
+            raise BadInput(
+                f"image {label} cannot be read: {_strip_path(err, path)}. Upload an "
+                "intact GeoTIFF, PNG or JPEG",
+                "corrupt_raster",
+            ) from None
+        if profile.width * profile.height > max_tile_pixels:
+            raise TooLarge(
+                f"tile {label} has {profile.width}×{profile.height} pixels, more than the "
+                f"limit of {max_tile_pixels} per tile; cut it into smaller tiles",
+                "too_many_pixels",
+            )
+        check_bands(bundle, profile.count, f"image {label}")
+        total += profile.width * profile.height
+    if total > max_support_pixels:
+        raise TooLarge(
+            f"the support tiles hold {total} pixels in all, more than the limit of "
+            f"{max_support_pixels} per adaptation; send fewer or smaller tiles (a few tiles "
+            f"of {bundle.tile_size} px are what the model adapts on)",
+            "too_many_pixels",
+        )
+    try:
+        region = read_region_folder(staged.folder, scheme, validate=True, cache=True)
+        samples = list(region)
+    except MaskValueError as err:
+        raise _bad(staged, err, "mask_values") from None
+    except GeoDataError as err:
+        code = "size_mismatch" if "must match their images" in str(err) else "invalid_tile"
+        raise _bad(staged, err, code) from None
+    images, masks = [], []
+    for sample, ref in zip(samples, region.tiles):
+        mask = sample["mask"].numpy().astype(np.int64)
+        if lut is not None:
+            mask = lut[np.clip(mask, 0, 255)]
+        image_path = next((staged.folder / "images").glob(f"{ref.key}.*"))
+        label = staged.names[str(image_path)]
+        if not (mask != model_scheme.ignore_index).any():
+            valid = read_raster(image_path).valid
+            if not bool(valid.any()):
+                raise BadInput(
+                    f"image {label} is all nodata: every pixel equals its nodata value or "
+                    "is masked out; drop it or upload a tile that covers data",
+                    "all_nodata",
+                )
+            raise BadInput(
+                f"mask of {label} labels no pixel (all ignore value); label at least "
+                "some pixels with a class, or drop the tile",
+                "no_labels",
+            )
+        images.append(sample["image"].numpy().astype(np.float32))
+        masks.append(mask)
+    return Support(images, masks)
+
+
+def _strip_path(err: Exception, path: Path) -> str:
+    """A data-layer message without the staging path it starts with."""
+    return str(err).replace(f"{path}: ", "").replace(str(path), "the file")

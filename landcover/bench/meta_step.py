@@ -1,0 +1,257 @@
+"""``landcover bench meta-step``: cost of one meta-training step per task on a U-Net.
+
+For first- and second-order MAML, MAML++ and the adapt-the-decoder mode, on a
+segmentation U-Net (default: ``small_unet`` at 64x64 px, 5 inner steps, 5 support + 5
+query tiles), it reports seconds per task, tasks per second, peak memory and the ratio to
+the *floor*: the same number of plain forward+backward passes on the same pixels
+(``steps`` passes on the support tiles + one on the query tiles, a normal training step).
+Variants: a sequential task loop (one backward per task) against :func:`torch.func.vmap`
+over the tasks of a meta-batch (BatchNorm-free models: ``--norm group``), the decoder-only
+mode with the encoder run once per task ("body once") or once per inner step, bf16
+autocast and channels_last memory format.
+
+Each configuration runs in its own subprocess so peak memory is its own: on CPU the growth
+of ``ru_maxrss`` over the configuration's run (``tracemalloc`` does not see torch's
+allocator), on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_NAME = "meta-step"
+BENCH_HELP = "seconds/task and peak memory of MAML / FOMAML / MAML++ meta-steps on a U-Net"
+
+#: label, learner (None: the floor), learner options, extra switches.
+CONFIGS: list[dict[str, Any]] = [
+    {"label": "floor: plain fwd+bwd", "learner": None},
+    {"label": "MAML 2nd order, loop", "learner": "maml"},
+    {"label": "MAML 2nd order, vmap", "learner": "maml", "options": {"vmap": True}},
+    {"label": "FOMAML, loop", "learner": "fomaml"},
+    {"label": "FOMAML, vmap", "learner": "fomaml", "options": {"vmap": True}},
+    {
+        "label": "MAML++ 2nd (LSLR+MSL), loop",
+        "learner": "mamlpp",
+        "options": {"first_order_epochs": 0},
+    },
+    {
+        "label": "decoder only, body each step",
+        "learner": "anil",
+        "options": {"adapt": ["head"], "body_once": False},
+    },
+    {
+        "label": "decoder only, body once",
+        "learner": "anil",
+        "options": {"adapt": ["head"], "body_once": True},
+    },
+    {"label": "MAML 2nd order, loop, bf16", "learner": "maml", "bf16": True},
+    {"label": "MAML 2nd order, loop, channels_last", "learner": "maml", "channels_last": True},
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the bench."""
+    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--arch", default="small_unet", help="small_unet or smp:<encoder>")
+    parser.add_argument("--size", type=int, default=64, help="tile size in pixels")
+    parser.add_argument("--steps", type=int, default=5, help="inner steps")
+    parser.add_argument("--shots", type=int, default=5, help="support tiles (= query tiles)")
+    parser.add_argument("--tasks", type=int, default=2, help="tasks per meta-batch")
+    parser.add_argument("--channels", type=int, default=4, help="input bands")
+    parser.add_argument("--classes", type=int, default=6)
+    parser.add_argument("--norm", choices=["group", "batch", "none"], default="group")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per config")
+    parser.add_argument("--only", nargs="+", metavar="LABEL", help="substrings of config labels")
+
+
+def _setup(cfg: dict[str, Any], s: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
+    import torch
+    from torch import nn
+
+    from landcover.meta.registry import build_learner
+    from landcover.models import build_model
+    from landcover.tasks.task import Task
+
+    torch.manual_seed(0)
+    device = torch.device(s["device"])
+    model = build_model(s["arch"], s["channels"], s["classes"], norm=s["norm"]).to(device)
+    fmt = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    n, c, hw = s["shots"], s["channels"], s["size"]
+    tasks = []
+    for _ in range(s["tasks"]):
+        x = torch.randn(2 * n, c, hw, hw, device=device).contiguous(memory_format=fmt)
+        y = torch.randint(0, s["classes"], (2 * n, hw, hw), device=device)
+        tasks.append(Task(x[:n], y[:n], x[n:], y[n:]))
+    loss_fn = nn.CrossEntropyLoss(ignore_index=255)
+    if cfg["learner"] is None:
+        return model, loss_fn, tasks
+    options = {"inner_lr": 0.01, "steps": s["steps"], **cfg.get("options", {})}
+    return build_learner(cfg["learner"], model, loss_fn, **options), loss_fn, tasks
+
+
+def _step_fn(cfg: dict[str, Any], s: dict[str, Any], obj: Any, loss_fn: Any, tasks: list[Any]):
+    import torch
+
+    def floor() -> None:
+        for t in tasks:
+            for _ in range(s["steps"]):
+                loss_fn(obj(t.support_x), t.support_y).backward()
+            loss_fn(obj(t.query_x), t.query_y).backward()
+
+    def meta() -> None:
+        obj.meta_backward(tasks)
+
+    fn = floor if cfg["learner"] is None else meta
+    if not cfg.get("bf16"):
+        return fn
+
+    def autocast() -> None:
+        with torch.autocast(device_type=s["device"], dtype=torch.bfloat16):
+            fn()
+
+    return autocast
+
+
+def worker(payload: str) -> dict[str, Any]:
+    """Run one configuration in this process and return its measurements."""
+    import resource
+
+    import torch
+
+    job = json.loads(payload)
+    cfg, s = job["config"], job["settings"]
+    cuda = s["device"] == "cuda"
+    obj, loss_fn, tasks = _setup(cfg, s)
+    fn = _step_fn(cfg, s, obj, loss_fn, tasks)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()  # warm-up (also the first peak)
+    obj.zero_grad(set_to_none=True)
+    sync()
+    runs, start = 0, time.perf_counter()
+    while runs < 1 or time.perf_counter() - start < s["min_seconds"]:
+        fn()
+        obj.zero_grad(set_to_none=True)
+        runs += 1
+        if runs >= 200:
+            break
+    sync()
+    elapsed = time.perf_counter() - start
+    if cuda:
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    per_task = elapsed / (runs * len(tasks))
+    return {
+        "seconds_per_task": per_task,
+        "tasks_per_second": 1.0 / per_task,
+        "peak_mb": peak_mb,
+        "runs": runs,
+    }
+
+
+def _run_config(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    payload = json.dumps({"config": cfg, "settings": settings})
+    cmd = [sys.executable, "-m", "landcover.bench.meta_step", payload]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": last[:200]}
+    return json.loads(lines[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every configuration (one subprocess each), print the table, write JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "device",
+            "arch",
+            "size",
+            "steps",
+            "shots",
+            "tasks",
+            "channels",
+            "classes",
+            "norm",
+            "min_seconds",
+        )
+    }
+    configs = [c for c in CONFIGS if not args.only or any(o in c["label"] for o in args.only)]
+    if args.only and not configs:
+        raise SystemExit(
+            f"--only matched no configuration; labels: {[c['label'] for c in CONFIGS]}"
+        )
+    results = []
+    start = time.perf_counter()
+    console = Console()
+    for cfg in configs:
+        with console.status(f"meta-step: {cfg['label']}"):
+            res = _run_config(cfg, settings)
+        results.append({"label": cfg["label"], "learner": cfg["learner"], **res})
+    floor = next((r for r in results if r["learner"] is None and "error" not in r), None)
+    for r in results:
+        if floor and "error" not in r:
+            r["ratio_to_floor"] = r["seconds_per_task"] / floor["seconds_per_task"]
+    title = (
+        f"meta-step: {args.arch} {args.size}px, {args.steps} inner steps, "
+        f"{args.shots}+{args.shots} tiles, norm={args.norm}, {args.device}"
+    )
+    table = Table(title=title)
+    for col in ("config", "s/task", "tasks/s", "x floor", "peak MB"):
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for r in results:
+        if "error" in r:
+            table.add_row(r["label"], "n/a", "", "", r["error"][:60])
+            continue
+        ratio = f"{r['ratio_to_floor']:.2f}" if "ratio_to_floor" in r else ""
+        table.add_row(
+            r["label"],
+            f"{r['seconds_per_task']:.4f}",
+            f"{r['tasks_per_second']:.2f}",
+            ratio,
+            f"{r['peak_mb']:.0f}",
+        )
+    console.print(table)
+    payload = {
+        "bench": BENCH_NAME,
+        "settings": settings,
+        "results": results,
+        "wall_seconds": time.perf_counter() - start,
+        "machine": platform.platform(),
+        "memory_method": "cuda max_memory_allocated"
+        if args.device == "cuda"
+        else "ru_maxrss growth",
+    }
+    console.print(f"wall time {payload['wall_seconds']:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2)
+        os.replace(tmp, args.json)
+        console.print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(worker(sys.argv[1])))

@@ -1,0 +1,55 @@
+"""A training run exported as a model bundle predicts exactly like the trained learner."""
+
+import pytest
+import torch
+
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.export_cli import find_checkpoint, main
+from landcover.training.baselines import fit_learner
+from landcover.training.datamodule import RegionTaskDataModule
+
+SYNTH = {"regions": 4, "tiles_per_region": 6, "tile_size": 16, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    dm = RegionTaskDataModule(root=str(root / "data"), options=SYNTH, val_regions=1,
+                              test_regions=1, shots=[1, 2], query=1, tile_size=16,
+                              meta_batch_size=2, batches_per_epoch=2, val_tasks=1,
+                              val_shots=2)  # fmt: skip
+    opts = {"steps": 1, "inner_lr": 0.1}
+    module = fit_learner("mamlpp", opts, dm, root / "run", max_epochs=1, eval_steps=2,
+                         model_options={"width": 4, "depth": 1}, progress=False)  # fmt: skip
+    return dm, module, root
+
+
+def test_bundle_round_trip_from_a_run(trained, tmp_path):
+    dm, module, root = trained
+    out = tmp_path / "model.bundle"
+    assert main([str(root / "run"), "-o", str(out), "--checkpoint", "last"]) == 0
+    bundle = ModelBundle.load(out)
+    assert bundle.learner["name"] == "mamlpp" and bundle.inner_steps == 2
+    assert bundle.bands == dm.band_names and bundle.class_names == list(dm.scheme.names)
+    assert bundle.mean == pytest.approx(list(dm.stats.mean))
+    assert (
+        bundle.tile_size == 16 and bundle.info["regions"]["test"] == dm.data_meta["regions"]["test"]
+    )
+    learner = bundle.build_learner()
+    module.learner.eval()
+    task = dm.eval_task("test", 0, shots=2)
+    with torch.enable_grad():
+        s_ref = module.learner.adapt(task.support_x, task.support_y, steps=2).detached()
+        s_new = learner.adapt(task.support_x, task.support_y, steps=2).detached()
+    with torch.no_grad():
+        ref, new = module.learner.predict(s_ref, task.query_x), learner.predict(s_new, task.query_x)
+    torch.testing.assert_close(new, ref, rtol=0, atol=1e-6)
+
+
+def test_find_checkpoint_and_errors(trained, tmp_path, capsys):
+    _, _, root = trained
+    assert find_checkpoint(root / "run", "last").name == "last.ckpt"
+    assert find_checkpoint(root / "run", "best").name.startswith("best-")
+    assert main([str(tmp_path / "nothing"), "-o", str(tmp_path / "x.bundle")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.bundle").exists()
