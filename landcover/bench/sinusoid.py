@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", nargs="+", metavar="LABEL", help="run only these rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
 
 
 def _budget(args: argparse.Namespace) -> Budget:
@@ -79,33 +80,74 @@ def _rows(selected: list[str] | None) -> list[Row]:
     return [by_label[s.lower()] for s in selected]
 
 
-def run_rows(rows: list[Row], budget: Budget, seed: int) -> tuple[list[dict[str, Any]], dict]:
-    """Train and evaluate ``rows``; return JSON rows and the learners kept for plotting."""
+def run_row(
+    row: Row, budget: Budget, seed: int, progress: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train and evaluate one row; return its JSON entry and its learner's state dict."""
+    tests = held_out_batches(KS, budget.test_tasks, seed)
+    groups = [(k,) for k in KS] if budget.per_k else [KS]
+    entry: dict[str, Any] = {"label": row.label, "learner": row.learner, "options": row.options}
+    entry |= {"train_seconds": 0.0, "train_cpu_seconds": 0.0, "eval_seconds": 0.0}
+    entry["results"] = {}
+    learner = None
+    for ks in groups:
+        learner = build_row(row, seed)
+        wall, cpu = meta_train(learner, row, budget, ks, seed, progress)
+        entry["train_seconds"] += wall
+        entry["train_cpu_seconds"] += cpu
+        t0 = time.perf_counter()
+        entry["results"] |= evaluate(learner, {k: tests[k] for k in ks})
+        entry["eval_seconds"] += time.perf_counter() - t0
+    entry["iterations"] = max(1, int(budget.iterations / row.cost)) if row.train else 0
+    return entry, learner.state_dict()
+
+
+def _row_in_subprocess(row: Row, budget: Budget, seed: int) -> tuple[dict, dict]:
+    torch.set_num_threads(1)
+    return run_row(row, budget, seed)
+
+
+def run_rows(
+    rows: list[Row], budget: Budget, seed: int, jobs: int = 1
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train and evaluate ``rows`` (``jobs`` worker processes); return JSON rows and learners.
+
+    Rows are seeded independently, so the numbers do not depend on ``jobs``.
+    """
     from rich.progress import Progress
 
-    tests = held_out_batches(KS, budget.test_tasks, seed)
     results: list[dict[str, Any]] = []
     learners: dict[str, Any] = {}
-    groups = [(k,) for k in KS] if budget.per_k else [KS]
     with Progress(transient=True) as bar:
-        for row in rows:
-            entry: dict[str, Any] = {"label": row.label, "learner": row.learner}
-            entry |= {"options": row.options, "train_seconds": 0.0, "results": {}}
-            for ks in groups:
-                n_iter = max(1, int(budget.iterations / row.cost)) if row.train else 1
-                job = bar.add_task(f"{row.label} K={'/'.join(map(str, ks))}", total=n_iter)
-                learner = build_row(row, seed)
-                entry["train_seconds"] += meta_train(
-                    learner, row, budget, ks, seed, lambda n, j=job: bar.advance(j, n)
+        if jobs <= 1:
+            for row in rows:
+                n_iter = (max(1, int(budget.iterations / row.cost)) if row.train else 1) * (
+                    3 if budget.per_k else 1
                 )
+                job = bar.add_task(row.label, total=n_iter)
+                entry, state = run_row(row, budget, seed, lambda n, j=job: bar.advance(j, n))
                 bar.remove_task(job)
-                t0 = time.perf_counter()
-                entry["results"] |= evaluate(learner, {k: tests[k] for k in ks})
-                entry["eval_seconds"] = entry.get("eval_seconds", 0.0) + time.perf_counter() - t0
-                learners[row.label] = learner
-            entry["iterations"] = max(1, int(budget.iterations / row.cost)) if row.train else 0
-            results.append(entry)
+                results.append(entry)
+                learners[row.label] = _rebuild(row, seed, state)
+            return results, learners
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        job = bar.add_task(f"{len(rows)} rows on {jobs} processes", total=len(rows))
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_row_in_subprocess, row, budget, seed) for row in rows]
+            for row, future in zip(rows, futures):
+                entry, state = future.result()
+                bar.advance(job, 1)
+                results.append(entry)
+                learners[row.label] = _rebuild(row, seed, state)
     return results, learners
+
+
+def _rebuild(row: Row, seed: int, state: dict[str, Any]) -> Any:
+    learner = build_row(row, seed)
+    learner.load_state_dict(state)
+    return learner
 
 
 def _cell(cell: dict[str, Any]) -> str:
@@ -124,10 +166,11 @@ def print_table(results: list[dict[str, Any]], title: str) -> None:
     for k in KS:
         for s in EVAL_STEPS:
             table.add_column(f"K={k} {s} step{'s' if s > 1 else ''}", justify="right")
-    table.add_column("train s", justify="right")
+    table.add_column("train s (cpu)", justify="right")
     for entry in results:
         cells = [_cell(entry["results"][str(k)][str(s)]) for k in KS for s in EVAL_STEPS]
-        table.add_row(entry["label"], *cells, f"{entry['train_seconds']:.0f}")
+        cpu = entry.get("train_cpu_seconds", 0.0)
+        table.add_row(entry["label"], *cells, f"{entry['train_seconds']:.0f} ({cpu:.0f})")
     for name, anchor in ANCHORS.items():
         cells = [f"{anchor[k]:.2f}" if s == 1 else "" for k in KS for s in EVAL_STEPS]
         table.add_row(f"[dim]{name} (Li et al. 2017)[/dim]", *cells, "")
@@ -203,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     budget = _budget(args)
     rows = _rows(args.rows)
-    start = time.perf_counter()
-    results, learners = run_rows(rows, budget, args.seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    results, learners = run_rows(rows, budget, args.seed, max(1, args.jobs))
     png = args.out / "adapted_curves.png"
     tests = held_out_batches((10,), 1, args.seed + 1)
     plot_task(learners, tests[10], png)
@@ -223,17 +266,22 @@ def run(args: argparse.Namespace) -> int:
         "budget": vars(budget),
         "quick": bool(args.quick),
         "seed": args.seed,
+        "jobs": max(1, args.jobs),
         "rows": results,
         "anchors": {name: {str(k): v for k, v in a.items()} for name, a in ANCHORS.items()},
         "vs_anchors": compare_to_anchors(results),
         "png": str(png),
         "wall_seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
     }
     title = f"sinusoid MSE (95% CI), {budget.test_tasks} test tasks per K"
     print_table(results, title + (" — QUICK" if args.quick else ""))
-    print(f"wall time {payload['wall_seconds']:.0f} s; curves: {png}")
+    print(
+        f"wall time {payload['wall_seconds']:.0f} s (CPU {payload['cpu_seconds']:.0f} s); "
+        f"curves: {png}"
+    )
     if args.json:
         write_json(payload, args.json)
         print(f"results: {args.json}")

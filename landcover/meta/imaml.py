@@ -35,17 +35,29 @@ def conjugate_gradient(
 
     ``tol=None`` runs exactly ``iters`` iterations without data-dependent stopping (as
     needed under :func:`torch.func.vmap`); tiny denominators are guarded instead.
+
+    The support-loss Hessian of a neural network is indefinite, so ``A = I + H / lambda``
+    may be too: the iteration is truncated at the first direction of non-positive
+    curvature (``p^T A p <= 0``), as in Steihaug's truncated CG, keeping the last iterate
+    (a descent direction; ``b`` itself if the first direction already has non-positive
+    curvature) instead of flipping the meta-gradient. For positive-definite
+    ``A`` this is plain CG.
     """
     tiny = torch.finfo(b.dtype).tiny
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = r.dot(r)
-    for _ in range(iters):
-        if tol is not None and float(rs) <= tol * tol:
+    active = torch.ones((), dtype=torch.bool, device=b.device)
+    for i in range(iters):
+        if tol is not None and (float(rs) <= tol * tol or not bool(active)):
             break
         ap = matvec(p)
-        alpha = rs / (p.dot(ap) + tiny)
+        curvature = p.dot(ap)
+        active = active & (curvature > 0)
+        # negative curvature at once: fall back to ``b`` itself (the first-order direction)
+        fallback = torch.ones_like(rs) if i == 0 else torch.zeros_like(rs)
+        alpha = torch.where(active, rs / (curvature + tiny), fallback)
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = r.dot(r)

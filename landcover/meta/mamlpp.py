@@ -69,9 +69,13 @@ class MAMLPlusPlus(MAML):
         self.epoch = 0
         self.lslr = nn.ParameterDict()
         if lslr and self.default_steps > 0:
+            params = dict(model.named_parameters())
             for n in self.adapt_names:
+                like = params[n].detach()
                 self.lslr[safe_key(n)] = nn.Parameter(
-                    torch.full((self.default_steps,), self.inner_lr)
+                    torch.full(
+                        (self.default_steps,), self.inner_lr, dtype=like.dtype, device=like.device
+                    )
                 )
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -28,7 +29,7 @@ from landcover.training.datamodule import RegionTaskDataModule
 from landcover.training.module import MetaLearningModule
 
 #: LightningCLI sub-commands; any other first argument means ``fit``.
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test")
 
 #: Trainer settings every meta-training run needs (configs may still override them).
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -42,6 +43,11 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 class MetaCLI(LightningCLI):
     """LightningCLI with the checkpoint callback and the data->model links."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """``fit``, ``validate`` and ``test`` (prediction is ``landcover predict``)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add the checkpoint callback's arguments and link band/class counts."""
@@ -73,15 +79,18 @@ def build_cli(argv: list[str], run: bool = True) -> MetaCLI:
     args = list(argv)
     if not args or (args[0] not in SUBCOMMANDS and args[0] not in {"-h", "--help"}):
         args = ["fit", *args]
-    return MetaCLI(
-        MetaLearningModule,
-        RegionTaskDataModule,
-        args=args,
-        run=run,
-        trainer_defaults=TRAINER_DEFAULTS,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "landcover train"},
-    )
+    with warnings.catch_warnings():
+        # ``landcover train`` passes its own argv; LightningCLI warns when sys.argv differs.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return MetaCLI(
+            MetaLearningModule,
+            RegionTaskDataModule,
+            args=args,
+            run=run,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "landcover train"},
+        )
 
 
 def main(argv: list[str]) -> int:

@@ -102,3 +102,10 @@ def test_bad_options() -> None:
         AlphaMAML(_mlp(), alpha_lr=-1.0)
     with pytest.raises(ValueError, match="vmap"):
         AlphaMAML(_mlp(), vmap=True)
+
+
+def test_registered_under_its_name() -> None:
+    from landcover.meta.registry import build_learner
+
+    learner = build_learner("alphamaml", _mlp(), None)
+    assert type(learner) is AlphaMAML and learner.name == "alphamaml"

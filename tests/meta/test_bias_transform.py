@@ -82,3 +82,10 @@ def test_bad_options() -> None:
         add_bias_transform(_mlp(), layer="1")
     with pytest.raises(ValueError, match="none"):
         add_bias_transform(nn.Sequential(nn.ReLU()))
+
+
+def test_registered_under_its_name() -> None:
+    from landcover.meta.registry import build_learner
+
+    learner = build_learner("bias_transform", _mlp(), None)
+    assert type(learner) is BiasTransformMAML and learner.name == "bias_transform"

@@ -188,3 +188,19 @@ def test_cavia_adapts_only_the_context_and_its_gradient_matches_fd():
         4,
         4,
     )
+
+
+def test_conjugate_gradient_solves_spd_and_truncates_on_negative_curvature():
+    from landcover.meta.imaml import conjugate_gradient
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    exact = torch.linalg.solve(a, b)
+    for tol in (1e-12, None):
+        torch.testing.assert_close(conjugate_gradient(lambda v: a @ v, b, iters=30, tol=tol), exact)
+    indefinite = torch.diag(torch.tensor([1.0, -3.0], dtype=torch.float64))
+    rhs = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    x = conjugate_gradient(lambda v: indefinite @ v, rhs, iters=5, tol=None)
+    assert torch.isfinite(x).all() and float(x @ rhs) > 0  # still a descent direction

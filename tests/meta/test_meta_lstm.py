@@ -126,3 +126,10 @@ def test_written_out_lstm_step_equals_torch() -> None:
     ref = cell(x, (h, c))
     out = lstm_step(cell, x, (h, c))
     assert torch.allclose(out[0], ref[0], atol=1e-14) and torch.allclose(out[1], ref[1], atol=1e-14)
+
+
+def test_registered_under_its_name() -> None:
+    from landcover.meta.registry import build_learner
+
+    learner = build_learner("meta_lstm", _mlp(), None)
+    assert type(learner) is MetaLSTM and learner.name == "meta_lstm"

@@ -104,3 +104,12 @@ def test_rejects_bad_input() -> None:
         learner.adapt(torch.randn(6, 6, dtype=torch.float64), torch.arange(6))
     with pytest.raises(ValueError, match="feature_dim"):
         MetaNetwork(nn.Linear(3, 4))
+
+
+def test_registered_under_its_name() -> None:
+    from landcover.meta.registry import build_learner
+
+    learner = build_learner(
+        "metanet", nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 8)), None, feature_dim=8
+    )
+    assert type(learner) is MetaNetwork and learner.name == "metanet"

@@ -141,3 +141,32 @@ def test_learner_rejects_bad_labels() -> None:
         learner.adapt(torch.randn(4, 3), torch.tensor([0, 2, 2, 0]))
     with pytest.raises(ValueError, match="c > 0"):
         MetaOptSVM(nn.Linear(3, 4), c=0.0)
+
+
+def test_registered_under_its_name() -> None:
+    from landcover.meta.registry import build_learner
+
+    learner = build_learner("metaoptnet_svm", nn.Linear(3, 4), None)
+    assert type(learner) is MetaOptSVM and learner.name == "metaoptnet_svm"
+
+
+def test_conjugate_gradient_kkt_path_matches_the_dense_one(monkeypatch) -> None:
+    from landcover.meta import svm_qp
+
+    x, y = _clusters(3, 3, 5, 1.5, seed=4)
+    onehot = torch.nn.functional.one_hot(y, 3).double()
+    sol = solve_cs_svm_dual(x @ x.T, y, 3, c=0.2, ridge=0.5, tol=1e-12)
+    assert sol.active.any() and (~sol.active).sum() > 9
+
+    def via_cg(e: torch.Tensor) -> torch.Tensor:
+        return svm_qp._KKTSolveCG.apply(e @ e.T, onehot, 0.2 * onehot, sol.active, 0.5)
+
+    def via_dense(e: torch.Tensor) -> torch.Tensor:
+        return svm_qp.dense_kkt(e @ e.T, onehot, 0.2 * onehot, sol.active, 0.5)[0]
+
+    e = x.clone().requires_grad_(True)
+    assert torch.allclose(via_cg(e), via_dense(e), atol=1e-10)
+    assert torch.autograd.gradcheck(via_cg, (e,), eps=1e-6, atol=1e-6, rtol=1e-5)
+    monkeypatch.setattr(svm_qp, "DENSE_LIMIT", 0)  # the solver's own output then uses CG
+    again = solve_cs_svm_dual(x @ x.T, y, 3, c=0.2, ridge=0.5, tol=1e-12)
+    assert torch.allclose(again.alpha, sol.alpha, atol=1e-9)
