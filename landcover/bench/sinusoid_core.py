@@ -82,13 +82,18 @@ ROWS: list[Row] = [
         {"inner_lr": 0.01, "steps": 2, "msl_epochs": 10, "first_order_epochs": 10, "vmap": True},
         cost=2.0,
     ),
-    Row("Meta-LSTM", "meta_lstm", {"inner_lr": 0.01, "steps": 3, "vmap": True}, cost=20.0),
+    Row("Meta-LSTM", "meta_lstm", {"inner_lr": 0.01, "steps": 2, "vmap": True}, cost=8.0),
     Row(
         "bias transformation",
         "bias_transform",
         {"inner_lr": 0.01, "steps": 1, "bias_dim": 10, "vmap": True},
     ),
-    Row("AlphaMAML", "alphamaml", {"inner_lr": 0.01, "steps": 1, "alpha_lr": 1e-5}, cost=10.0),
+    Row(
+        "AlphaMAML",
+        "alphamaml",
+        {"inner_lr": 0.01, "steps": 1, "alpha_lr": 1e-5, "vmap": True},
+        cost=1.5,
+    ),
     Row("pretrain+finetune", "pretrain", {"finetune_lr": 0.01, "steps": 1, "vmap": True}),
     Row("scratch", "scratch", {"finetune_lr": 0.01, "steps": 1}, train=False),
 ]
@@ -117,7 +122,7 @@ class Budget:
     per_k: bool = False
 
 
-QUICK = Budget(iterations=120, meta_batch=25, train_query=20, test_tasks=100, epochs=20)
+QUICK = Budget(iterations=80, meta_batch=16, train_query=20, test_tasks=60, epochs=20)
 
 
 def sinusoid_mlp(extra_inputs: int = 0, hidden: int = 40) -> nn.Sequential:

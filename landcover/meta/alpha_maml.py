@@ -43,7 +43,9 @@ class AlphaMAML(MAML):
         loss_fn: ``(prediction, target) -> scalar``.
         alpha_lr: Hyper step size ``mu`` of the inner rate's update (>= 0; 0 freezes it).
         **options: :class:`~landcover.meta.maml.MAML` options; ``inner_lr`` is the initial
-            ``alpha``. ``vmap=True`` is refused (the rate is updated task by task).
+            ``alpha``. With ``vmap=True``, :meth:`batched_meta_loss` takes one step on
+            ``alpha`` per meta-batch with the batch-mean hypergradient (the paper's
+            per-meta-iteration update); :meth:`task_loss` steps after every task.
     """
 
     def __init__(
@@ -54,8 +56,6 @@ class AlphaMAML(MAML):
         alpha_lr: float = 1e-4,
         **options: Any,
     ) -> None:
-        if options.get("vmap"):
-            raise ValueError("AlphaMAML updates its inner rate task by task; use vmap=False")
         super().__init__(model, loss_fn, **options)
         if float(alpha_lr) < 0:
             raise ValueError(f"alpha_lr must be >= 0; got {alpha_lr}")
@@ -63,6 +63,7 @@ class AlphaMAML(MAML):
         dtype = next(model.parameters()).dtype
         self.register_buffer("alpha", torch.tensor(self.inner_lr, dtype=dtype))
         self._alpha_leaf: Tensor | None = None
+        self.last_hypergradient: float | None = None
 
     def _rate(self, name: str, step: int) -> Tensor | float:
         """The current inner rate (a graph leaf while a training task runs)."""
@@ -85,13 +86,34 @@ class AlphaMAML(MAML):
         (h,) = torch.autograd.grad(result.loss, leaf, retain_graph=True, allow_unused=True)
         return (torch.zeros_like(leaf) if h is None else h.detach()), result
 
+    def _step_alpha(self, h: Tensor) -> None:
+        with torch.no_grad():
+            self.alpha.copy_((self.alpha - self.alpha_lr * h).clamp_min(0.0))
+        self.last_hypergradient = float(h)
+
+    def batched_meta_loss(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """MAML's vmapped meta-objective, then one hypergradient step on ``alpha``."""
+        leaf = self.alpha.detach().clone().requires_grad_()
+        self._alpha_leaf = leaf
+        try:
+            loss, q_loss = super().batched_meta_loss(support_x, support_y, query_x, query_y)
+        finally:
+            self._alpha_leaf = None
+        h = torch.zeros_like(leaf)
+        if loss.requires_grad:
+            (g,) = torch.autograd.grad(loss, leaf, retain_graph=True, allow_unused=True)
+            h = h if g is None else g.detach()
+        self._step_alpha(h)
+        return loss, q_loss
+
     def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
         """MAML's meta-objective; in training also one hypergradient step on ``alpha``."""
         if not training:
             return super().task_loss(task, training=False)
         h, result = self.hypergradient(task)
-        with torch.no_grad():
-            self.alpha.copy_((self.alpha - self.alpha_lr * h).clamp_min(0.0))
+        self._step_alpha(h)
         result.metrics["inner_lr"] = float(self.alpha)
         result.metrics["hypergradient"] = float(h)
         return result

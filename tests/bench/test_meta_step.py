@@ -14,7 +14,7 @@ from landcover.cli import main
 def test_tiny_meta_step_bench_measures_floor_and_learners(tmp_path):
     out = tmp_path / "ms.json"
     args = ["bench", "meta-step", "--size", "16", "--steps", "1", "--shots", "1", "--tasks", "2"]
-    keys = ("floor", "MAML 2nd order, vmap", "body once")  # one subprocess each: keep it short
+    keys = ("floor", "MAML 2nd order, vmap")  # one subprocess each: keep it short
     args += ["--min-seconds", "0", "--json", str(out), "--only", *keys]
     assert main(args) == 0
     payload = json.loads(out.read_text())

@@ -100,8 +100,6 @@ def test_evaluation_and_adapt_leave_the_rate_alone() -> None:
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="alpha_lr"):
         AlphaMAML(_mlp(), alpha_lr=-1.0)
-    with pytest.raises(ValueError, match="vmap"):
-        AlphaMAML(_mlp(), vmap=True)
 
 
 def test_registered_under_its_name() -> None:
@@ -109,3 +107,21 @@ def test_registered_under_its_name() -> None:
 
     learner = build_learner("alphamaml", _mlp(), None)
     assert type(learner) is AlphaMAML and learner.name == "alphamaml"
+
+
+def test_vmap_batch_uses_the_mean_hypergradient() -> None:
+    model = _mlp()
+    learner = AlphaMAML(model, nn.MSELoss(), inner_lr=0.05, steps=2, alpha_lr=0.0, vmap=True)
+    tasks = [_task(seed=s) for s in range(3)]
+    per_task = [float(learner.hypergradient(t)[0]) for t in tasks]
+    stacked = [
+        torch.stack([getattr(t, f) for t in tasks])
+        for f in ("support_x", "support_y", "query_x", "query_y")
+    ]
+    learner.alpha_lr = 0.1
+    loss, _ = learner.batched_meta_loss(*stacked)
+    mean_h = sum(per_task) / 3
+    assert learner.last_hypergradient == pytest.approx(mean_h, rel=1e-10)
+    assert float(learner.alpha) == pytest.approx(0.05 - 0.1 * mean_h, rel=1e-12)
+    loss.backward()  # the meta-gradient still flows
+    assert model[0].weight.grad.abs().sum() > 0
