@@ -174,7 +174,10 @@ def print_table(results: list[dict[str, Any]], title: str) -> None:
     for name, anchor in ANCHORS.items():
         cells = [f"{anchor[k]:.2f}" if s == 1 else "" for k in KS for s in EVAL_STEPS]
         table.add_row(f"[dim]{name} (Li et al. 2017)[/dim]", *cells, "")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and CI: do not wrap the cells
+        console = Console(width=200)
+    console.print(table)
 
 
 def compare_to_anchors(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

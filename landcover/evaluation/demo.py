@@ -37,8 +37,9 @@ DEMO_MODEL: dict[str, Any] = {"width": 8, "depth": 3, "norm": "batch"}
 DEMO_MAMLPP: dict[str, Any] = {
     "steps": 3,
     "inner_lr": 0.1,
-    "msl_epochs": 4,
-    "first_order_epochs": 4,
+    "bn": "transductive",
+    "msl_epochs": 5,
+    "first_order_epochs": 5,
 }
 
 
@@ -63,6 +64,7 @@ class DemoSettings:
         finetune_rates: Candidate fine-tuning SGD rates of the baselines.
         finetune_steps: Candidate fine-tuning step counts of the baselines.
         tuning_tasks: Validation tasks per shot count (1 and 5) for choosing them.
+        maml_test_steps: Candidate test-time inner steps of MAML++ (chosen the same way).
         seed: Seed of everything.
         threads: Torch CPU threads.
     """
@@ -74,15 +76,16 @@ class DemoSettings:
     tile_size: int = 32
     query: int = 4
     train_shots: list[int] = field(default_factory=lambda: [1, 5])
-    epochs: int = 12
-    batches_per_epoch: int = 20
+    epochs: int = 16
+    batches_per_epoch: int = 30
     meta_batch_size: int = 4
     outer_lr: float = 3e-3
     shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
-    tasks_per_shot: int = 60
+    tasks_per_shot: int = 40
     finetune_rates: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
     finetune_steps: list[int] = field(default_factory=lambda: [10, 30])
     tuning_tasks: int = 6
+    maml_test_steps: list[int] = field(default_factory=lambda: [3, 10, 25])
     seed: int = 0
     threads: int = 2
 
@@ -102,6 +105,7 @@ class DemoSettings:
             finetune_rates=[0.1],
             finetune_steps=[2, 5],
             tuning_tasks=2,
+            maml_test_steps=[3],
         )
 
 
@@ -110,7 +114,7 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     from lightning.pytorch import seed_everything
 
     from landcover.models import build_model
-    from landcover.training.baselines import choose_finetune, fit_learner
+    from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
     from landcover.training.datamodule import RegionTaskDataModule
 
     torch.set_num_threads(max(1, s.threads))
@@ -162,12 +166,15 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     pre_ft, pre_grid = choose_finetune("pretrain", pre.learner.model, dm, **grid)
     scratch_model = build_model(DEMO_ARCH, dm.num_bands, dm.num_classes, **DEMO_MODEL)
     scratch, scr_grid = choose_finetune("scratch", scratch_model, dm, **grid)
+    maml_steps, maml_grid = choose_steps(
+        maml.learner, dm, s.maml_test_steps, tasks=s.tuning_tasks, progress=progress
+    )
     pre_best, scr_best = max(pre_grid, key=pre_grid.get), max(scr_grid, key=scr_grid.get)
     timings["tune_baselines"] = time.perf_counter() - t
 
     t = time.perf_counter()
     methods = {
-        "MAML++": Method(maml.learner, DEMO_MAMLPP["steps"]),
+        "MAML++": Method(maml.learner, maml_steps),
         "pretrain+finetune": Method(pre_ft),
         "scratch": Method(scratch),
     }
@@ -187,7 +194,7 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     result.meta.update(
         settings=json.loads(json.dumps(asdict(s), default=str)),
         regions=dm.data_meta["regions"],
-        finetune_steps={"pretrain+finetune": pre_grid, "scratch": scr_grid},
+        validation_grids={"MAML++": maml_grid, "pretrain+finetune": pre_grid, "scratch": scr_grid},
         timings=timings,
     )
     notes = [
@@ -197,7 +204,9 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
         f"{s.batches_per_epoch} outer steps × {s.meta_batch_size} tasks for MAML++ and for "
         "the pretrain baseline alike.",
         f"Fine-tuning (SGD rate, steps) chosen on the validation regions from "
-        f"{s.finetune_rates} × {s.finetune_steps}: pretrain {pre_best}, scratch {scr_best}.",
+        f"{s.finetune_rates} × {s.finetune_steps}: pretrain {pre_best}, scratch {scr_best}; "
+        f"MAML++ test-time steps from {s.maml_test_steps}: {maml_steps} (its rates are the "
+        "learned LSLR rates).",
         f"Generator knobs: {s.synth}.",
         "Wall time (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if k != "cpu_total")

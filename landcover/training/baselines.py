@@ -182,3 +182,38 @@ def choose_finetune(
     n = int(best.split(",")[1].split("=")[1])
     chosen = build_learner(name, model, loss_fn, finetune_lr=lr, steps=n)
     return chosen.eval(), grid
+
+
+def choose_steps(
+    learner: Learner,
+    datamodule: RegionTaskDataModule,
+    candidates: Sequence[int],
+    *,
+    shots: Sequence[int] = (1, 5),
+    tasks: int = 8,
+    progress: bool = False,
+) -> tuple[int, dict[str, float]]:
+    """Choose a learner's test-time inner-step count on the validation regions.
+
+    Returns:
+        ``(best step count, {"steps=..": mean validation mIoU})``.
+    """
+    if not candidates:
+        raise ValueError("choose_steps needs at least one candidate step count")
+    methods = {f"steps={int(s)}": Method(learner, int(s)) for s in candidates}
+    result = evaluate_fewshot(
+        methods,
+        lambda k, i: datamodule.eval_task("val", i, shots=k),
+        num_classes=datamodule.num_classes,
+        shots=list(shots),
+        tasks_per_shot=tasks,
+        ignore_index=datamodule.ignore_index,
+        keep_examples=0,
+        progress=progress,
+    )
+    grid = {
+        key: float(np.nanmean([np.nanmean(result.scores[key][int(k)]["miou"]) for k in shots]))
+        for key in methods
+    }
+    best = max(grid, key=lambda key: grid[key])
+    return int(best.split("=")[1]), grid

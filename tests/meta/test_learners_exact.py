@@ -8,7 +8,7 @@ from torch import nn
 
 from landcover.meta.registry import build_learner
 from landcover.tasks.task import Task
-from tests.meta.conftest import linear_model, linear_task, mse_grad, mse_hessian, tanh_mlp
+from tests.meta.linreg import linear_model, linear_task, mse_grad, mse_hessian, tanh_mlp
 
 
 def test_reptile_update_equals_formula(task):

@@ -10,7 +10,7 @@ from torch import nn
 
 from landcover.meta.registry import build_learner
 from landcover.meta.schedule import cosine_outer_lr, lightning_scheduler, msl_weights
-from tests.meta.conftest import linear_model, mse_grad
+from tests.meta.linreg import linear_model, mse_grad
 
 
 def test_msl_weights_anneal_towards_the_last_step():

@@ -47,8 +47,8 @@ def test_every_core_learner_builds_trains_and_adapts(name):
             learner.adapt(task.support_x, task.support_y, steps=steps), task.query_x
         )
         assert out.shape == (7, 1) and torch.isfinite(out).all()
-    state = learner.adapt(task.support_x, task.support_y)
-    with torch.no_grad():
+    with torch.no_grad():  # serving: adapting works under no_grad too
+        state = learner.adapt(task.support_x, task.support_y)
         assert learner.predict(state.detached(), task.query_x).shape == (7, 1)
     preds = learner.batched_predict(
         *(torch.stack([t] * 3) for t in (task.support_x, task.support_y, task.query_x))

@@ -32,7 +32,8 @@ def test_tasks_are_deterministic_and_in_the_shot_range(dm):
     shots = {dm.train_task(i).support_x.shape[0] for i in range(30)}
     assert shots == {1, 2, 3}
     t = dm.eval_task("test", 0, shots=3)
-    assert t.support_x.shape == (3, 4, 16, 16) and t.meta["region"] in dm.data_meta["regions"]["test"]
+    assert t.support_x.shape == (3, 4, 16, 16)
+    assert t.meta["region"] in dm.data_meta["regions"]["test"]
     assert task_seed(0, "a", 1) != task_seed(0, "b", 1) != task_seed(0, "a", 2)
 
 

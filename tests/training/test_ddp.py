@@ -117,9 +117,11 @@ def test_lightning_two_process_step_equals_single_process(tmp_path):
                                   val_shots=2, meta_batch_size=4, batches_per_epoch=1,
                                   augment="none")  # fmt: skip
         torch.manual_seed(0)
-        module = MetaLearningModule("maml", {"steps": 1, "inner_lr": 0.1}, "small_unet",
-                                    {"width": 4, "depth": 1, "norm": "group"},
-                                    dm.num_bands, dm.num_classes, train_metrics_every=0)  # fmt: skip
+        net = {"width": 4, "depth": 1, "norm": "group"}
+        module = MetaLearningModule(
+            "maml", {"steps": 1, "inner_lr": 0.1}, "small_unet", net, dm.num_bands,
+            dm.num_classes, train_metrics_every=0,
+        )  # fmt: skip
         start = {k: v.clone() for k, v in module.learner.named_parameters()}
         trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=1,
                             limit_val_batches=0, logger=False, enable_checkpointing=False,

@@ -1,0 +1,27 @@
+"""`landcover demo --quick`: the README's main job end to end on a smoke-sized budget."""
+
+import json
+
+import pytest
+
+from landcover.evaluation.demo import DemoSettings, main
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    report = out / "report"
+    for name in ("report.md", "metrics.json", "miou_vs_shots.png", "maps.png"):
+        assert (report / name).stat().st_size > 0, name
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["summary"]) == {"MAML++", "pretrain+finetune", "scratch"}
+    quick = DemoSettings.quick(out)
+    for method in metrics["per_task"].values():
+        for k in quick.shots:
+            assert len(method[str(k)]["miou"]) == quick.tasks_per_shot
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["margins_vs_pretrain"]) == {str(k) for k in quick.shots}
+    assert (out / "runs" / "mamlpp" / "checkpoints" / "last.ckpt").is_file()
+    printed = capsys.readouterr().out
+    assert "MAML++ minus pretrain+finetune" in printed and "| MAML++ |" in printed
