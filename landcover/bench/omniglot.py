@@ -101,7 +101,7 @@ ROWS: list[Row] = [
         train_scale=3.0,
     ),
     Row("ridge", "R2-D2 ridge head", "closed-form", "ridge", train_settings=_HIGH_WAY),
-    Row("svm", "MetaOptNet-SVM", "closed-form", "metaoptnet_svm", train_settings=_HIGH_WAY),
+    Row("svm", "MetaOptNet-SVM", "closed-form", "metaoptnet_svm", {"c": 0.1, "ridge": 1.0}),
     Row("cnp", "CNP", "black-box", "cnp", {"max_way": MAX_WAY}),
     Row("mann", "MANN (LSTM+LRUA)", "black-box", "mann", {"max_way": MAX_WAY}),
     Row("snail", "SNAIL", "black-box", "snail", {"max_way": MAX_WAY, "max_length": 101}),

@@ -15,7 +15,7 @@
   only through an ``encoder`` (prototype, closed-form, black-box learners, baselines) are
   evaluated on embeddings computed once per image (BatchNorm in eval mode): identical
   results, a fraction of the cost. Optimization-based learners adapt the whole network on
-  every episode.
+  every episode, with batch statistics in BatchNorm (see :func:`_null_table`).
 """
 
 from __future__ import annotations
@@ -350,12 +350,21 @@ def evaluate(
 
 @contextmanager
 def _null_table(learner: Learner, images: Tensor) -> Iterator[Tensor]:
-    """Images as they are, the learner in eval mode (no BatchNorm state is updated)."""
-    learner.eval()
+    """Images as they are; BatchNorm normalises with the statistics of each batch.
+
+    Optimization-based learners are evaluated as they are trained, with batch statistics
+    (transductive), as MAML and MAML++'s reference code do at test time; for the per-step
+    BatchNorm of MAML++ this means training mode, so every buffer is restored afterwards
+    and evaluation leaves the learner unchanged.
+    """
+    saved = {n: b.detach().clone() for n, b in learner.named_buffers()}
+    learner.train()
     try:
         yield images
     finally:
-        learner.train()
+        with torch.no_grad():
+            for n, b in learner.named_buffers():
+                b.copy_(saved[n])
 
 
 def evaluate_runs(learner: Learner, model: nn.Module, runs: Sequence[Any]) -> dict[str, float]:

@@ -82,7 +82,7 @@ ROWS: list[Row] = [
         {"inner_lr": 0.01, "steps": 2, "msl_epochs": 10, "first_order_epochs": 10, "vmap": True},
         cost=2.0,
     ),
-    Row("Meta-LSTM", "meta_lstm", {"inner_lr": 0.01, "steps": 2, "vmap": True}, cost=8.0),
+    Row("Meta-LSTM", "meta_lstm", {"inner_lr": 0.01, "steps": 1, "vmap": True}, cost=8.0),
     Row(
         "bias transformation",
         "bias_transform",

@@ -23,5 +23,9 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["margins_vs_pretrain"]) == {str(k) for k in quick.shots}
     assert (out / "runs" / "mamlpp" / "checkpoints" / "last.ckpt").is_file()
+    from landcover.inference.bundle import ModelBundle
+
+    bundle = ModelBundle.load(out / "maml.bundle")
+    assert bundle.learner["name"] == "mamlpp" and bundle.kind == "meta"
     printed = capsys.readouterr().out
     assert "MAML++ minus pretrain+finetune" in printed and "| MAML++ |" in printed
