@@ -43,6 +43,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; reports are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,6 +55,7 @@ def _save_figure(fig: Any, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -101,7 +103,12 @@ def plot_maps(
     max_rows: int = 4,
 ) -> None:
     """Image, truth and each method's map side by side for a few query tiles."""
-    rows = result.examples[:max_rows]
+    by_shots: dict[int, list[dict[str, Any]]] = {}
+    for ex in result.examples:
+        by_shots.setdefault(int(ex["shots"]), []).append(ex)
+    # round-robin over the shot counts, so 1-shot and many-shot tiles both appear
+    rows = [ex for group in zip(*by_shots.values()) for ex in group][:max_rows]
+    rows = rows or result.examples[:max_rows]
     if not rows:
         return
     n = len(class_names)
