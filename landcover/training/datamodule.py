@@ -73,6 +73,35 @@ def load_regions(
     return sorted(regions, key=lambda r: r.name)
 
 
+def dataset_split_names(
+    dataset: str,
+    root: str | Path,
+    options: dict[str, Any] | None,
+    val: int | list[str] | str,
+    test: int | list[str] | str,
+) -> tuple[int | list[str], int | list[str]]:
+    """Resolve ``"dataset"`` in ``val`` / ``test`` to the dataset's own split names."""
+    if "dataset" not in (val, test):
+        for what, value in (("val_regions", val), ("test_regions", test)):
+            if isinstance(value, str):
+                raise ValueError(
+                    f"{what} must be a count, a list of region names or 'dataset'; got {value!r}"
+                )
+        return val, test  # type: ignore[return-value]
+    from landcover.geo.datasets import region_splits
+
+    splits = region_splits(root, kind=dataset, **(options or {}))
+    if splits is None:
+        raise ValueError(
+            f"dataset {dataset!r} has no split of its own; give val_regions/test_regions as "
+            "counts or lists of region names"
+        )
+    return (
+        splits.get("val", []) if val == "dataset" else val,  # type: ignore[return-value]
+        splits.get("test", []) if test == "dataset" else test,  # type: ignore[return-value]
+    )
+
+
 def split_regions(
     regions: list[Region], val: int | list[str], test: int | list[str], seed: int = 0
 ) -> tuple[list[Region], list[Region], list[Region]]:
@@ -121,8 +150,11 @@ class RegionTaskDataModule(L.LightningDataModule):
         dataset: One of :data:`DATASETS`.
         root: Dataset folder.
         options: Reader options (for ``synthetic``: generator knobs, e.g. ``regions``).
-        val_regions: Number of validation regions, or their names.
-        test_regions: Number of held-out test regions, or their names.
+        val_regions: Number of validation regions, their names, or ``"dataset"`` for the
+            dataset's own validation split (SEN12MS, DeepGlobe; see
+            :func:`landcover.geo.datasets.region_splits`).
+        test_regions: Number of held-out test regions, their names, or ``"dataset"`` for
+            the dataset's own test split (for SEN12MS the scenes held out by Rußwurm et al.).
         split_seed: Seed of the region split.
         shots: Support tiles per training task: ``[low, high]`` draws k uniformly per task.
         query: Query tiles per task.
@@ -142,8 +174,8 @@ class RegionTaskDataModule(L.LightningDataModule):
         dataset: Literal["synthetic", "folder", "sen12ms", "deepglobe"] = "synthetic",
         root: str = "data/synthetic",
         options: dict[str, Any] | None = None,
-        val_regions: int | list[str] = 2,
-        test_regions: int | list[str] = 4,
+        val_regions: int | list[str] | str = 2,
+        test_regions: int | list[str] | str = 4,
         split_seed: int = 0,
         shots: list[int] | None = None,
         query: int = 4,
@@ -163,6 +195,9 @@ class RegionTaskDataModule(L.LightningDataModule):
             raise ValueError(f"shots must be [low, high] with 1 <= low <= high; got {shots}")
         self.shot_range = (int(low), int(high))
         regions = load_regions(dataset, root, options)
+        val_regions, test_regions = dataset_split_names(
+            dataset, root, options, val_regions, test_regions
+        )
         self.train_regions, self.val_regions, self.test_regions = split_regions(
             regions, val_regions, test_regions, split_seed
         )

@@ -138,3 +138,28 @@ def test_missing_folder_is_a_clear_error(tmp_path, capsys):
                "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     assert rc == 2
     assert str(tmp_path / "none") in capsys.readouterr().err
+
+
+def test_sen12ms_config_holds_out_the_russwurm_scenes_by_default(tmp_path):
+    import yaml
+
+    from landcover.geo.sen12ms import DEFAULT_TEST_SCENES
+    from landcover.training.datamodule import RegionTaskDataModule
+
+    config = yaml.safe_load((CONFIGS / "sen12ms.yaml").read_text())["data"]
+    assert config["val_regions"] == config["test_regions"] == "dataset"
+    root = write_sen12ms_fixture(tmp_path / "sen12ms", scenes=(1, 2, 3, 8), patches=2, size=32)
+    dm = RegionTaskDataModule(
+        dataset="sen12ms", root=str(root), val_regions="dataset", test_regions="dataset"
+    )
+    test_names = sorted(r.name for r in dm.test_regions)
+    assert 8 in DEFAULT_TEST_SCENES and 1 not in DEFAULT_TEST_SCENES
+    assert test_names == ["ROIs1158_spring_8", "ROIs1970_fall_8"]
+    held = {r.name for r in dm.val_regions} | set(test_names)
+    assert all(r.name not in held for r in dm.train_regions)
+    with pytest.raises(ValueError, match="no split of its own"):
+        RegionTaskDataModule(
+            dataset="folder",
+            root=str(write_folder_fixture(tmp_path / "f", regions=3, tiles=2, size=16)),
+            val_regions="dataset",
+        )
