@@ -45,6 +45,7 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     printed = capsys.readouterr().out
     assert "overhead" in printed and "4x budget" in printed
     data = json.loads((tmp_path / "b.json").read_text())
-    assert [r["case"] for r in data["memory"]] == ["model, no raster", "at budget", "4x budget"]
-    assert data["memory"][2]["raster"] == "128x256"
+    cases = [r["case"] for r in data["memory"]]
+    assert cases == ["model, no raster", "at budget", "4x budget", "8x budget"]
+    assert data["memory"][2]["raster"] == "128x256" and data["memory"][3]["raster"] == "128x512"
     assert data["throughput"]["geotiff_path_px_per_s"] > 0
