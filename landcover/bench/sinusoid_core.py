@@ -109,6 +109,7 @@ class Budget:
         train_query: Query points of training tasks.
         test_tasks: Test tasks per ``K``.
         outer_lr: Initial Adam rate (cosine-annealed to 1e-5).
+        clip_norm: Meta-gradient norm clip; steps with a non-finite gradient are skipped.
         epochs: Meta-epochs the iterations are split into (drives MAML++ annealing).
         per_k: Train one model per ``K`` instead of one on the mix.
     """
@@ -118,6 +119,7 @@ class Budget:
     train_query: int = 50
     test_tasks: int = 600
     outer_lr: float = 2e-3
+    clip_norm: float = 10.0
     epochs: int = 50
     per_k: bool = False
 
@@ -179,7 +181,11 @@ def meta_train(
                 loss.backward()
         else:
             learner.meta_backward(batch.tasks())
-        optimizer.step()
+        # Clip the meta-gradient and skip a step whose gradient is not finite: one exploding
+        # task batch must not turn a long run into NaN (it did for iMAML without this).
+        norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), budget.clip_norm)
+        if torch.isfinite(norm):
+            optimizer.step()
         scheduler.step()
         if progress is not None:
             progress(1)
