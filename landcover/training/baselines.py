@@ -158,28 +158,10 @@ def choose_finetune(
         float(lr): build_learner(name, model, loss_fn, finetune_lr=float(lr), steps=max(steps))
         for lr in rates
     }
-    methods = {
-        f"lr={lr:g},steps={s}": Method(learner, int(s))
-        for lr, learner in learners.items()
-        for s in steps
-    }
-    result = evaluate_fewshot(
-        methods,
-        lambda k, i: datamodule.eval_task("val", i, shots=k),
-        num_classes=datamodule.num_classes,
-        shots=list(shots),
-        tasks_per_shot=tasks,
-        ignore_index=datamodule.ignore_index,
-        keep_examples=0,
-        progress=progress,
-    )
-    grid = {
-        key: float(np.nanmean([np.nanmean(result.scores[key][int(k)]["miou"]) for k in shots]))
-        for key in methods
-    }
-    best = max(grid, key=lambda key: grid[key])
-    lr = float(best.split(",")[0].split("=")[1])
-    n = int(best.split(",")[1].split("=")[1])
+    settings = {f"lr={lr:g},steps={s}": (lr, int(s)) for lr in learners for s in steps}
+    methods = {key: Method(learners[lr], n) for key, (lr, n) in settings.items()}
+    grid = _validation_grid(methods, datamodule, shots, tasks, progress)
+    lr, n = settings[max(grid, key=lambda key: grid[key])]
     chosen = build_learner(name, model, loss_fn, finetune_lr=lr, steps=n)
     return chosen.eval(), grid
 
@@ -200,7 +182,20 @@ def choose_steps(
     """
     if not candidates:
         raise ValueError("choose_steps needs at least one candidate step count")
-    methods = {f"steps={int(s)}": Method(learner, int(s)) for s in candidates}
+    counts = {f"steps={int(s)}": int(s) for s in candidates}
+    methods = {key: Method(learner, n) for key, n in counts.items()}
+    grid = _validation_grid(methods, datamodule, shots, tasks, progress)
+    return counts[max(grid, key=lambda key: grid[key])], grid
+
+
+def _validation_grid(
+    methods: dict[str, Method],
+    datamodule: RegionTaskDataModule,
+    shots: Sequence[int],
+    tasks: int,
+    progress: bool,
+) -> dict[str, float]:
+    """Mean validation mIoU of each method over ``shots`` (same tasks for every method)."""
     result = evaluate_fewshot(
         methods,
         lambda k, i: datamodule.eval_task("val", i, shots=k),
@@ -211,9 +206,7 @@ def choose_steps(
         keep_examples=0,
         progress=progress,
     )
-    grid = {
+    return {
         key: float(np.nanmean([np.nanmean(result.scores[key][int(k)]["miou"]) for k in shots]))
         for key in methods
     }
-    best = max(grid, key=lambda key: grid[key])
-    return int(best.split("=")[1]), grid
