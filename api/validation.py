@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from fastapi import UploadFile
 
 from api.errors import BadInput, TooLarge
-from api.uploads import Staged
+from api.settings import Settings
+from api.uploads import Staged, stage_support
 from landcover.geo.classes import ClassScheme
 from landcover.geo.errors import GeoDataError, MaskValueError
 from landcover.geo.folder import read_region_folder
@@ -76,6 +78,36 @@ def check_bands(bundle: ModelBundle, count: int, label: str) -> None:
             f"({', '.join(bands)}); upload rasters with exactly these bands in this order",
             "band_mismatch",
         )
+
+
+def receive_support(
+    settings: Settings,
+    bundle: ModelBundle,
+    steps: int | None,
+    images: list[UploadFile],
+    masks: list[UploadFile],
+    archives: list[UploadFile],
+    folder: Path,
+) -> Support:
+    """Check the step count, stage the uploaded support tiles in ``folder`` and read them.
+
+    Shared by ``POST /v1/adaptations`` and ``POST /v1/segment``.
+    """
+    if steps is not None and steps > settings.max_steps:
+        raise BadInput(
+            f"steps={steps} is more than this service allows ({settings.max_steps}); "
+            "ask for fewer inner steps",
+            "too_many_steps",
+        )
+    staged = stage_support(
+        images,
+        masks,
+        archives,
+        folder / "support",
+        max_tiles=settings.max_tiles,
+        max_bytes=settings.max_upload_bytes,
+    )
+    return read_support(bundle, staged, settings.max_tile_pixels, settings.max_support_pixels)
 
 
 def read_support(

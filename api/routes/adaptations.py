@@ -26,8 +26,7 @@ from api.models import ACTIVE, Adaptation, JobStatus
 from api.predicting import run_prediction
 from api.schemas import AdaptationList, AdaptationOut, error_responses
 from api.security import Owner
-from api.uploads import stage_support
-from api.validation import read_support
+from api.validation import receive_support
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
 
@@ -179,24 +178,8 @@ def create_adaptation(
     settings = services.settings
     check_capacity(services, db, owner)
     bundle = base_model(services, model)
-    if steps is not None and steps > settings.max_steps:
-        raise BadInput(
-            f"steps={steps} is more than this service allows ({settings.max_steps}); "
-            "ask for fewer inner steps",
-            "too_many_steps",
-        )
     with services.store.staging() as folder:
-        staged = stage_support(
-            images,
-            masks,
-            archive,
-            folder / "support",
-            max_tiles=settings.max_tiles,
-            max_bytes=settings.max_upload_bytes,
-        )
-        support = read_support(
-            bundle, staged, settings.max_tile_pixels, settings.max_support_pixels
-        )
+        support = receive_support(settings, bundle, steps, images, masks, archive, folder)
     adaptation_id = uuid.uuid4().hex
     with services.submit_lock:
         check_capacity(services, db, owner)

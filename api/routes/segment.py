@@ -15,7 +15,6 @@ from starlette.background import BackgroundTask
 
 from api.deps import Svc
 from api.engine import media
-from api.errors import BadInput
 from api.predicting import predict_file, stage_raster
 from api.routes.adaptations import (
     ArchiveField,
@@ -28,8 +27,7 @@ from api.routes.adaptations import (
 )
 from api.schemas import error_responses
 from api.security import Owner
-from api.uploads import stage_support
-from api.validation import read_support
+from api.validation import receive_support
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
@@ -60,24 +58,8 @@ def segment(
     """Adapt ``model`` to the support tiles, then segment ``raster`` with it."""
     settings = services.settings
     bundle = base_model(services, model)
-    if steps is not None and steps > settings.max_steps:
-        raise BadInput(
-            f"steps={steps} is more than this service allows ({settings.max_steps}); "
-            "ask for fewer inner steps",
-            "too_many_steps",
-        )
     with services.store.staging() as folder:
-        staged = stage_support(
-            images,
-            masks,
-            archive,
-            folder / "support",
-            max_tiles=settings.max_tiles,
-            max_bytes=settings.max_upload_bytes,
-        )
-        support = read_support(
-            bundle, staged, settings.max_tile_pixels, settings.max_support_pixels
-        )
+        support = receive_support(settings, bundle, steps, images, masks, archive, folder)
         src, label = stage_raster(services, bundle, raster, folder, settings.segment_max_pixels)
         with services.slots.take("predictions or segmentations"):
             outcome = services.engine.adapt(bundle, support, steps)
