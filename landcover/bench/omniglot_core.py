@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from landcover.meta.embedding import flat_embedding
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.omniglot import EpisodeSampler, OmniglotSet
 from landcover.tasks.task import Task
@@ -198,8 +199,7 @@ class _EmbeddingBaseline(Learner):
         self.encoder = encoder
 
     def embed(self, x: Tensor) -> Tensor:
-        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
-        return out.flatten(1)
+        return flat_embedding(self.encoder, x)
 
     def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
         """Query loss after adaptation (the baselines are not meta-trained)."""

@@ -20,23 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landcover.meta.embedding import feature_dim_of, flat_embedding
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
-
-
-def feature_dim_of(encoder: nn.Module, feature_dim: int | None) -> int:
-    """``feature_dim`` if given, else the encoder's ``feature_dim`` attribute.
-
-    Raises:
-        ValueError: If neither is available.
-    """
-    dim = feature_dim if feature_dim is not None else getattr(encoder, "feature_dim", None)
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(
-            f"pass feature_dim= (the width of the encoder's flat embeddings): "
-            f"{type(encoder).__name__} has no feature_dim attribute"
-        )
-    return dim
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -79,8 +65,7 @@ class CNP(Learner):
 
     def embed(self, x: Tensor) -> Tensor:
         """Flattened embeddings ``(n, D)``."""
-        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
-        return out.flatten(1)
+        return flat_embedding(self.encoder, x)
 
     def adapt(
         self,

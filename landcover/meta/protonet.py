@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landcover.meta.embedding import encode
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
 
@@ -147,7 +148,7 @@ class ProtoNet(Learner):
 
     def embed(self, x: Tensor) -> Tensor:
         """Embeddings ``(n, D)`` (flattened) or per-pixel ``(n, D, H, W)``."""
-        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
+        out = encode(self.encoder, x)
         return out if out.ndim in (2, 4) else out.flatten(1)
 
     def adapt(

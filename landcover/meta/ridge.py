@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landcover.meta.embedding import flat_embedding
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
 
@@ -102,8 +103,7 @@ class RidgeHead(Learner):
 
     def embed(self, x: Tensor) -> Tensor:
         """Flattened embeddings ``(n, d)``."""
-        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
-        return out.flatten(1)
+        return flat_embedding(self.encoder, x)
 
     def adapt(
         self,

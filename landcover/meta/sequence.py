@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landcover.meta.cnp import feature_dim_of
+from landcover.meta.embedding import feature_dim_of, flat_embedding
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
 
@@ -60,8 +60,7 @@ class SequenceLearner(Learner):
 
     def embed(self, x: Tensor) -> Tensor:
         """Flattened embeddings ``(n, D)``."""
-        out = self.encoder.embed(x) if hasattr(self.encoder, "embed") else self.encoder(x)
-        return out.flatten(1)
+        return flat_embedding(self.encoder, x)
 
     def sequence_inputs(self, emb: Tensor, labels: Tensor) -> Tensor:
         """Step inputs ``[f(x_t), onehot(y_{t-1})]`` of a sequence, ``(S, D + max_way)``."""
