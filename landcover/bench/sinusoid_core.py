@@ -73,8 +73,8 @@ ROWS: list[Row] = [
     Row(
         "iMAML",
         "imaml",
-        {"inner_lr": 0.02, "steps": 5, "lam": 2.0, "cg_steps": 5, "vmap": True},
-        cost=3.0,
+        {"inner_lr": 0.01, "steps": 20, "lam": 5.0, "cg_steps": 5, "vmap": True},
+        cost=2.0,
     ),
     Row(
         "MAML++",

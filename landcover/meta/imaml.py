@@ -10,7 +10,7 @@ with ``H_s`` the support-loss Hessian. The linear system is solved with ``cg_ste
 conjugate-gradient iterations using Hessian-vector products only, so memory does not grow
 with the number of inner steps. :meth:`IMAML.task_loss` returns the surrogate
 ``sum(theta * stopgrad(v))`` whose gradient is that vector ``v``.
-Step-count rule: any number of proximal gradient steps.
+Step-count rule: any number of proximal gradient steps (see :meth:`IMAML._inner`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landcover.meta.functional import TensorDict, autograd_grads, flatten, named_params, unflatten
+from landcover.meta.functional import (
+    TensorDict,
+    autograd_grads,
+    ensure_grad,
+    flatten,
+    named_params,
+    unflatten,
+)
 from landcover.meta.maml import MAML
 from landcover.meta.protocol import TaskResult
 from landcover.meta.stacking import task_metrics
@@ -36,34 +43,47 @@ def conjugate_gradient(
     ``tol=None`` runs exactly ``iters`` iterations without data-dependent stopping (as
     needed under :func:`torch.func.vmap`); tiny denominators are guarded instead.
 
-    The support-loss Hessian of a neural network is indefinite, so ``A = I + H / lambda``
-    may be too: the iteration is truncated at the first direction of non-positive
-    curvature (``p^T A p <= 0``), as in Steihaug's truncated CG, keeping the last iterate
-    (a descent direction; ``b`` itself if the first direction already has non-positive
-    curvature) instead of flipping the meta-gradient. For positive-definite
-    ``A`` this is plain CG.
+    The support-loss Hessian of a neural network is indefinite away from the inner
+    problem's minimiser, so ``A = I + H / lambda`` may be too. Two safeguards keep the
+    solve from amplifying the meta-gradient there (at an exact minimiser ``A`` is positive
+    semi-definite and both are inactive):
+
+    * the iteration is truncated at the first direction of non-positive curvature
+      (``p^T A p <= 0``), as in Steihaug's truncated CG;
+    * the returned iterate is the one with the smallest residual ``||b - A x||`` among the
+      CG iterates and ``x = b`` (the first-order direction, whose residual ``b - A b`` the
+      first matrix-vector product gives for free). On an indefinite ``A`` the CG residual
+      can grow past ``||b||``; this returns the first-order direction instead of a
+      direction blown up by a near-zero curvature.
+
+    For a well-conditioned positive-definite ``A`` solved to tolerance this is plain CG.
     """
     tiny = torch.finfo(b.dtype).tiny
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = r.dot(r)
+    best_x, best_rs = b, torch.full_like(rs, float("inf"))
     active = torch.ones((), dtype=torch.bool, device=b.device)
     for i in range(iters):
         if tol is not None and (float(rs) <= tol * tol or not bool(active)):
             break
         ap = matvec(p)
+        if i == 0:  # p == b: the residual of the first-order candidate x = b
+            fallback_r = b - ap
+            best_rs = fallback_r.dot(fallback_r)
         curvature = p.dot(ap)
         active = active & (curvature > 0)
-        # negative curvature at once: fall back to ``b`` itself (the first-order direction)
-        fallback = torch.ones_like(rs) if i == 0 else torch.zeros_like(rs)
-        alpha = torch.where(active, rs / (curvature + tiny), fallback)
+        alpha = torch.where(active, rs / (curvature + tiny), torch.zeros_like(rs))
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = r.dot(r)
+        better = active & (rs_new < best_rs)
+        best_x = torch.where(better, x, best_x)
+        best_rs = torch.where(better, rs_new, best_rs)
         p = r + (rs_new / (rs + tiny)) * p
         rs = rs_new
-    return x
+    return best_x
 
 
 class IMAML(MAML):
@@ -97,8 +117,62 @@ class IMAML(MAML):
         self.lam = float(lam)
         self.cg_steps = int(cg_steps)
 
-    def _adjust_grads(self, grads: TensorDict, fast: TensorDict, meta: TensorDict) -> TensorDict:
-        return {n: g + self.lam * (fast[n] - meta[n].detach()) for n, g in grads.items()}
+    def _inner(
+        self,
+        meta: TensorDict,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int,
+        *,
+        create_graph: bool,
+        training: bool,
+        functional: bool = False,
+        query: tuple[Any, Tensor] | None = None,
+    ) -> tuple[TensorDict, list[Tensor]]:
+        """Safeguarded gradient descent on the proximal objective of one task.
+
+        ``F(phi) = L_s(phi) + lambda/2 ||phi - theta||^2`` is minimised from ``phi = theta``
+        by steps ``phi - r grad F(phi)`` that are accepted only when ``F`` does not
+        increase; a rejected step halves the task's rate ``r`` (starting at ``inner_lr``).
+        A plain fixed-rate descent diverges on tasks whose curvature exceeds ``2 / r``
+        (it did on the sinusoid benchmark) and the implicit gradient then describes no
+        solution at all. Each step costs one forward+backward, like a plain step, because
+        the gradient at an accepted candidate is the next step's gradient. Works under
+        :func:`torch.func.vmap` (the accept test is a :func:`torch.where`). The inner loop
+        is first order; ``create_graph`` and ``query`` are ignored.
+        """
+        del create_graph, query
+        fast = self._init_fast(meta)
+        if steps <= 0:
+            return fast, []
+        feats = self._encode(meta, support_x, training)
+        anchor = {n: meta[n].detach() for n in fast}
+
+        def objective(fp: TensorDict) -> Tensor:
+            loss = self.loss_fn(self._forward(meta, fp, feats, 0, training), support_y)
+            prox = sum(((fp[n] - anchor[n]) ** 2).sum() for n in fp)
+            return loss + 0.5 * self.lam * prox
+
+        def value_and_grad(fp: TensorDict) -> tuple[Tensor, TensorDict]:
+            detached = {n: t.detach() for n, t in fp.items()}
+            if functional:
+                grads, value = torch.func.grad_and_value(objective)(detached)
+                return value, grads
+            leaves = ensure_grad(detached)
+            value = objective(leaves)
+            return value.detach(), autograd_grads(value, leaves, create_graph=False)
+
+        value, grads = value_and_grad(fast)
+        rate = torch.full_like(value, self.inner_lr)
+        for _ in range(steps):
+            candidate = {n: p - rate * grads[n] for n, p in fast.items()}
+            c_value, c_grads = value_and_grad(candidate)
+            accept = c_value <= value  # False for NaN as well
+            fast = {n: torch.where(accept, candidate[n], p) for n, p in fast.items()}
+            grads = {n: torch.where(accept, c_grads[n], g) for n, g in grads.items()}
+            value = torch.where(accept, c_value, value)
+            rate = torch.where(accept, rate, 0.5 * rate)
+        return fast, []
 
     def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
         """Surrogate whose gradient is the implicit meta-gradient (CG solve)."""

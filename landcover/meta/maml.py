@@ -145,10 +145,6 @@ class MAML(Learner):
         """Per-step query-loss weights (multi-step loss), or ``None`` for the last step only."""
         return None
 
-    def _adjust_grads(self, grads: TensorDict, fast: TensorDict, meta: TensorDict) -> TensorDict:
-        """Gradient actually followed by the inner loop (iMAML adds its proximal term)."""
-        return grads
-
     def _init_fast(self, meta: TensorDict) -> TensorDict:
         """Initial fast tensors of a task (the adapted parameters at their meta value)."""
         return {n: meta[n] for n in self.adapt_names}
@@ -227,7 +223,6 @@ class MAML(Learner):
             else:
                 fast = ensure_grad(fast)
                 grads = autograd_grads(support_loss(fast), fast, create_graph=create_graph)
-            grads = self._adjust_grads(grads, fast, meta)
             fast = {n: p - self._rate(n, i) * grads[n] for n, p in fast.items()}
             if query is not None and i < steps - 1:
                 out = self._forward(meta, fast, query[0], i, training)

@@ -204,3 +204,18 @@ def test_conjugate_gradient_solves_spd_and_truncates_on_negative_curvature():
     rhs = torch.tensor([1.0, 1.0], dtype=torch.float64)
     x = conjugate_gradient(lambda v: indefinite @ v, rhs, iters=5, tol=None)
     assert torch.isfinite(x).all() and float(x @ rhs) > 0  # still a descent direction
+
+
+def test_conjugate_gradient_never_returns_worse_than_the_first_order_direction():
+    """Near-zero positive curvature on an indefinite ``A`` must not blow the solve up."""
+    from landcover.meta.imaml import conjugate_gradient
+
+    a = torch.diag(torch.tensor([1.0, -0.999], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    # plain CG's first step is alpha = b.b / b.A.b = 2000: x = 2000 b, residual ~ 2800
+    for tol in (1e-12, None):
+        x = conjugate_gradient(lambda v: a @ v, b, iters=5, tol=tol)
+        fallback_residual = float((b - a @ b).norm())
+        assert float((b - a @ x).norm()) <= fallback_residual + 1e-12
+        assert float(x.norm()) <= 10 * float(b.norm())
+        assert float(x @ b) > 0
