@@ -77,13 +77,24 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return float(t.mean()), float(1.96 * t.std(unbiased=True) / math.sqrt(len(t)))
 
 
-def _within(budget: Budget, it: int, start: float, cpu: float) -> bool:
-    """Whether training may take another iteration."""
-    return (
-        it < budget.max_iters
-        and time.process_time() - cpu < budget.train_seconds
-        and time.monotonic() - start < budget.train_wall_seconds
+def _progress(budget: Budget, it: int, start: float, cpu: float) -> float:
+    """Fraction of the training budget used: the largest of its three caps' fractions."""
+    return max(
+        it / max(budget.max_iters, 1),
+        (time.process_time() - cpu) / budget.train_seconds,
+        (time.monotonic() - start) / budget.train_wall_seconds,
     )
+
+
+def cosine_rate(base: float, progress: float, floor: float = 0.01) -> float:
+    """Cosine annealing from ``base`` to ``floor * base`` over the budget's progress.
+
+    The budget is in CPU-seconds, so the number of iterations is not known in advance:
+    annealing over the fraction of the budget used (not over ``max_iters``) makes a
+    short run end at a small rate too.
+    """
+    p = min(max(progress, 0.0), 1.0)
+    return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p)))
 
 
 def set_way(model: nn.Module, n_way: int) -> None:
@@ -107,8 +118,8 @@ def meta_train(
     """Meta-train ``learner`` with Adam on tasks from a mix of ``settings``.
 
     ``learner.on_epoch_start`` is called every 100 iterations (a "meta-epoch" for the
-    annealing schedules of MAML++), the outer rate follows a cosine schedule over
-    ``max_iters`` and gradients are clipped to norm 10.
+    annealing schedules of MAML++), the outer rate follows :func:`cosine_rate` over the
+    fraction of the budget used and gradients are clipped to norm 10.
 
     Returns:
         Iterations, seconds and the mean query loss / accuracy of the last 50 iterations.
@@ -118,10 +129,11 @@ def meta_train(
     sampler = EpisodeSampler(data.labels, seed)
     learner.train()
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(budget.max_iters, 1))
     start, cpu, it, recent = time.monotonic(), time.process_time(), 0, []
     bar = tqdm(total=budget.max_iters, desc=desc, mininterval=2.0, leave=False)
-    while _within(budget, it, start, cpu):
+    while (progress := _progress(budget, it, start, cpu)) < 1.0:
+        for group in opt.param_groups:
+            group["lr"] = cosine_rate(lr, progress)
         if it % 100 == 0:
             learner.on_epoch_start(it // 100)
         way, shot = settings[rng.randrange(len(settings))]
@@ -134,7 +146,6 @@ def meta_train(
         stats = learner.meta_backward(tasks)
         torch.nn.utils.clip_grad_norm_(learner.parameters(), 10.0)
         opt.step()
-        sched.step()
         recent = [
             *recent[-49:],
             (stats.get("query_loss", float("nan")), stats.get("accuracy", float("nan"))),
@@ -169,7 +180,9 @@ def pretrain(
     order = torch.randperm(len(data.labels), generator=g)
     pos = 0
     bar = tqdm(total=budget.max_iters, desc="pretrain", mininterval=2.0, leave=False)
-    while _within(budget, it, start, cpu):
+    while (progress := _progress(budget, it, start, cpu)) < 1.0:
+        for group in opt.param_groups:
+            group["lr"] = cosine_rate(1e-3, progress)
         if pos + budget.pretrain_batch > len(order):
             order, pos = torch.randperm(len(data.labels), generator=g), 0
         idx = order[pos : pos + budget.pretrain_batch]
