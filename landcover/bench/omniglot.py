@@ -253,6 +253,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="merge results of runs over disjoint --rows (no training, no evaluation)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run the rows in N parallel processes (one per CPU core, 1 thread each) and "
+        "merge them; logs and part JSONs in OUT/parts/",
+    )
 
 
 def _select_rows(spec: str | None) -> list[Row]:
@@ -302,29 +309,8 @@ def _train_or_load(
     return learner, model, info
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train (or reload) every row, evaluate, print the table, write JSON and the plot.
-
-    A row that fails is reported (``"error"`` in the JSON) and the others still run; the
-    exit status is then 1. The JSON is rewritten after every row, so an interrupted run
-    keeps its finished rows.
-    """
-    from landcover.bench.omniglot_report import merge_reports, plot, print_table, write_json
-
-    if args.merge:
-        try:
-            parts = [json.loads(p.read_text()) for p in args.merge]
-            report = merge_reports(parts, [r.name for r in ROWS])
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"error: cannot merge {[str(p) for p in args.merge]}: {exc}")
-            return 2
-        json_path = write_json(report, args.json or args.out / "omniglot.json")
-        png = plot(report, args.out / "omniglot.png")
-        print_table(report)
-        print(f"wrote {json_path} and {png}")
-        return 0
-    torch.set_num_threads(max(1, args.threads))
-    rows = _select_rows(args.rows)
+def resolve_budget(args: argparse.Namespace) -> Budget:
+    """The budget of a run: ``quick`` or ``full``, with ``--train-seconds``/``--episodes``."""
     budget = BUDGETS["quick" if args.quick else "full"]
     if args.train_seconds is not None:
         budget = replace(
@@ -334,6 +320,34 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.episodes is not None:
         budget = replace(budget, eval_episodes=args.episodes)
+    return budget
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or reload) every row, evaluate, print the table, write JSON and the plot.
+
+    A row that fails is reported (``"error"`` in the JSON) and the others still run; the
+    exit status is then 1. The JSON is rewritten after every row, so an interrupted run
+    keeps its finished rows. ``--jobs N`` runs the rows in N processes instead
+    (:func:`landcover.bench.omniglot_jobs.run_jobs`); ``--merge`` only merges JSONs. The
+    plot is written next to the JSON (``.png``).
+    """
+    from landcover.bench.omniglot_report import merge_files, plot, print_table, write_json
+
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1 or (jobs > 1 and args.merge):
+        print("error: --jobs must be >= 1 and cannot be combined with --merge")
+        return 2
+    if args.merge:
+        order = [r.name for r in ROWS]
+        return merge_files(args.merge, order, args.json or args.out / "omniglot.json")
+    rows = _select_rows(args.rows)
+    if jobs > 1:
+        from landcover.bench.omniglot_jobs import run_jobs
+
+        return run_jobs(args, rows, jobs)
+    torch.set_num_threads(max(1, args.threads))
+    budget = resolve_budget(args)
     sources = args.data or [DEFAULT_DATA / f for f in DATA_FILES]
     t0, cpu0 = time.monotonic(), time.process_time()
     data = load_omniglot(sources)
@@ -395,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
             for k, v in entry["accuracy"].items()
         )
         print(f"[{time.monotonic() - t0:6.0f}s] {row.label}: {summary}", flush=True)
-    png = plot(report, args.out / "omniglot.png")
+    png = plot(report, json_path.with_suffix(".png"))
     print_table(report)
     print(f"wrote {json_path} and {png}; models in {args.out / 'models'}")
     if failed:

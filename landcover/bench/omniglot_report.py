@@ -73,6 +73,7 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     console.print(
         f"total {report['total_seconds']} s wall, {report.get('total_cpu_seconds', '-')} s CPU "
         f"on {report['threads']} thread(s)"
+        + (f" x {report['jobs']} processes" if report.get("jobs", 1) > 1 else "")
     )
 
 
@@ -109,6 +110,33 @@ def merge_reports(reports: list[dict[str, Any]], order: list[str]) -> dict[str, 
         for rep in reports
     ]
     return merged
+
+
+def merge_files(
+    paths: list[Path], order: list[str], json_path: Path, extra: dict[str, Any] | None = None
+) -> int:
+    """Merge result JSONs of runs over disjoint rows; write the JSON, the plot beside it.
+
+    Args:
+        paths: The parts' JSON files.
+        order: Row names in table order.
+        json_path: Merged JSON; the plot is written next to it (``.png``).
+        extra: Keys set on the merged report before it is written (e.g. ``jobs``).
+
+    Returns:
+        0, or 2 if a part cannot be read or the parts overlap (the message is printed).
+    """
+    try:
+        report = merge_reports([json.loads(p.read_text()) for p in paths], order)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: cannot merge {[str(p) for p in paths]}: {exc}")
+        return 2
+    report.update(extra or {})
+    json_path = write_json(report, json_path)
+    png = plot(report, json_path.with_suffix(".png"))
+    print_table(report)
+    print(f"wrote {json_path} and {png}")
+    return 0
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
