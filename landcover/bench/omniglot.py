@@ -53,6 +53,7 @@ from landcover.meta.protocol import Learner
 from landcover.meta.registry import build_learner
 from landcover.models.conv4 import Conv4
 from landcover.tasks.omniglot import DEFAULT_TEST_ALPHABETS, load_omniglot, with_rotations
+from landcover.tasks.omniglot_augment import AffineJitter
 
 BENCH_NAME = "omniglot"
 BENCH_HELP = "few-shot classification on real Omniglot: every learner, 5/20-way 1/5-shot"
@@ -201,6 +202,7 @@ def _train_or_load(
             seed=args.seed + index,
             settings=row.train_settings or SETTINGS,
             desc=row.name,
+            augment=AffineJitter() if row.augment else None,
         )
     save_model(learner, row, info, args.out)
     return learner, model, info

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -109,18 +109,22 @@ def meta_train(
     seed: int = 0,
     settings: Sequence[tuple[int, int]] = SETTINGS,
     desc: str = "train",
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> dict[str, Any]:
     """Meta-train ``learner`` with Adam on tasks from a mix of ``settings``.
 
     ``learner.on_epoch_start`` is called every 100 iterations (a "meta-epoch" for the
     annealing schedules of MAML++), the outer rate follows :func:`cosine_rate` over the
-    fraction of the budget used and gradients are clipped to norm 10.
+    fraction of the budget used and gradients are clipped to norm 10. ``augment(images,
+    generator)`` (e.g. :class:`~landcover.tasks.omniglot_augment.AffineJitter`), when
+    given, transforms the support and query images of every training episode.
 
     Returns:
         Iterations, seconds and the mean query loss / accuracy of the last 50 iterations.
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
     sampler = EpisodeSampler(data.labels, seed)
     learner.train()
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
@@ -137,6 +141,11 @@ def meta_train(
             sampler.sample(way, shot, budget.train_query).task(data.images)
             for _ in range(budget.meta_batch)
         ]
+        if augment is not None:  # fresh jitter of every image of every training episode
+            tasks = [
+                replace(t, support_x=augment(t.support_x, gen), query_x=augment(t.query_x, gen))
+                for t in tasks
+            ]
         opt.zero_grad(set_to_none=True)
         stats = learner.meta_backward(tasks)
         torch.nn.utils.clip_grad_norm_(learner.parameters(), 10.0)

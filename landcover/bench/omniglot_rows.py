@@ -36,6 +36,8 @@ class Row:
         meta_batch: Tasks per meta-iteration (``None``: the budget's).
         train_settings: (way, shot) settings of training tasks (``None``: all four).
         train_scale: Multiplier of the budget's training caps for this row.
+        augment: Jitter every training image with
+            :class:`~landcover.tasks.omniglot_augment.AffineJitter` (test images never).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Row:
     meta_batch: int | None = None
     train_settings: tuple[tuple[int, int], ...] | None = None
     train_scale: float = 1.0
+    augment: bool = False
 
 
 _OPT = "optimization"

@@ -72,3 +72,32 @@ def test_meta_train_ends_near_the_floor_when_iterations_cap_first(monkeypatch):
     assert seen[-1] < 0.05 * seen[0]
     assert all(b <= a for a, b in itertools.pairwise(seen))
     assert not math.isnan(info["final_loss"])
+
+
+def test_meta_train_augments_support_and_query_of_every_training_episode():
+    seen: list[Task] = []
+
+    class Keeper(_Recorder):
+        def meta_backward(self, tasks: list[Task]) -> dict[str, float]:
+            seen.extend(tasks)
+            return super().meta_backward(tasks)
+
+    calls: list[int] = []
+
+    def shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        assert isinstance(generator, torch.Generator)
+        calls.append(len(images))
+        return images + 1.0
+
+    budget = Budget(
+        train_seconds=1e6,
+        train_wall_seconds=1e6,
+        max_iters=3,
+        meta_batch=2,
+        train_query=1,
+        eval_episodes=1,
+        eval_query=1,
+    )
+    meta_train(Keeper(), nn.Identity(), _Data(), budget, settings=[(5, 1)], augment=shift)
+    assert len(seen) == 6 and calls == [5, 5] * 6
+    assert all(float(t.support_x.min()) == 1.0 and float(t.query_x.min()) == 1.0 for t in seen)
