@@ -17,9 +17,11 @@ Per step ``t`` (the paper's Sec. 3.2 equations, ``R`` read heads):
   ``R`` least used slots;
 * output logits ``W_o [h_t, r_t]``.
 
-Labels are offset by one step (:mod:`landcover.meta.sequence`), so an item's prediction
-sees only the labels of earlier items. The support sequence runs once; the queries then
-take one step each, batched, from the memory state after the support set.
+Labels are offset by one step by default, as in the paper (``labels="offset"``, see
+:mod:`landcover.meta.sequence`), so an item's prediction sees only the labels of earlier
+items; ``labels="pairs"`` feeds labelled support pairs instead (the SNAIL scheme). The
+support sequence runs once; the queries then take one step each, batched, from the
+memory state after the support set.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class MANN(SequenceLearner):
         slot_dim: Width of a memory slot.
         heads: Number of read (and write) heads.
         gamma: Usage decay.
-        support_weight: Weight of the support-position loss.
+        labels: ``"offset"`` (Santoro et al., default) or ``"pairs"`` (see
+            :class:`~landcover.meta.sequence.SequenceLearner`).
+        support_weight: Weight of the support-position loss (default 1 with
+            ``"offset"``; 0, and nothing else, with ``"pairs"``).
     """
 
     def __init__(
@@ -61,13 +66,15 @@ class MANN(SequenceLearner):
         slot_dim: int = 40,
         heads: int = 4,
         gamma: float = 0.95,
-        support_weight: float = 1.0,
+        labels: str = "offset",
+        support_weight: float | None = None,
     ) -> None:
         super().__init__(
             encoder,
             loss_fn,
             feature_dim=feature_dim,
             max_way=max_way,
+            labels=labels,
             support_weight=support_weight,
         )
         if heads > slots:

@@ -1,19 +1,27 @@
 """Shared machinery of the black-box sequence learners (MANN and SNAIL).
 
-A few-shot task is presented as a sequence, as in Santoro et al. (ICML 2016) and Mishra
-et al. (ICLR 2018): the support items in a (shuffled) order, each input carrying the
-label of the *previous* item (labels offset by one step, the first gets zeros), so the
-prediction at position ``t`` sees the images up to ``t`` and the labels of items before
-``t`` only. Every query is appended after the whole support set with the last support
-label as its offset label; queries never see each other (each is a branch of the
-support sequence), so predictions do not depend on which other queries are scored.
+A few-shot task is presented as a sequence of the support items (in a shuffled order),
+then the queries. Two label schemes are implemented (the ``labels`` option):
+
+* ``"offset"`` (Santoro et al., "Meta-Learning with Memory-Augmented Neural Networks",
+  ICML 2016): the input at step ``t`` is ``[f(x_t), onehot(y_{t-1})]`` (the first gets
+  zeros), so the prediction at position ``t`` sees the images up to ``t`` and the labels
+  of items before ``t`` only. Every query gets the last support label as its offset
+  label. The meta-objective is the query cross-entropy plus ``support_weight`` times the
+  cross-entropy at the support positions (Santoro et al. train on every position).
+* ``"pairs"`` (Mishra et al., "A Simple Neural Attentive Meta-Learner", ICLR 2018,
+  Sec. 4.2): each support step is a labelled pair ``[f(x_t), onehot(y_t)]`` and each
+  query an unlabelled ``[f(x_q), 0]``. A support position sees its own label, so its
+  prediction is trivial: only the query loss is used (``support_weight`` is 0).
+
+In both schemes every query is one extra position after the whole support set; queries
+never see each other (each is a branch of the support sequence), so predictions do not
+depend on which other queries are scored.
 
 Subclasses implement :meth:`SequenceLearner.encode_support` (run the support sequence,
 returning a summary and a prediction for every support position) and
 :meth:`SequenceLearner.decode_queries` (continue the sequence from the summary with one
-step per query, batched). The meta-objective is the query cross-entropy plus
-``support_weight`` times the cross-entropy at the support positions (Santoro et al.
-train on every position of the sequence).
+step per query, batched).
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ from landcover.meta.embedding import feature_dim_of, flat_embedding
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
 
+#: The label schemes of :class:`SequenceLearner`.
+LABEL_SCHEMES = ("offset", "pairs")
+
 
 class SequenceLearner(Learner):
-    """Base of learners that read the support set as a label-offset sequence.
+    """Base of learners that read the support set as a sequence.
 
     Args:
         encoder: Image embedding network (``embed(x)`` when it has one), ``(n, D)``.
@@ -39,7 +50,16 @@ class SequenceLearner(Learner):
         feature_dim: ``D``; default ``encoder.feature_dim``.
         max_way: Largest number of classes per task (size of the one-hot label input and
             of the output layer; ``N``-way tasks use the first ``N`` outputs).
-        support_weight: Weight of the support-position loss in the meta-objective.
+        labels: ``"offset"`` (each step carries the previous item's label, Santoro et al.
+            2016) or ``"pairs"`` (each support step carries its own label, queries a zero
+            label, Mishra et al. 2018).
+        support_weight: Weight of the support-position loss in the meta-objective;
+            default 1 with ``"offset"``. With ``"pairs"`` it is 0 (a support position
+            sees its own label) and a positive value is an error.
+
+    Raises:
+        ValueError: Unknown ``labels`` scheme, or a positive ``support_weight`` with
+            ``"pairs"``.
     """
 
     def __init__(
@@ -49,12 +69,23 @@ class SequenceLearner(Learner):
         *,
         feature_dim: int | None = None,
         max_way: int = 20,
-        support_weight: float = 1.0,
+        labels: str = "offset",
+        support_weight: float | None = None,
     ) -> None:
         super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
+        if labels not in LABEL_SCHEMES:
+            raise ValueError(f"labels must be one of {LABEL_SCHEMES}; got {labels!r}")
+        if labels == "pairs" and support_weight:
+            raise ValueError(
+                "support_weight must be 0 with labels='pairs' (a support position sees "
+                f"its own label); got {support_weight}"
+            )
+        if support_weight is None:
+            support_weight = 1.0 if labels == "offset" else 0.0
         self.encoder = encoder
         self.feature_dim = feature_dim = feature_dim_of(encoder, feature_dim)
         self.max_way = max_way
+        self.labels = labels
         self.support_weight = support_weight
         self.input_dim = feature_dim + max_way
 
@@ -63,10 +94,26 @@ class SequenceLearner(Learner):
         return flat_embedding(self.encoder, x)
 
     def sequence_inputs(self, emb: Tensor, labels: Tensor) -> Tensor:
-        """Step inputs ``[f(x_t), onehot(y_{t-1})]`` of a sequence, ``(S, D + max_way)``."""
-        prev = F.one_hot(labels, self.max_way).to(emb.dtype)
-        prev = torch.cat([prev.new_zeros(1, self.max_way), prev[:-1]], dim=0)
-        return torch.cat([emb, prev], dim=1)
+        """Support step inputs, ``(S, D + max_way)``.
+
+        ``[f(x_t), onehot(y_{t-1})]`` with ``"offset"``, ``[f(x_t), onehot(y_t)]`` with
+        ``"pairs"``.
+        """
+        onehot = F.one_hot(labels, self.max_way).to(emb.dtype)
+        if self.labels == "offset":
+            onehot = torch.cat([onehot.new_zeros(1, self.max_way), onehot[:-1]], dim=0)
+        return torch.cat([emb, onehot], dim=1)
+
+    def query_inputs(self, emb: Tensor, last_label: Tensor) -> Tensor:
+        """Query step inputs ``(Q, D + max_way)`` after a support set ending in ``last_label``.
+
+        ``[f(x_q), onehot(last_label)]`` with ``"offset"``, ``[f(x_q), 0]`` with
+        ``"pairs"``.
+        """
+        label = emb.new_zeros(len(emb), self.max_way)
+        if self.labels == "offset":
+            label = label + F.one_hot(last_label.view(1), self.max_way).to(emb.dtype)
+        return torch.cat([emb, label], dim=1)
 
     @abstractmethod
     def encode_support(self, inputs: Tensor) -> tuple[Any, Tensor]:
@@ -77,7 +124,7 @@ class SequenceLearner(Learner):
         """One step per query ``(Q, F)`` after the support sequence: ``(Q, max_way)``."""
 
     def sequence_logits(self, emb: Tensor, labels: Tensor) -> Tensor:
-        """Predictions at every position of a sequence (each sees earlier labels only)."""
+        """Predictions at every support position of a sequence (labels per ``labels``)."""
         return self.encode_support(self.sequence_inputs(emb, labels))[1]
 
     def adapt(
@@ -117,9 +164,7 @@ class SequenceLearner(Learner):
 
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``(n, N)`` of each input as the next item after the support sequence."""
-        emb = self.embed(x)
-        prev = F.one_hot(state.extras["last_label"], self.max_way).to(emb.dtype)
-        inputs = torch.cat([emb, prev.expand(len(emb), -1)], dim=1)
+        inputs = self.query_inputs(self.embed(x), state.extras["last_label"])
         return self.decode_queries(state.extras["summary"], inputs)[:, : state.extras["n_way"]]
 
     def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:

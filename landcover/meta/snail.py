@@ -2,9 +2,15 @@
 
 Mishra, Rohaninejad, Chen & Abbeel, "A Simple Neural Attentive Meta-Learner", ICLR 2018.
 
-The support set is read as a sequence (labels offset by one step, see
-:mod:`landcover.meta.sequence`) by interleaved **temporal convolutions** and **causal
-attention** (the paper's Sec. 3 and Appendix B):
+The support set is read as a sequence by interleaved **temporal convolutions** and
+**causal attention** (the paper's Sec. 3 and Appendix B). By default it is presented as
+in the paper's few-shot classification setup (Sec. 4.2, ``labels="pairs"``): each
+support step is a labelled pair ``[f(x_t), onehot(y_t)]``, each query an unlabelled
+``[f(x_q), 0]`` after the whole support set, and only the query predictions are trained,
+so the attention can match a query with a support image and read that item's label.
+``labels="offset"`` uses the label-offset scheme of Santoro et al. (ICML 2016) instead
+(each step carries the previous item's label; see :mod:`landcover.meta.sequence`).
+The blocks:
 
 * ``DenseBlock(R, D)``: a causal convolution of kernel 2 and dilation ``R`` with ``D``
   filters, gated activation ``tanh(f) * sigmoid(g)``, concatenated to its input;
@@ -101,7 +107,10 @@ class SNAIL(SequenceLearner):
             sequences still work, attention covers the whole past).
         attention: ``(key, value)`` sizes of the three attention blocks.
         filters: Filters per dense block of the two TC blocks.
-        support_weight: Weight of the support-position loss.
+        labels: ``"pairs"`` (the SNAIL paper, default) or ``"offset"`` (Santoro et al.;
+            see :class:`~landcover.meta.sequence.SequenceLearner`).
+        support_weight: Weight of the support-position loss (0, and nothing else, with
+            ``"pairs"``; default 1 with ``"offset"``).
     """
 
     def __init__(
@@ -114,13 +123,15 @@ class SNAIL(SequenceLearner):
         max_length: int = 101,
         attention: tuple[tuple[int, int], ...] = ((32, 16), (64, 32), (128, 64)),
         filters: int = 32,
-        support_weight: float = 1.0,
+        labels: str = "pairs",
+        support_weight: float | None = None,
     ) -> None:
         super().__init__(
             encoder,
             loss_fn,
             feature_dim=feature_dim,
             max_way=max_way,
+            labels=labels,
             support_weight=support_weight,
         )
         if len(attention) != 3:

@@ -49,3 +49,26 @@ def test_meta_gradient_flows():
     m.meta_backward([task])
     assert m.controller.weight_ih.grad.abs().sum() > 0
     assert m.key.weight.grad.abs().sum() > 0
+
+
+def test_defaults_to_offset_and_pairs_query_branch_matches_full_sequence():
+    assert _mann().labels == "offset"
+    torch.manual_seed(0)
+    m = MANN(
+        nn.Linear(5, 6),
+        feature_dim=6,
+        max_way=4,
+        hidden=12,
+        slots=8,
+        slot_dim=5,
+        heads=2,
+        labels="pairs",
+    ).double()
+    sx, sy = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    qx = torch.randn(3, 5, dtype=torch.float64)
+    got = m.predict(m.adapt(sx, sy), qx)
+    support = torch.cat([m.embed(sx), torch.nn.functional.one_hot(sy, 4).double()], dim=1)
+    for i in range(3):
+        query = torch.cat([m.embed(qx[i : i + 1]), torch.zeros(1, 4, dtype=torch.float64)], 1)
+        seq = m.encode_support(torch.cat([support, query]))[1]
+        torch.testing.assert_close(got[i], seq[-1, :3])
