@@ -36,6 +36,9 @@ class Row:
         meta_batch: Tasks per meta-iteration (``None``: the budget's).
         train_settings: (way, shot) settings of training tasks (``None``: all four).
         train_scale: Multiplier of the budget's training caps for this row.
+        pretrain_scale: When positive, first train the row's encoder as a plain classifier
+            over all training classes (the baselines' pretraining) for this multiple of
+            the budget's caps, then meta-train from it (Chen et al. 2021, Meta-Baseline).
         augment: Jitter every training image with
             :class:`~landcover.tasks.omniglot_augment.AffineJitter` (test images never).
     """
@@ -50,12 +53,15 @@ class Row:
     meta_batch: int | None = None
     train_settings: tuple[tuple[int, int], ...] | None = None
     train_scale: float = 1.0
+    pretrain_scale: float = 0.0
     augment: bool = False
 
 
 _OPT = "optimization"
 #: Metric learners train on 20-way tasks only (Snell et al.: higher way in training helps).
 _HIGH_WAY = ((20, 1), (20, 5))
+#: SNAIL leaves its initial plateau sooner on 5-way tasks: drawn twice as often as 20-way.
+_FIVE_WAY_FIRST = ((5, 1), (5, 5), (5, 1), (5, 5), (20, 1), (20, 5))
 #: The benchmark's rows, in table order (append to add a learner).
 ROWS: list[Row] = [
     Row(
@@ -64,13 +70,30 @@ ROWS: list[Row] = [
         "non-parametric",
         "protonet",
         train_settings=_HIGH_WAY,
-        train_scale=3.0,
+        train_scale=7.5,
+        augment=True,
     ),
-    Row("ridge", "R2-D2 ridge head", "closed-form", "ridge", train_settings=_HIGH_WAY),
+    Row(
+        "ridge",
+        "R2-D2 ridge head",
+        "closed-form",
+        "ridge",
+        train_settings=_HIGH_WAY,
+        train_scale=2.0,
+        augment=True,
+    ),
     Row("svm", "MetaOptNet-SVM", "closed-form", "metaoptnet_svm", {"c": 0.1, "ridge": 1.0}),
     Row("cnp", "CNP", "black-box", "cnp", {"max_way": MAX_WAY}),
     Row("mann", "MANN (LSTM+LRUA)", "black-box", "mann", {"max_way": MAX_WAY}),
-    Row("snail", "SNAIL", "black-box", "snail", {"max_way": MAX_WAY, "max_length": 101}),
+    Row(
+        "snail",
+        "SNAIL",
+        "black-box",
+        "snail",
+        {"max_way": MAX_WAY, "max_length": 101},
+        train_settings=_FIVE_WAY_FIRST,
+        train_scale=3.0,
+    ),
     Row("metanet", "Meta Networks", "black-box", "metanet", {"max_way": MAX_WAY}),
     Row("maml", "MAML", _OPT, "maml", {"inner_lr": 0.4, "steps": 1}, "classifier"),
     Row("fomaml", "FOMAML", _OPT, "fomaml", {"inner_lr": 0.4, "steps": 1}, "classifier"),
@@ -102,12 +125,13 @@ ANCHORS: dict[str, dict[str, float]] = {
     "metanet": {"5w1s": 98.95, "20w1s": 97.0},
 }
 
-#: Budgets: ``full`` is sized for <= 45 minutes on 2 otherwise idle CPU cores (training
-#: capped at 100 CPU-seconds per learner, ProtoNets 3x), ``quick`` for < 2 minutes.
+#: Budgets: ``full`` is sized for <= 45 minutes with ``--jobs 2`` on 2 otherwise idle CPU
+#: cores (training capped at 120 CPU-seconds per learner times the row's ``train_scale``:
+#: ProtoNets 900, SNAIL 360, ridge 240), ``quick`` for < 2 minutes.
 BUDGETS: dict[str, Budget] = {
     "full": Budget(
-        train_seconds=100,
-        train_wall_seconds=300,
+        train_seconds=120,
+        train_wall_seconds=360,
         max_iters=5000,
         meta_batch=2,
         train_query=5,
