@@ -187,15 +187,6 @@ def _train_or_load(
             model.load_state_dict(cache["state"])
             info = {**cache["info"], "shared_with": cache["owner"]}
     else:
-        pre_info = None
-        if row.pretrain_scale > 0:  # classifier pretraining of the encoder, then episodes
-            pre_budget = replace(
-                budget,
-                train_seconds=budget.train_seconds * row.pretrain_scale,
-                train_wall_seconds=budget.train_wall_seconds * row.pretrain_scale,
-            )
-            encoder = getattr(learner, "encoder", model)
-            pre_info = pretrain(encoder, encoder.feature_dim, train, pre_budget, seed=args.seed)
         rb = replace(
             budget,
             meta_batch=row.meta_batch or budget.meta_batch,
@@ -213,8 +204,6 @@ def _train_or_load(
             desc=row.name,
             augment=AffineJitter() if row.augment else None,
         )
-        if pre_info is not None:
-            info["pretrain"] = pre_info
     save_model(learner, row, info, args.out)
     return learner, model, info
 

@@ -60,13 +60,10 @@ def eval_cost(row: Row, budget: Budget) -> float:
 
 
 def train_cost(row: Row, budget: Budget) -> float:
-    """A row's training cap in CPU-seconds (the pretraining of the shared family unscaled).
-
-    A row's own encoder pretraining (``pretrain_scale``) is added to its meta-training.
-    """
+    """A row's training cap in CPU-seconds (the pretraining of the shared family unscaled)."""
     if row.family == SHARED_FAMILY:
         return budget.train_seconds
-    return budget.train_seconds * (row.train_scale + row.pretrain_scale)
+    return budget.train_seconds * row.train_scale
 
 
 def estimate_cost(rows: Sequence[Row], budget: Budget, *, eval_only: bool = False) -> float:

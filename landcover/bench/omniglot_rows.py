@@ -36,9 +36,6 @@ class Row:
         meta_batch: Tasks per meta-iteration (``None``: the budget's).
         train_settings: (way, shot) settings of training tasks (``None``: all four).
         train_scale: Multiplier of the budget's training caps for this row.
-        pretrain_scale: When positive, first train the row's encoder as a plain classifier
-            over all training classes (the baselines' pretraining) for this multiple of
-            the budget's caps, then meta-train from it (Chen et al. 2021, Meta-Baseline).
         augment: Jitter every training image with
             :class:`~landcover.tasks.omniglot_augment.AffineJitter` (test images never).
     """
@@ -53,7 +50,6 @@ class Row:
     meta_batch: int | None = None
     train_settings: tuple[tuple[int, int], ...] | None = None
     train_scale: float = 1.0
-    pretrain_scale: float = 0.0
     augment: bool = False
 
 
