@@ -20,9 +20,12 @@ Options shared by the family:
 * ``body_once``: when only ``head.*`` parameters adapt and the model has ``body`` and
   ``head`` submodules with ``forward(x) == head(body(x))``, compute ``body(x)`` once per
   task and run only the head in the inner loop (``"auto"``: whenever possible).
-* ``vmap``: batch the tasks of a meta-batch with :func:`torch.func.vmap` in
-  :meth:`MAML.meta_backward` (BN-free models, equal task shapes). The default is a plain
-  loop with one backward per task.
+* ``task_batch``: how :meth:`MAML.meta_backward` runs the tasks of a meta-batch:
+  ``"loop"`` (default: one task at a time, one backward per task), ``"grouped"`` (all
+  tasks through one forward per inner step with per-task weights as grouped convolutions,
+  every BatchNorm policy; see :mod:`landcover.meta.grouped` and
+  :mod:`landcover.meta.task_batching`) or ``"vmap"`` (:func:`torch.func.vmap`, BN-free
+  models). ``vmap=True`` is the older spelling of ``task_batch="vmap"``.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ from landcover.meta.functional import (
     sub_dict,
 )
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
-from landcover.meta.stacking import stack_tasks, task_metrics
+from landcover.meta.stacking import task_metrics
+from landcover.meta.task_batching import TASK_BATCH_MODES, TaskBatching
 from landcover.tasks.task import Task
 
 
-class MAML(Learner):
+class MAML(TaskBatching, Learner):
     """Model-Agnostic Meta-Learning (second order by default).
 
     Args:
@@ -62,7 +66,9 @@ class MAML(Learner):
         bn: BatchNorm policy: ``"auto"``, ``"none"``, ``"transductive"``, ``"per_step"``.
         body_once: ``"auto"``, ``True`` or ``False`` (see the module docstring).
         per_step_affine: With ``bn="per_step"``, also learn per-step affine parameters.
-        vmap: Batch a meta-batch's tasks with :func:`torch.func.vmap`.
+        vmap: Batch a meta-batch's tasks with :func:`torch.func.vmap` (same as
+            ``task_batch="vmap"``).
+        task_batch: ``"loop"``, ``"grouped"`` or ``"vmap"`` (see the module docstring).
     """
 
     #: Policy used by ``bn="auto"`` for models with BatchNorm.
@@ -81,8 +87,17 @@ class MAML(Learner):
         body_once: bool | str = "auto",
         per_step_affine: bool = True,
         vmap: bool = False,
+        task_batch: str = "loop",
     ) -> None:
         super().__init__(loss_fn)
+        if task_batch not in TASK_BATCH_MODES:
+            raise ValueError(
+                f"task_batch must be one of {list(TASK_BATCH_MODES)}; got {task_batch!r}"
+            )
+        if vmap and task_batch == "grouped":
+            raise ValueError("choose one of vmap=True and task_batch='grouped', not both")
+        self.task_batch = "vmap" if vmap else task_batch
+        vmap = self.task_batch == "vmap"
         if int(steps) < 0:
             raise ValueError(f"steps must be >= 0; got {steps}")
         if float(inner_lr) < 0:
@@ -103,6 +118,8 @@ class MAML(Learner):
         replaced = set(self.bn.replaced_params())
         self.adapt_names = [n for n in self._select(names, adapt) if n not in replaced]
         self.body_once = self._resolve_body_once(body_once)
+        if self.task_batch == "grouped":
+            self._check_grouped()
 
     # ----------------------------------------------------------------- configuration
     def _select(self, names: list[str], adapt: Sequence[str] | str | None) -> list[str]:
@@ -162,10 +179,7 @@ class MAML(Learner):
             return x
         over, buffers = self.bn.tensors(None)
         params = sub_dict({**meta, **over}, "body.")
-        if self.bn.policy == "none":
-            return call(self.model.body, params, {}, x)
-        with bn_mode(self.model, self.bn.training_flag(training)):
-            return call(self.model.body, params, sub_dict(buffers, "body."), x)
+        return self._call(self.model.body, params, sub_dict(buffers, "body."), x, {}, training)
 
     def _forward(
         self, meta: TensorDict, fast: TensorDict, inputs: Any, step: int | None, training: bool
@@ -180,10 +194,23 @@ class MAML(Learner):
                 sub_dict(params, "head."),
                 sub_dict(buffers, "head."),
             )
-        if self.bn.policy == "none":
-            return call(module, params, buffers, inputs)
-        with bn_mode(self.model, self.bn.training_flag(training)):
-            return call(module, params, buffers, inputs)
+        return self._call(module, params, buffers, inputs, fast, training)
+
+    def _call(
+        self,
+        module: nn.Module,
+        params: TensorDict,
+        buffers: TensorDict,
+        inputs: Any,
+        fast: TensorDict,
+        training: bool,
+    ) -> Any:
+        """Functional call in the BatchNorm policy's mode (task-batched when grouped)."""
+        with self._task_batch_mode(fast):
+            if self.bn.policy == "none":
+                return call(module, params, buffers, inputs)
+            with bn_mode(self.model, self.bn.training_flag(training)):
+                return call(module, params, buffers, inputs)
 
     def _inner(
         self,
@@ -210,13 +237,14 @@ class MAML(Learner):
             query: ``(encoded query inputs, targets)`` to record the query loss after
                 each step but the last (multi-step loss).
         """
-        fast = self._init_fast(meta)
+        fast = self._batch_fast(self._init_fast(meta))
         feats = self._encode(meta, support_x, training)
         step_losses: list[Tensor] = []
         for i in range(steps):
 
             def support_loss(fp: TensorDict, i: int = i) -> Tensor:
-                return self.loss_fn(self._forward(meta, fp, feats, i, training), support_y)
+                out = self._forward(meta, fp, feats, i, training)
+                return self._losses(out, support_y).sum()
 
             if functional:
                 grads = func_grads(support_loss, fast, create_graph=create_graph)
@@ -226,13 +254,17 @@ class MAML(Learner):
             fast = {n: p - self._rate(n, i) * grads[n] for n, p in fast.items()}
             if query is not None and i < steps - 1:
                 out = self._forward(meta, fast, query[0], i, training)
-                step_losses.append(self.loss_fn(out, query[1]))
+                step_losses.append(self._losses(out, query[1]))
         return fast, step_losses
 
     def _objective(
         self, meta: TensorDict, task: Task, *, training: bool, functional: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(meta-objective, final query loss, query output)`` of one task."""
+        """``(meta-objective, final query loss, query output)`` of one task.
+
+        With ``task_batch="grouped"`` inside :meth:`grouped_meta_loss`, ``task`` holds the
+        tasks folded on dim 0 and both losses are per-task vectors.
+        """
         steps = self.default_steps
         second = training and not self._first_order_now()
         weights = self._step_weights(steps) if training and steps > 0 else None
@@ -249,7 +281,7 @@ class MAML(Learner):
             query=query,
         )
         out = self._forward(meta, fast, q_in, None, training)
-        q_loss = self.loss_fn(out, task.query_y)
+        q_loss = self._losses(out, task.query_y)
         if weights is None:
             return q_loss, q_loss, out
         total = weights[-1] * q_loss
@@ -299,56 +331,6 @@ class MAML(Learner):
             )
         metrics = task_metrics(out.detach(), task.query_y, self.loss_fn)
         return TaskResult(loss if training else loss.detach(), float(q_loss.detach()), metrics)
-
-    def meta_backward(self, tasks: Sequence[Task]) -> dict[str, float]:
-        """Mean meta-gradient into ``.grad``; one vmapped graph when ``vmap`` is on."""
-        if not self.vmap:
-            return super().meta_backward(tasks)
-        loss, q_loss = self.batched_meta_loss(*stack_tasks(tasks))
-        loss.backward()
-        return {"query_loss": float(q_loss)}
-
-    # ----------------------------------------------------------------- batched (vmap)
-    def batched_meta_loss(
-        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Mean meta-objective and mean query loss of tasks stacked on dim 0 (vmap).
-
-        Requires a BatchNorm-free model. Returns ``(objective, detached query loss)``.
-        """
-        meta = named_params(self.model)
-
-        def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
-            loss, q_loss, _ = self._objective(
-                meta, Task(sx, sy, qx, qy), training=True, functional=True
-            )
-            return loss, q_loss
-
-        losses, q_losses = torch.func.vmap(one)(support_x, support_y, query_x, query_y)
-        return losses.mean(), q_losses.mean().detach()
-
-    def batched_predict(
-        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, *, steps: int | None = None
-    ) -> Tensor:
-        """Adapt to each of a stack of tasks and predict its ``query_x`` (no meta-graph).
-
-        Uses :func:`torch.func.vmap` for BatchNorm-free models, a loop otherwise.
-        """
-        steps = self.default_steps if steps is None else int(steps)
-        if self.bn.policy != "none":
-            outs = []
-            for sx, sy, qx in zip(support_x, support_y, query_x):
-                outs.append(self.predict(self.adapt(sx, sy, steps=steps).detached(), qx).detach())
-            return torch.stack(outs)
-        meta = named_params(self.model, detach=True)
-
-        def one(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-            fast, _ = self._inner(
-                meta, sx, sy, steps, create_graph=False, training=False, functional=True
-            )
-            return self._forward(meta, fast, self._encode(meta, qx, False), None, False)
-
-        return torch.func.vmap(one)(support_x, support_y, query_x).detach()
 
 
 class FOMAML(MAML):

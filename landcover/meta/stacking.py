@@ -10,8 +10,15 @@ from torch import Tensor, nn
 from landcover.tasks.task import Task
 
 
-def stack_tasks(tasks: Sequence[Task]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def stack_tasks(
+    tasks: Sequence[Task], *, mode: str = "vmap"
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Stack the tasks of a meta-batch on a new leading dimension.
+
+    Args:
+        tasks: The meta-batch.
+        mode: The option that asked for stacking, named in errors (``"vmap"`` or
+            ``"task_batch"``).
 
     Raises:
         ValueError: Empty batch, or tasks whose tensors differ in shape.
@@ -24,8 +31,9 @@ def stack_tasks(tasks: Sequence[Task]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         shapes = {tuple(getattr(t, f).shape) for t in tasks}
         if len(shapes) > 1:
             raise ValueError(
-                f"vmap over tasks needs equal shapes, but {f} has shapes {sorted(shapes)}; "
-                "sample tasks with equal sizes or use vmap=False"
+                f"{mode} over tasks needs equal shapes, but {f} has shapes {sorted(shapes)}; "
+                f"sample tasks with equal sizes or use {mode}="
+                f"{'False' if mode == 'vmap' else chr(39) + 'loop' + chr(39)}"
             )
         out.append(torch.stack([getattr(t, f) for t in tasks]))
     return out[0], out[1], out[2], out[3]
