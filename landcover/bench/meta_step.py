@@ -57,6 +57,31 @@ CONFIGS: list[dict[str, Any]] = [
     },
     {"label": "MAML 2nd order, loop, bf16", "learner": "maml", "bf16": True},
     {"label": "MAML 2nd order, loop, channels_last", "learner": "maml", "channels_last": True},
+    {"label": "floor, tasks batched: plain fwd+bwd", "learner": None, "batched": True},
+    {"label": "MAML 2nd order, grouped", "learner": "maml", "options": {"task_batch": "grouped"}},
+    {"label": "FOMAML, grouped", "learner": "fomaml", "options": {"task_batch": "grouped"}},
+    {
+        "label": "MAML++ 2nd (LSLR+MSL), grouped",
+        "learner": "mamlpp",
+        "options": {"first_order_epochs": 0, "task_batch": "grouped"},
+    },
+    {
+        "label": "MAML++ FO (LSLR+MSL), grouped",
+        "learner": "mamlpp",
+        "options": {"task_batch": "grouped"},
+    },
+    {
+        "label": "MAML++ 2nd (LSLR+MSL), grouped, bf16",
+        "learner": "mamlpp",
+        "options": {"first_order_epochs": 0, "task_batch": "grouped"},
+        "bf16": True,
+    },
+    {
+        "label": "floor, tasks batched, bf16",
+        "learner": None,
+        "batched": True,
+        "bf16": True,
+    },
 ]
 
 
@@ -110,6 +135,15 @@ def _step_fn(cfg: dict[str, Any], s: dict[str, Any], obj: Any, loss_fn: Any, tas
             for _ in range(s["steps"]):
                 loss_fn(obj(t.support_x), t.support_y).backward()
             loss_fn(obj(t.query_x), t.query_y).backward()
+
+    if cfg.get("batched"):
+        fields = ("support_x", "support_y", "query_x", "query_y")
+        sx, sy, qx, qy = (torch.cat([getattr(t, f) for t in tasks]) for f in fields)
+
+        def floor() -> None:
+            for _ in range(s["steps"]):
+                loss_fn(obj(sx), sy).backward()
+            loss_fn(obj(qx), qy).backward()
 
     def meta() -> None:
         obj.meta_backward(tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -58,8 +59,7 @@ def test_per_step_stats_live_in_the_learner_and_update_only_in_training():
     assert not torch.allclose(mean[0], start[f"mean__{key}"][0])  # step-0 entry moved
     assert not torch.allclose(mean[2], start[f"mean__{key}"][2])  # final entry moved
     _assert_same(_bn_buffers(model), model_buffers)  # the meta-model's own BN untouched
-    # per-step affine parameters are meta-learned, not adapted
-    assert learner.bn.weight[key].grad is not None
+    # per-step affine parameters are meta-learned, not adapted (values: see the FD test)
     assert "body.norm.weight" not in learner.adapt_names
     # eval mode: nothing moves, tasks do not see each other
     learner.eval()
@@ -70,6 +70,44 @@ def test_per_step_stats_live_in_the_learner_and_update_only_in_training():
     out_b_again = learner.predict(learner.adapt(b.support_x, b.support_y), b.query_x)
     torch.testing.assert_close(out_b, out_b_again, rtol=0, atol=0)
     _assert_same(stats(), trained)
+
+
+def test_per_step_affine_gradients_match_finite_differences():
+    """Every entry of every per-step affine parameter, against central differences (float64).
+
+    Training-mode forwards normalise with batch statistics, so the loss does not depend on
+    the running statistics that each evaluation updates.
+    """
+    model = ToySeg(bn=True).double()
+    learner = build_learner(
+        "mamlpp", model, CE, inner_lr=0.3, steps=2, first_order_epochs=0
+    ).double()
+    task = seg_task(0, dtype=torch.float64)
+    with torch.no_grad():  # distinct per-step values, so a mixed-up entry would show
+        for p in [*learner.bn.weight.values(), *learner.bn.bias.values()]:
+            p.add_(
+                0.1
+                * torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(3))
+            )
+    learner.task_loss(task).loss.backward()
+    eps = 1e-6
+    checked = 0
+    for table in (learner.bn.weight, learner.bn.bias):
+        for key, p in table.items():
+            assert p.shape[0] == 3  # steps + 1 entries
+            fd = torch.zeros_like(p)
+            for idx in itertools.product(*(range(d) for d in p.shape)):
+                with torch.no_grad():
+                    p[idx] += eps
+                    up = float(learner.task_loss(task).loss)
+                    p[idx] -= 2 * eps
+                    down = float(learner.task_loss(task).loss)
+                    p[idx] += eps
+                fd[idx] = (up - down) / (2 * eps)
+            torch.testing.assert_close(p.grad, fd, rtol=1e-5, atol=1e-8, msg=key)
+            assert (p.grad[:, :].abs().sum(dim=1) > 0).all(), key  # every step entry is used
+            checked += p.numel()
+    assert checked == 2 * 2 * 3 * 4  # two BN layers, weight and bias, 3 entries, 4 channels
 
 
 def test_per_step_eval_uses_the_final_entry_statistics_and_affine():

@@ -97,34 +97,50 @@ def test_metasgd_extra_steps_rule(task, rule):
 
 
 def test_imaml_matches_exact_implicit_gradient_linear(task):
+    """Reference at the closed-form proximal solution, not at the learner's inner solution.
+
+    ``phi* = argmin L_s(phi) + lam/2 ||phi - theta||^2 = (H + lam I)^-1 (lam theta + 2/n X^T y)``
+    and the implicit meta-gradient is ``(I + H / lam)^-1 grad L_q(phi*)`` (Rajeswaran et al.
+    2019, eq. 4), so both the inner solver and the CG solve are checked.
+    """
     lam = 2.0
     model = linear_model()
+    theta = model.weight.detach().T.clone()
     learner = build_learner(
-        "imaml", model, nn.MSELoss(), inner_lr=0.05, steps=20, lam=lam, cg_steps=10
+        "imaml", model, nn.MSELoss(), inner_lr=0.05, steps=400, lam=lam, cg_steps=10
     )
     learner.task_loss(task).loss.backward()
-    phi = learner.adapt(task.support_x, task.support_y).params["weight"].detach().T
-    h = mse_hessian(task.support_x)
-    g_q = mse_grad(phi, task.query_x, task.query_y)
-    exact = torch.linalg.solve(torch.eye(3, dtype=torch.float64) + h / lam, g_q)
-    torch.testing.assert_close(model.weight.grad.T, exact, rtol=1e-4, atol=0)
+    x, y = task.support_x, task.support_y
+    h = mse_hessian(x)
+    eye = torch.eye(3, dtype=torch.float64)
+    phi_star = torch.linalg.solve(h + lam * eye, lam * theta + 2.0 / x.shape[0] * x.T @ y)
+    g_q = mse_grad(phi_star, task.query_x, task.query_y)
+    exact = torch.linalg.solve(eye + h / lam, g_q)
+    torch.testing.assert_close(model.weight.grad.T, exact, rtol=1e-6, atol=1e-10)
+    phi = learner.adapt(x, y).params["weight"].detach().T
+    torch.testing.assert_close(phi, phi_star, rtol=1e-5, atol=1e-9)
 
 
 def test_imaml_matches_exact_implicit_gradient_tanh_mlp():
+    """Reference at the proximal solution found independently (L-BFGS + Newton).
+
+    The tanh MLP's proximal problem has no closed form, so ``phi*`` is solved here with
+    L-BFGS and Newton steps on ``L_s(phi) + lam/2 ||phi - theta||^2``, never with the
+    learner's own inner loop.
+    """
     lam = 1.0
     g = torch.Generator().manual_seed(7)
     sx, qx = torch.randn(10, 2, generator=g).double(), torch.randn(9, 2, generator=g).double()
     task = Task(sx, torch.sin(sx[:, :1]), qx, torch.sin(qx[:, :1]))
     model = tanh_mlp()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     learner = build_learner(
-        "imaml", model, nn.MSELoss(), inner_lr=0.1, steps=10, lam=lam, cg_steps=40
+        "imaml", model, nn.MSELoss(), inner_lr=0.1, steps=400, lam=lam, cg_steps=60
     )
     learner.task_loss(task).loss.backward()
     grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    state = learner.adapt(task.support_x, task.support_y)
-    names = [n for n, _ in model.named_parameters()]
-    phi0 = torch.cat([state.params[n].detach().reshape(-1) for n in names])
-    shapes = [p.shape for p in model.parameters()]
 
     def unpack(flat):
         out, i = {}, 0
@@ -137,14 +153,34 @@ def test_imaml_matches_exact_implicit_gradient_tanh_mlp():
     def loss_at(flat, x, y):
         return nn.functional.mse_loss(torch.func.functional_call(model, unpack(flat), (x,)), y)
 
-    hess = torch.autograd.functional.hessian(
-        lambda f: loss_at(f, task.support_x, task.support_y), phi0
+    def prox(flat):
+        return loss_at(flat, sx, task.support_y) + 0.5 * lam * ((flat - theta) ** 2).sum()
+
+    phi = theta.clone().requires_grad_()
+    opt = torch.optim.LBFGS(
+        [phi], max_iter=500, tolerance_grad=1e-13, tolerance_change=0, line_search_fn="strong_wolfe"
     )
-    p = phi0.clone().requires_grad_()
+
+    def closure():
+        opt.zero_grad()
+        value = prox(phi)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    phi = phi.detach()
+    for _ in range(3):  # Newton polish
+        phi = phi - torch.linalg.solve(
+            torch.autograd.functional.hessian(prox, phi),
+            torch.autograd.functional.jacobian(prox, phi),
+        )
+    assert float(torch.autograd.functional.jacobian(prox, phi).norm()) < 1e-10
+    hess = torch.autograd.functional.hessian(lambda f: loss_at(f, sx, task.support_y), phi)
+    p = phi.clone().requires_grad_()
     g_q = torch.autograd.grad(loss_at(p, task.query_x, task.query_y), p)[0]
-    exact = torch.linalg.solve(torch.eye(phi0.numel(), dtype=torch.float64) + hess / lam, g_q)
+    exact = torch.linalg.solve(torch.eye(phi.numel(), dtype=torch.float64) + hess / lam, g_q)
     rel = (grad - exact).norm() / exact.norm()
-    assert rel < 1e-4
+    assert rel < 1e-6
 
 
 def test_imaml_vmap_equals_loop():

@@ -55,15 +55,47 @@ def test_masked_pooling_resizes_coarse_embeddings_to_mask():
 
 
 def test_segmentation_task_loss_ignores_unlabelled_pixels():
-    enc = nn.Conv2d(3, 4, 1)
+    """Unlabelled (255) pixels change neither the prototypes nor the query loss.
+
+    A per-pixel (1x1) encoder makes each pixel's embedding depend on that pixel alone, so
+    rewriting the inputs of unlabelled pixels, support or query, must leave the loss and
+    its gradient exactly as they were, while rewriting a labelled pixel must not.
+    """
+    torch.manual_seed(0)
+    enc = nn.Conv2d(3, 4, 1).double()
     learner = ProtoNet(enc, num_classes=3)
-    sx, qx = torch.randn(2, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    sx, qx = torch.randn(2, 3, 8, 8).double(), torch.randn(1, 3, 8, 8).double()
     sy = torch.randint(0, 3, (2, 8, 8))
+    sy[0, :3] = 255
     qy = torch.full((1, 8, 8), 255)
     qy[0, :4] = torch.randint(0, 3, (4, 8))
-    res = learner.task_loss(Task(sx, sy, qx, qy))
-    res.loss.backward()
-    assert torch.isfinite(res.loss) and enc.weight.grad is not None
+
+    def loss_and_grad(sx, qx, qy):
+        enc.zero_grad()
+        res = learner.task_loss(Task(sx, sy, qx, qy))
+        res.loss.backward()
+        return float(res.loss.detach()), enc.weight.grad.clone()
+
+    base, grad = loss_and_grad(sx, qx, qy)
+    sx2, qx2 = sx.clone(), qx.clone()
+    sx2[0, :, :3] = 100 * torch.randn(3, 3, 8).double()  # unlabelled support pixels
+    qx2[0, :, 4:] = -50 + torch.randn(3, 4, 8).double()  # unlabelled query pixels
+    changed, grad2 = loss_and_grad(sx2, qx2, qy)
+    assert changed == pytest.approx(base, rel=1e-12)
+    torch.testing.assert_close(grad2, grad, rtol=1e-10, atol=1e-12)
+    # the loss is the mean over labelled query pixels only: relabelling more pixels as 255
+    # must equal dropping them from the mean
+    qy3 = qy.clone()
+    qy3[0, 3] = 255
+    dropped, _ = loss_and_grad(sx, qx, qy3)
+    state = learner.adapt(sx, sy)
+    logits = learner.predict(state, qx).detach()
+    manual = nn.functional.cross_entropy(logits[0, :, :3].reshape(3, -1).T, qy[0, :3].reshape(-1))
+    assert dropped == pytest.approx(float(manual), rel=1e-10)
+    # control: changing a labelled pixel does change the loss
+    sx4 = sx.clone()
+    sx4[1, :, 5, 5] += 5.0
+    assert loss_and_grad(sx4, qx, qy)[0] != pytest.approx(base, rel=1e-6)
 
 
 def test_bad_shapes_and_labels_are_clear_errors():
