@@ -14,7 +14,7 @@ from landcover.cli import main
 def test_tiny_meta_step_bench_measures_floor_and_learners(tmp_path):
     out = tmp_path / "ms.json"
     args = ["bench", "meta-step", "--size", "16", "--steps", "1", "--shots", "1", "--tasks", "2"]
-    keys = ("floor", "MAML 2nd order, vmap")  # one subprocess each: keep it short
+    keys = ("floor: plain", "floor, tasks batched: plain", "MAML 2nd order, grouped")
     args += ["--min-seconds", "0", "--json", str(out), "--only", *keys]
     assert main(args) == 0
     payload = json.loads(out.read_text())
@@ -24,6 +24,8 @@ def test_tiny_meta_step_bench_measures_floor_and_learners(tmp_path):
     for r in payload["results"]:
         assert "error" not in r, r
         assert r["seconds_per_task"] > 0 and r["peak_mb"] >= 0
-        assert r["ratio_to_floor"] > 0
-    floor = payload["results"][0]
-    assert floor["ratio_to_floor"] == pytest.approx(1.0)
+        assert r["ratio_to_floor"] > 0 and r["ratio_to_batched_floor"] > 0
+        assert r["floor_seconds_per_task"] > 0 and r["batched_floor_seconds_per_task"] > 0
+    rows = {r["label"]: r for r in payload["results"]}
+    assert rows["floor: plain fwd+bwd"]["ratio_to_floor"] == 1.0  # the row is the floor
+    assert rows["floor, tasks batched: plain fwd+bwd"]["ratio_to_batched_floor"] == 1.0
