@@ -102,8 +102,8 @@ class PretrainedHead(_EmbeddingBaseline):
         with torch.no_grad():
             e = F.normalize(self.embed(support_x), dim=1)
         n_way = int(support_y.max()) + 1
-        w = torch.zeros(n_way, e.shape[1], requires_grad=True)
-        b = torch.zeros(n_way, requires_grad=True)
+        w = torch.zeros(n_way, e.shape[1], device=e.device, dtype=e.dtype, requires_grad=True)
+        b = torch.zeros(n_way, device=e.device, dtype=e.dtype, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=0.01, weight_decay=1e-3)
         with torch.enable_grad():
             for _ in range(steps if steps is not None else self.steps):

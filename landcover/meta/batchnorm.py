@@ -100,9 +100,12 @@ class BatchNormState(nn.Module):
         self.per_step_affine = bool(per_step_affine) and policy == "per_step"
         self.weight = nn.ParameterDict()
         self.bias = nn.ParameterDict()
+        entries = self.steps + 1
+        #: Training-mode forwards folded into each entry since the last
+        #: :meth:`reset_updates` (read by the DDP all-reduce of the running statistics).
+        self.register_buffer("updates", torch.zeros(entries, dtype=torch.long), persistent=False)
         if policy != "per_step":
             return
-        entries = self.steps + 1
         for name, m in self._layers.items():
             key = safe_key(name)
             c = m.num_features
@@ -113,6 +116,26 @@ class BatchNormState(nn.Module):
             if self.per_step_affine and m.affine:
                 self.weight[key] = nn.Parameter(m.weight.detach().clone().repeat(entries, 1))
                 self.bias[key] = nn.Parameter(m.bias.detach().clone().repeat(entries, 1))
+
+    def count_update(self, step: int | None, forwards: int = 1) -> None:
+        """Record ``forwards`` training-mode forwards folded into ``step``'s entry."""
+        if self.policy == "per_step":
+            self.updates[self.index(step)] += int(forwards)
+
+    def reset_updates(self) -> None:
+        """Zero the per-entry update counts."""
+        self.updates.zero_()
+
+    def running_stats(self) -> dict[str, tuple[Tensor, Tensor, float | None]]:
+        """``{layer: (means [N+1, C], vars [N+1, C], momentum)}`` of the per-step policy."""
+        out: dict[str, tuple[Tensor, Tensor, float | None]] = {}
+        if self.policy != "per_step":
+            return out
+        for name, m in self._layers.items():
+            key = safe_key(name)
+            momentum = None if m.momentum is None else float(m.momentum)
+            out[name] = (getattr(self, f"mean__{key}"), getattr(self, f"var__{key}"), momentum)
+        return out
 
     def replaced_params(self) -> list[str]:
         """Model parameter names this policy substitutes (not adapted in the inner loop)."""

@@ -194,6 +194,8 @@ class MAML(TaskBatching, Learner):
                 sub_dict(params, "head."),
                 sub_dict(buffers, "head."),
             )
+        if training:
+            self.bn.count_update(step, self._tasks or 1)
         return self._call(module, params, buffers, inputs, fast, training)
 
     def _call(

@@ -73,7 +73,9 @@ def project_rows(v: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     # tau_j with the j smallest breakpoints free: sum_{<=j} v + sum_{>j} u = j * tau_j.
     u_rest = u_s.sum(dim=1, keepdim=True) - u_s.cumsum(dim=1)
     tau = (v_s.cumsum(dim=1) + u_rest) / j
-    nxt = torch.cat([breaks[:, 1:], torch.full((n, 1), float("inf"), dtype=v.dtype)], dim=1)
+    nxt = torch.cat(
+        [breaks[:, 1:], torch.full((n, 1), float("inf"), dtype=v.dtype, device=v.device)], dim=1
+    )
     valid = (tau > breaks) & (tau <= nxt)
     # Exactly one prefix is valid; under rounding ties fall back to the largest free prefix.
     fallback = ((tau > breaks).to(v.dtype) * j).argmax(dim=1)
@@ -98,9 +100,11 @@ def dense_kkt(
     m = idx.numel()
     fixed = upper * active
     g_ff = kernel[rows][:, rows] * (cols[:, None] == cols[None, :]).to(kernel.dtype)
-    g_ff = g_ff + ridge * torch.eye(m, dtype=kernel.dtype)
-    e = (rows[None, :] == torch.arange(n)[:, None]).to(kernel.dtype)  # (n, m) row sums
-    zeros = torch.zeros(n, n, dtype=kernel.dtype)
+    g_ff = g_ff + ridge * torch.eye(m, dtype=kernel.dtype, device=kernel.device)
+    e = (rows[None, :] == torch.arange(n, device=kernel.device)[:, None]).to(
+        kernel.dtype
+    )  # (n, m) row sums
+    zeros = torch.zeros(n, n, dtype=kernel.dtype, device=kernel.device)
     lhs = torch.cat([torch.cat([g_ff, e.T], dim=1), torch.cat([e, zeros], dim=1)])
     rhs = torch.cat([onehot.reshape(-1)[idx] - (kernel @ fixed).reshape(-1)[idx], -fixed.sum(1)])
     sol = torch.linalg.solve(lhs, rhs)

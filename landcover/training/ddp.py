@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
-from torch import nn
+from torch import Tensor, nn
 
 from landcover.meta.protocol import Learner
 from landcover.tasks.task import Task
@@ -45,9 +45,11 @@ def all_reduce_meta_gradients(params: Iterable[nn.Parameter], n_local: int) -> i
     params = list(params)
     if _world() == 1:
         return n_local
-    total = torch.tensor([float(n_local)], dtype=torch.float64)
+    # NCCL reduces device tensors only: keep the bookkeeping on the parameters' device
+    device = params[0].device if params else torch.device("cpu")
+    total = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
     dist.all_reduce(total)
-    reached = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    reached = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
     dist.all_reduce(reached, op=dist.ReduceOp.MAX)
     for p, was_reached in zip(params, reached.tolist()):
         if not was_reached:
@@ -59,8 +61,55 @@ def all_reduce_meta_gradients(params: Iterable[nn.Parameter], n_local: int) -> i
     return int(total.item())
 
 
+def all_reduce_running_stats(learner: Learner, before: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Make per-step BatchNorm running statistics those of one process on the union.
+
+    A training-mode forward folds its batch statistics ``s`` into an entry as
+    ``r <- (1 - m) r + m s``, so after ``K`` updates from ``r0`` an entry holds
+    ``(1 - m)^K r0 + d`` with ``d`` the rank's own contribution. Every rank starts the step
+    from the same ``r0``; the single process runs rank 0's tasks, then rank 1's, ...
+    (:class:`~landcover.training.tasksets.MetaBatchSampler` gives contiguous shares), so
+    its result is ``(1 - m)^K r0 + sum_r (1 - m)^(K after rank r) d_r``: one all-gather of
+    the update counts and one all-reduce per statistic. Policies without running
+    statistics (transductive, GroupNorm, none) have nothing to reduce.
+
+    Args:
+        learner: The learner after this rank's ``meta_backward``.
+        before: ``{layer: (means, vars)}`` copies taken before it (see
+            :func:`distributed_meta_backward`).
+    """
+    bn = getattr(learner, "bn", None)
+    if bn is None or _world() == 1 or not before:
+        return
+    stats = bn.running_stats()
+    counts = bn.updates.clone()
+    gathered = [torch.zeros_like(counts) for _ in range(_world())]
+    dist.all_gather(gathered, counts)
+    k_all = torch.stack(gathered).to(torch.float64)  # [world, entries]
+    rank = dist.get_rank()
+    k_own, k_later, k_total = k_all[rank], k_all[rank + 1 :].sum(0), k_all.sum(0)
+    with torch.no_grad():
+        for name, (means, variances, momentum) in stats.items():
+            if momentum is None:
+                raise ValueError(
+                    f"BatchNorm layer {name!r} has momentum=None (cumulative average); "
+                    "per-step statistics across ranks need a numeric momentum"
+                )
+            keep = 1.0 - momentum
+            for buf, r0 in zip((means, variances), before[name]):
+                r0 = r0.to(torch.float64)
+                own = buf.to(torch.float64) - keep ** k_own[:, None] * r0
+                contrib = keep ** k_later[:, None] * own
+                dist.all_reduce(contrib)
+                buf.copy_((keep ** k_total[:, None] * r0 + contrib).to(buf.dtype))
+    bn.reset_updates()
+
+
 def distributed_meta_backward(learner: Learner, tasks: Sequence[Task]) -> dict[str, float]:
     """``learner.meta_backward`` on this rank's tasks, then the cross-rank average.
+
+    Gradients are averaged over all tasks of all ranks; per-step BatchNorm running
+    statistics become those of one process on the union (:func:`all_reduce_running_stats`).
 
     Args:
         learner: The learner (``.grad`` is accumulated into its parameters).
@@ -70,8 +119,14 @@ def distributed_meta_backward(learner: Learner, tasks: Sequence[Task]) -> dict[s
     Returns:
         This rank's mean statistics (``query_loss`` and the learner's metrics).
     """
+    bn = getattr(learner, "bn", None)
+    before: dict[str, tuple[Tensor, Tensor]] = {}
+    if bn is not None and _world() > 1:
+        bn.reset_updates()
+        before = {k: (m.clone(), v.clone()) for k, (m, v, _) in bn.running_stats().items()}
     stats = learner.meta_backward(tasks) if tasks else {}
     all_reduce_meta_gradients(learner.parameters(), len(tasks))
+    all_reduce_running_stats(learner, before)
     return stats
 
 

@@ -124,7 +124,7 @@ class MetaLearningModule(L.LightningModule):
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip)
         opt.step()
         sched.step()
-        loss = torch.tensor(stats.get("query_loss", float("nan")))
+        loss = torch.tensor(stats.get("query_loss", float("nan")), device=self.device)
         n = max(1, len(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
         for k, v in stats.items():

@@ -53,9 +53,11 @@ class MetaBatchSampler(Sampler[int]):
     """Yields this rank's share of each meta-batch, epoch after epoch.
 
     Global meta-batch ``b`` of epoch ``e`` holds the task indices
-    ``e * n_batches * B + b * B + j`` for ``j < B``; rank ``r`` of ``world`` takes the ``j``
-    with ``j % world == r``. A loader with ``batch_size = B // world`` over this sampler
-    gives each rank its share; the union over ranks is the single-process meta-batch.
+    ``e * n_batches * B + b * B + j`` for ``j < B``; rank ``r`` of ``world`` takes the
+    contiguous block ``r * B / world <= j < (r + 1) * B / world``. A loader with
+    ``batch_size = B // world`` over this sampler gives each rank its share; the union over
+    ranks, rank after rank, is the single-process meta-batch in its order (which is what
+    makes the all-reduced per-step BatchNorm statistics equal the single process's).
 
     Args:
         n_batches: Meta-batches per epoch.
@@ -99,5 +101,6 @@ class MetaBatchSampler(Sampler[int]):
         base = self.epoch * size
         for b in range(self.n_batches):
             start = base + b * self.meta_batch_size
-            for j in range(self.rank, self.meta_batch_size, self.world):
+            local = self.local_batch_size
+            for j in range(self.rank * local, (self.rank + 1) * local):
                 yield start + j

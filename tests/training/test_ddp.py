@@ -18,8 +18,12 @@ from landcover.training.tasksets import MetaBatchSampler
 META_BATCH = 4
 
 
-def _learner() -> nn.Module:
+def _learner(kind: str = "maml") -> nn.Module:
     torch.manual_seed(0)
+    if kind == "mamlpp_bn":  # per-step BatchNorm: running statistics that must agree
+        model = build_model("small_unet", 3, 4, width=4, depth=1, norm="batch").double()
+        loss = nn.CrossEntropyLoss(ignore_index=255)
+        return build_learner("mamlpp", model, loss, steps=2, inner_lr=0.1, first_order_epochs=0)
     model = build_model("small_unet", 3, 4, width=4, depth=1, norm="none").double()
     return build_learner(
         "maml", model, nn.CrossEntropyLoss(ignore_index=255), steps=2, inner_lr=0.1
@@ -45,17 +49,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, kind: str = "maml") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        learner = _learner()
+        learner = _learner(kind)
         sampler = MetaBatchSampler(1, META_BATCH, rank, world)
         tasks = [_task(i) for i in sampler]
         distributed_meta_backward(learner, tasks)
         if rank == 0:
             torch.save({n: p.grad for n, p in learner.named_parameters()}, out)
+        if kind != "maml":
+            buffers = {n: b.clone() for n, b in learner.bn.named_buffers() if "__" in n}
+            torch.save(buffers, f"{out}.bn{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -75,6 +82,27 @@ def test_two_process_meta_gradient_equals_single_process(tmp_path):
         assert g is not None and ddp[n] is not None, n
         assert g.abs().max() > 0, n  # a gradient that could differ
         torch.testing.assert_close(ddp[n], g, rtol=1e-10, atol=1e-12, msg=n)
+
+
+@pytest.mark.slow
+def test_two_process_per_step_bn_statistics_equal_single_process(tmp_path):
+    """Per-step BN running statistics: equal on both ranks and to one process on the union."""
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(_worker, args=(2, _free_port(), out, "mamlpp_bn"), nprocs=2, join=True)
+    ranks = [torch.load(f"{out}.bn{r}", weights_only=True) for r in range(2)]
+    ddp_grads = torch.load(out, weights_only=True)
+
+    single = _learner("mamlpp_bn")
+    start = {n: b.clone() for n, b in single.bn.named_buffers() if "__" in n}
+    single.meta_backward([_task(i) for i in MetaBatchSampler(1, META_BATCH, 0, 1)])
+    ref = {n: b for n, b in single.bn.named_buffers() if "__" in n}
+    assert ref and set(ranks[0]) == set(ref) == set(ranks[1])
+    for n, b in ref.items():
+        assert not torch.equal(b, start[n]), n  # the step moved every statistic
+        torch.testing.assert_close(ranks[0][n], ranks[1][n], rtol=0, atol=0, msg=n)
+        torch.testing.assert_close(ranks[0][n], b, rtol=1e-12, atol=1e-14, msg=n)
+    for n, p in single.named_parameters():
+        torch.testing.assert_close(ddp_grads[n], p.grad, rtol=1e-10, atol=1e-12, msg=n)
 
 
 def test_sampler_shares_partition_the_meta_batch():
