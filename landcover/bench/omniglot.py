@@ -46,6 +46,7 @@ from landcover.bench.omniglot_rows import (
     DATA_FILES,
     DEFAULT_DATA,
     MAX_WAY,
+    PAPER_ITERATIONS,
     ROWS,
     Row,
 )
@@ -114,6 +115,13 @@ def load_model(learner: Learner, row: Row, out: Path) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``landcover bench omniglot``."""
     parser.add_argument("--quick", action="store_true", help="tiny budget (CI, < 2 minutes)")
+    parser.add_argument(
+        "--budget",
+        choices=["full", "paper"],
+        default="full",
+        help="full: CPU-seconds caps (default); paper: each row's paper iterations (GPU)",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch device")
     parser.add_argument("--json", type=Path, help="results JSON (default OUT/omniglot.json)")
     parser.add_argument(
         "--out",
@@ -160,6 +168,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_paths(args: argparse.Namespace) -> str | None:
+    """A plain-words problem with a path argument, or ``None``."""
+    if args.runs is not None and not args.runs.exists():
+        return (
+            f"--runs {args.runs} does not exist; pass Lake et al.'s all_runs.zip or its "
+            "unpacked folder (see data/README.md), or leave --runs out"
+        )
+    for path in args.data or []:
+        if not path.exists():
+            return f"--data {path} does not exist; pass the Omniglot zips or folders"
+    return None
+
+
 def _select_rows(spec: str | None) -> list[Row]:
     if not spec:
         return list(ROWS)
@@ -177,6 +198,7 @@ def _train_or_load(
     """Build a row's learner and train it (or reload it with ``--eval-only``); save it."""
     torch.manual_seed(args.seed + index)
     learner, model = build_row(row)
+    learner.to(getattr(args, "device", "cpu"))
     if args.eval_only:
         return learner, model, load_model(learner, row, args.out)
     if row.family == "baseline":  # both baselines share one pretrained backbone
@@ -187,8 +209,12 @@ def _train_or_load(
             model.load_state_dict(cache["state"])
             info = {**cache["info"], "shared_with": cache["owner"]}
     else:
+        iters = budget.max_iters
+        if getattr(args, "budget", "full") == "paper" and not args.quick:
+            iters = PAPER_ITERATIONS.get(row.name, budget.max_iters)
         rb = replace(
             budget,
+            max_iters=iters,
             meta_batch=row.meta_batch or budget.meta_batch,
             train_seconds=budget.train_seconds * row.train_scale,
             train_wall_seconds=budget.train_wall_seconds * row.train_scale,
@@ -210,7 +236,7 @@ def _train_or_load(
 
 def resolve_budget(args: argparse.Namespace) -> Budget:
     """The budget of a run: ``quick`` or ``full``, with ``--train-seconds``/``--episodes``."""
-    budget = BUDGETS["quick" if args.quick else "full"]
+    budget = BUDGETS["quick" if args.quick else getattr(args, "budget", "full")]
     if args.train_seconds is not None:
         budget = replace(
             budget,
@@ -234,6 +260,13 @@ def run(args: argparse.Namespace) -> int:
     from landcover.bench.omniglot_report import merge_files, plot, print_table, write_json
 
     jobs = getattr(args, "jobs", 1)
+    problem = _check_paths(args)
+    if problem:
+        print(f"error: {problem}")
+        return 2
+    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device; use --device cpu")
+        return 2
     if jobs < 1 or (jobs > 1 and args.merge):
         print("error: --jobs must be >= 1 and cannot be combined with --merge")
         return 2
@@ -271,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
         "budget": asdict(budget),
         "settings": [f"{w}w{s}s" for w, s in SETTINGS],
         "threads": args.threads,
+        "device": getattr(args, "device", "cpu"),
+        "budget_name": "quick" if args.quick else getattr(args, "budget", "full"),
         "eval_only": bool(args.eval_only),
         "rows": [],
     }
@@ -287,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
             "anchors": ANCHORS.get(row.name, {}),
             "accuracy": {},
         }
+        t_row = time.monotonic()
         try:
             learner, model, entry["train"] = _train_or_load(row, i, args, budget, train, cache)
             t_eval, cpu_eval = time.monotonic(), time.process_time()
@@ -295,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
             if runs is not None:
                 entry["lake_runs"] = evaluate_runs(learner, model, runs)
             entry["eval_seconds"] = round(time.monotonic() - t_eval, 1)
+            entry["train_seconds"] = entry["train"].get("seconds")
+            entry["row_seconds"] = round(time.monotonic() - t_row, 1)
             entry["eval_cpu_seconds"] = round(time.process_time() - cpu_eval, 1)
         except Exception as exc:  # report the row, keep benchmarking the others
             entry["error"] = f"{type(exc).__name__}: {exc}"

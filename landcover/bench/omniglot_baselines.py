@@ -29,7 +29,8 @@ def pretrain(
     """Train ``encoder`` + a temporary linear classifier on all pooled classes (baseline)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    head = nn.Linear(feature_dim, data.num_classes)
+    device = next(encoder.parameters()).device
+    head = nn.Linear(feature_dim, data.num_classes).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=1e-3)
     encoder.train()
@@ -44,7 +45,8 @@ def pretrain(
             order, pos = torch.randperm(len(data.labels), generator=g), 0
         idx = order[pos : pos + budget.pretrain_batch]
         pos += budget.pretrain_batch
-        loss = F.cross_entropy(head(encoder.embed(data.images[idx])), data.labels[idx])
+        images = data.images[idx.to(data.images.device)]
+        loss = F.cross_entropy(head(encoder.embed(images)), data.labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -126,6 +126,7 @@ def meta_train(
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     sampler = EpisodeSampler(data.labels, seed)
+    device = _device_of(learner)
     learner.train()
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
     start, cpu, it, recent = time.monotonic(), time.process_time(), 0, []
@@ -138,7 +139,7 @@ def meta_train(
         way, shot = settings[rng.randrange(len(settings))]
         set_way(model, way)
         tasks = [
-            sampler.sample(way, shot, budget.train_query).task(data.images)
+            sampler.sample(way, shot, budget.train_query).task(data.images).to(device)
             for _ in range(budget.meta_batch)
         ]
         if augment is not None:  # fresh jitter of every image of every training episode
@@ -170,6 +171,12 @@ def meta_train(
     }
 
 
+def _device_of(learner: Learner) -> torch.device:
+    """The device of the learner's parameters (CPU for a parameter-free learner)."""
+    first = next(iter(learner.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def uses_encoder_only(learner: Learner) -> bool:
     """Whether the learner reads images only through ``learner.encoder`` (fast path)."""
     return isinstance(getattr(learner, "encoder", None), nn.Module) and hasattr(learner, "embed")
@@ -182,7 +189,8 @@ def embedded(learner: Learner, images: Tensor) -> Iterator[Tensor]:
     learner.eval()
     with torch.no_grad():
         embed = encoder.embed if hasattr(encoder, "embed") else encoder
-        table = torch.cat([embed(chunk) for chunk in images.split(512)])
+        device = _device_of(learner)
+        table = torch.cat([embed(chunk.to(device)) for chunk in images.split(512)])
     learner.encoder = nn.Identity()
     try:
         yield table
@@ -216,6 +224,7 @@ def evaluate(
         ``{"5w1s": {"accuracy", "ci95", "episodes", "seconds"}, ...}``.
     """
     results: dict[str, dict[str, float]] = {}
+    device = _device_of(learner)
     fast = uses_encoder_only(learner)
     ctx = embedded(learner, data.images) if fast else _null_table(learner, data.images)
     with ctx as table:
@@ -228,7 +237,7 @@ def evaluate(
                 mininterval=2.0,
                 leave=False,
             ):
-                task = sampler.sample(way, shot, budget.eval_query).task(table)
+                task = sampler.sample(way, shot, budget.eval_query).task(table).to(device)
                 accs.append(_episode_accuracy(learner, model, task, way))
             mean, ci = mean_ci(accs)
             res = {
@@ -268,8 +277,9 @@ def evaluate_runs(learner: Learner, model: nn.Module, runs: Sequence[Any]) -> di
     """Error rate over Lake et al.'s one-shot runs (20-way 1-shot each)."""
     correct = total = 0
     per_run = []
+    device = _device_of(learner)
     for run in runs:
-        task = run.task()
+        task = run.task().to(device)
         if uses_encoder_only(learner):
             with embedded(learner, torch.cat([task.support_x, task.query_x])) as table:
                 n = len(task.support_x)

@@ -127,6 +127,7 @@ def child_command(args: argparse.Namespace, names: Sequence[str], json_path: Pat
     cmd = [sys.executable, "-m", "landcover.cli", "bench", "omniglot"]
     cmd += ["--rows", ",".join(names), "--json", str(json_path), "--out", str(args.out)]
     cmd += ["--threads", "1", "--seed", str(args.seed)]
+    cmd += ["--device", getattr(args, "device", "cpu"), "--budget", getattr(args, "budget", "full")]
     if args.quick:
         cmd.append("--quick")
     if args.eval_only:

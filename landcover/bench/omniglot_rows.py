@@ -145,3 +145,36 @@ BUDGETS: dict[str, Budget] = {
         pretrain_batch=64,
     ),
 }
+
+#: Meta-iterations of each row's paper on Omniglot, for ``--budget paper`` (GPU runs).
+#: Finn et al. 2017 (MAML, FOMAML; Meta-SGD, Li et al. 2017, and ANIL, Raghu et al. 2020,
+#: follow MAML's schedule): 60,000; Antoniou et al. 2019 (MAML++): 150 epochs x 500;
+#: Nichol et al. 2018 (Reptile): 100,000; Santoro et al. 2016 (MANN): 100,000 episodes;
+#: Snell et al. 2017 (ProtoNets) and Bertinetto et al. 2019 (R2-D2): 60,000 episodes;
+#: Mishra et al. 2018 (SNAIL): 40,000; others: 60,000. Each row is also capped at 30
+#: wall-minutes (the budget's ``train_wall_seconds``).
+PAPER_ITERATIONS: dict[str, int] = {
+    "maml": 60_000,
+    "fomaml": 60_000,
+    "metasgd": 60_000,
+    "anil": 60_000,
+    "mamlpp": 75_000,
+    "reptile": 100_000,
+    "mann": 100_000,
+    "protonet": 60_000,
+    "ridge": 60_000,
+    "snail": 40_000,
+}
+
+#: ``paper``: every row for its paper's iterations (:data:`PAPER_ITERATIONS`), meta-batch
+#: 32 as in MAML's 5-way Omniglot runs, 15 queries per class, 30 minutes per learner.
+BUDGETS["paper"] = Budget(
+    train_seconds=float("inf"),
+    train_wall_seconds=1800,
+    max_iters=60_000,
+    meta_batch=32,
+    train_query=15,
+    eval_episodes=600,
+    eval_query=5,
+    pretrain_batch=256,
+)

@@ -23,6 +23,7 @@ from landcover.bench.sinusoid_core import (
     ANCHORS,
     EVAL_STEPS,
     KS,
+    PAPER,
     QUICK,
     ROWS,
     Budget,
@@ -43,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the bench."""
     full = Budget()
     parser.add_argument("--quick", action="store_true", help="CI-sized run (under a minute)")
+    parser.add_argument(
+        "--budget",
+        choices=["full", "paper"],
+        default="full",
+        help="full: CPU-sized (default); paper: MAML's 70,000 iterations x 25 tasks (GPU)",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch device")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/sinusoid"), help="PNG folder")
     parser.add_argument("--iterations", type=int, help=f"meta-iterations (full: {full.iterations})")
@@ -56,7 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _budget(args: argparse.Namespace) -> Budget:
-    b = Budget(**vars(QUICK)) if args.quick else Budget()
+    if args.quick:
+        b = Budget(**vars(QUICK))
+    else:
+        b = Budget(**vars(PAPER)) if getattr(args, "budget", "full") == "paper" else Budget()
+    b.device = getattr(args, "device", "cpu")
+    if b.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but torch sees no CUDA device; use --device cpu")
     if args.iterations is not None:
         b.iterations = args.iterations
     if args.meta_batch is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -116,6 +116,7 @@ class Budget:
         clip_norm: Meta-gradient norm clip; steps with a non-finite gradient are skipped.
         epochs: Meta-epochs the iterations are split into (drives MAML++ annealing).
         per_k: Train one model per ``K`` instead of one on the mix.
+        device: Torch device the rows train and evaluate on (``"cpu"`` or ``"cuda"``).
     """
 
     iterations: int = 6000
@@ -126,9 +127,24 @@ class Budget:
     clip_norm: float = 10.0
     epochs: int = 50
     per_k: bool = False
+    device: str = "cpu"
 
 
 QUICK = Budget(iterations=80, meta_batch=16, train_query=20, test_tasks=60, epochs=20)
+#: The MAML paper's sinusoid schedule (Finn et al. 2017, section 5.1): 70,000
+#: meta-iterations of 25 tasks, for a GPU (``--budget paper --device cuda``).
+PAPER = Budget(iterations=70_000, meta_batch=25, train_query=10, test_tasks=600, epochs=70)
+
+
+def batch_to(batch: SinusoidBatch, device: torch.device | str) -> SinusoidBatch:
+    """``batch`` with its tensors on ``device``."""
+    fields = ("support_x", "support_y", "query_x", "query_y", "amplitude", "phase")
+    return replace(batch, **{f: getattr(batch, f).to(device) for f in fields})
+
+
+def _device_of(learner: Learner) -> torch.device:
+    first = next(iter(learner.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def sinusoid_mlp(extra_inputs: int = 0, hidden: int = 40) -> nn.Sequential:
@@ -163,6 +179,7 @@ def meta_train(
         wall time was contention on a shared machine.
     """
     start, cpu = time.perf_counter(), time.process_time()
+    learner.to(budget.device)
     if not row.train:
         return 0.0, 0.0
     iterations = max(1, int(budget.iterations / row.cost))
@@ -175,7 +192,7 @@ def meta_train(
     for it in range(iterations):
         if it % per_epoch == 0:
             learner.on_epoch_start(it // per_epoch)
-        batch = samplers[it % len(samplers)].sample(budget.meta_batch)
+        batch = batch_to(samplers[it % len(samplers)].sample(budget.meta_batch), budget.device)
         optimizer.zero_grad(set_to_none=True)
         if batched:
             loss, _ = learner.batched_meta_loss(
@@ -199,6 +216,7 @@ def meta_train(
 def predict_tasks(learner: Learner, batch: SinusoidBatch, steps: int) -> Tensor:
     """Adapted predictions ``(T, Q, 1)`` for every task of ``batch``."""
     learner.eval()
+    batch = batch_to(batch, _device_of(learner))
     if hasattr(learner, "batched_predict"):
         return learner.batched_predict(batch.support_x, batch.support_y, batch.query_x, steps=steps)
     outs = []
@@ -230,6 +248,6 @@ def evaluate(learner: Learner, tests: dict[int, SinusoidBatch]) -> dict[str, dic
     for k, batch in tests.items():
         out[str(k)] = {}
         for steps in EVAL_STEPS:
-            pred = predict_tasks(learner, batch, steps).detach()
-            out[str(k)][str(steps)] = mse_with_ci(pred, batch.query_y)
+            pred = predict_tasks(learner, batch, steps).detach().cpu()
+            out[str(k)][str(steps)] = mse_with_ci(pred, batch.query_y.cpu())
     return out

@@ -66,12 +66,14 @@ def test_partition_clamps_n_and_counts_shared_pretraining_once():
 def test_child_command_forwards_the_options(tmp_path):
     args = _parser().parse_args(
         "--quick --eval-only --seed 3 --episodes 7 --train-seconds 5 --runs r.zip "
+        "--device cuda --budget paper "
         f"--data a.zip b.zip --out {tmp_path} --jobs 2".split()
     )
     cmd = omniglot_jobs.child_command(args, ["protonet", "cnp"], tmp_path / "p.json")
     assert cmd[:5] == [sys.executable, "-m", "landcover.cli", "bench", "omniglot"]
     text = " ".join(cmd)
-    for part in ("--rows protonet,cnp", "--threads 1", "--seed 3", "--episodes 7", "--quick"):
+    for part in ("--rows protonet,cnp", "--threads 1", "--seed 3", "--episodes 7", "--quick",
+                 "--device cuda", "--budget paper"):  # fmt: skip
         assert part in text
     assert "--train-seconds 5.0" in text and "--runs r.zip" in text and "--eval-only" in text
     assert cmd[-3:] == ["--data", "a.zip", "b.zip"] and "--jobs" not in text

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from landcover.bench import omniglot
@@ -94,6 +95,30 @@ def test_unknown_row_and_missing_model_are_clear_errors(tmp_path):
     learner, _ = omniglot.build_row(omniglot.ROWS[0])
     with pytest.raises(FileNotFoundError, match="without --eval-only"):
         omniglot.load_model(learner, omniglot.ROWS[0], tmp_path)
+
+
+def test_missing_runs_or_data_path_and_absent_cuda_are_clear_errors(tmp_path, capsys):
+    from landcover.cli import main
+
+    missing = tmp_path / "all_runs.zip"
+    code = main(["bench", "omniglot", "--quick", "--runs", str(missing), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 2 and f"--runs {missing} does not exist" in out and "Traceback" not in out
+    code = main(["bench", "omniglot", "--quick", "--data", str(tmp_path / "x.zip")])
+    assert code == 2 and "does not exist" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert main(["bench", "omniglot", "--quick", "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_paper_budget_uses_each_rows_paper_iterations():
+    parser = argparse.ArgumentParser()
+    omniglot.add_arguments(parser)
+    args = parser.parse_args(["--budget", "paper", "--device", "cpu"])
+    budget = omniglot.resolve_budget(args)
+    assert budget.train_wall_seconds == 1800 and budget.train_seconds == float("inf")
+    assert omniglot.PAPER_ITERATIONS["mamlpp"] == 150 * 500
+    assert omniglot.PAPER_ITERATIONS["maml"] == 60_000
 
 
 def _fake_report(names, episodes):

@@ -38,3 +38,22 @@ def test_meta_training_improves_on_the_untrained_network():
     seconds, cpu = meta_train(learner, row, budget, (10,), seed=0)
     after = evaluate(learner, tests)["10"]["1"]["mse"]
     assert seconds > 0 and cpu > 0 and after < 0.7 * before
+
+
+def test_paper_budget_and_device_options():
+    import argparse
+
+    from landcover.bench import sinusoid
+    from landcover.bench.sinusoid_core import PAPER
+
+    parser = argparse.ArgumentParser()
+    sinusoid.add_arguments(parser)
+    b = sinusoid._budget(parser.parse_args(["--budget", "paper"]))
+    assert (
+        (b.iterations, b.meta_batch, b.device)
+        == (70_000, 25, "cpu")
+        == (PAPER.iterations, PAPER.meta_batch, "cpu")
+    )
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            sinusoid._budget(parser.parse_args(["--device", "cuda"]))
