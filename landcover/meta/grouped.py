@@ -235,13 +235,23 @@ class TaskBatch(TorchFunctionMode):
 
         Reproduces the loop's order: all forwards of task 0 (in call order), then task 1...
         """
-        with torch.no_grad():
-            for t in range(self.tasks):
-                for rec in self.log:
-                    m = rec.momentum
-                    rec.running_mean.mul_(1 - m).add_(rec.mean[t].to(rec.running_mean), alpha=m)
-                    rec.running_var.mul_(1 - m).add_(rec.var[t].to(rec.running_var), alpha=m)
+        fold_running_stats([(self.log, t) for t in range(self.tasks)])
         self.log.clear()
+
+
+def fold_running_stats(order: list[tuple[list[_StatsRecord], int]]) -> None:
+    """Replay logged BatchNorm statistics in the loop's order.
+
+    For each ``(log, task position)`` in ``order``, every call of that log (in call order)
+    updates its buffers with that task's statistics (``r <- (1 - m) r + m s``, as a
+    training-mode BatchNorm forward does).
+    """
+    with torch.no_grad():
+        for log, t in order:
+            for rec in log:
+                m = rec.momentum
+                rec.running_mean.mul_(1 - m).add_(rec.mean[t].to(rec.running_mean), alpha=m)
+                rec.running_var.mul_(1 - m).add_(rec.var[t].to(rec.running_var), alpha=m)
 
 
 def _bcast(v: Tensor, y: Tensor) -> Tensor:

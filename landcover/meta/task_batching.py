@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from landcover.meta.functional import TensorDict, named_params
-from landcover.meta.grouped import TaskBatch
+from landcover.meta.grouped import TaskBatch, fold_running_stats
 from landcover.meta.stacking import stack_tasks, task_metrics
 from landcover.tasks.task import Task
 
@@ -102,16 +102,48 @@ class TaskBatching:
     ) -> tuple[Tensor, dict[str, float]]:
         """Mean meta-objective of ``tasks`` run together (``task_batch="grouped"``).
 
+        Tasks of equal shapes run as one group (a meta-batch whose tasks differ in shots
+        runs one group per shape); per-step BatchNorm statistics are folded in the tasks'
+        order afterwards, as the loop would.
+
         Returns:
             ``(objective, stats)``: the objective's gradient is the mean meta-gradient of
             the loop; ``stats`` holds the mean query loss and mean metrics.
 
         Raises:
-            ValueError: Empty meta-batch or tasks of different shapes.
+            ValueError: Empty meta-batch.
         """
-        sx, sy, qx, qy = (t.flatten(0, 1) for t in stack_tasks(tasks, mode="task_batch"))
+        if not tasks:
+            raise ValueError("grouped_meta_loss needs at least one task; got an empty meta-batch")
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tasks):
+            key = tuple(tuple(getattr(t, f).shape) for f in ("support_x", "support_y"))
+            key += tuple(tuple(getattr(t, f).shape) for f in ("query_x", "query_y"))
+            groups.setdefault(key, []).append(i)
         n = len(tasks)
-        self._tasks, self._bn_log = n, []
+        total: Tensor | None = None
+        stats: dict[str, float] = {}
+        where: dict[int, tuple[list, int]] = {}
+        for idx in groups.values():
+            loss, q_loss, out, log = self._grouped_objective([tasks[i] for i in idx], training)
+            total = loss.sum() / n if total is None else total + loss.sum() / n
+            stats["query_loss"] = stats.get("query_loss", 0.0) + float(q_loss.detach().sum()) / n
+            qy = torch.cat([tasks[i].query_y for i in idx])
+            outs = out.detach().unflatten(0, (len(idx), -1))
+            for pos, (o, y) in enumerate(zip(outs, qy.unflatten(0, (len(idx), -1)))):
+                for k, v in task_metrics(o, y, self.loss_fn).items():  # type: ignore[attr-defined]
+                    stats[k] = stats.get(k, 0.0) + v / n
+                where[idx[pos]] = (log, pos)
+        fold_running_stats([where[i] for i in range(n)])
+        assert total is not None
+        return total, stats
+
+    def _grouped_objective(
+        self, tasks: list[Task], training: bool
+    ) -> tuple[Tensor, Tensor, Tensor, list]:
+        """Per-task objectives, query losses, folded query outputs and the BN log."""
+        sx, sy, qx, qy = (t.flatten(0, 1) for t in stack_tasks(tasks, mode="task_batch"))
+        self._tasks, self._bn_log = len(tasks), []
         log = self._bn_log
         try:
             with torch.enable_grad():
@@ -123,12 +155,7 @@ class TaskBatching:
                 )
         finally:
             self._tasks, self._bn_log = None, None
-        TaskBatch(n, log=log).fold_running_stats()
-        stats: dict[str, float] = {"query_loss": float(q_loss.detach().mean())}
-        for o, y in zip(out.detach().unflatten(0, (n, -1)), qy.unflatten(0, (n, -1))):
-            for k, v in task_metrics(o, y, self.loss_fn).items():  # type: ignore[attr-defined]
-                stats[k] = stats.get(k, 0.0) + v / n
-        return loss.mean(), stats
+        return loss, q_loss, out, log
 
     # ----------------------------------------------------------------- vmap
     def batched_meta_loss(

@@ -112,11 +112,18 @@ def test_grouped_refuses_learners_that_change_the_inner_loop():
         build_learner("maml", ToySeg(), CE, task_batch="batched")
 
 
-def test_grouped_refuses_tasks_of_different_shapes():
-    learner = build_learner("maml", ToySeg(), CE, task_batch="grouped")
-    tasks = [seg_task(n=2, size=6), seg_task(n=2, size=8)]
-    with pytest.raises(ValueError, match="task_batch over tasks needs equal shapes"):
-        learner.meta_backward(tasks)
+def test_grouped_tasks_of_different_shots_equal_the_loop():
+    """A meta-batch mixing shot counts runs one group per shape; BN buffers in task order."""
+    tasks = [seg_task(seed=s, n=1 + s % 2, size=8, dtype=torch.float64) for s in range(4)]
+    opts = {"inner_lr": 0.1, "steps": 2, "first_order_epochs": 0}
+    (s_loop, g_loop, b_loop), (s_grp, g_grp, b_grp) = _loop_and_grouped(
+        "mamlpp", _unet("batch"), tasks, **opts
+    )
+    assert s_grp["query_loss"] == pytest.approx(s_loop["query_loss"], rel=1e-12)
+    for k in g_loop:
+        torch.testing.assert_close(g_grp[k], g_loop[k], rtol=1e-9, atol=1e-12, msg=k)
+    for k in b_loop:
+        torch.testing.assert_close(b_grp[k], b_loop[k], rtol=1e-12, atol=1e-14, msg=k)
 
 
 def test_unknown_op_on_fast_weights_raises_instead_of_mixing_tasks():
