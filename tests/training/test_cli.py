@@ -57,6 +57,24 @@ def test_fast_dev_run_of_each_config(config, tmp_path):
     assert "val/miou_after" in cli.trainer.callback_metrics
 
 
+@pytest.mark.parametrize("config", ["sen12ms", "deepglobe"])
+def test_gpu_configs_run_task_batched_on_cpu(config, tmp_path):
+    """The GPU configs (256 px smp U-Net, grouped task batch) parse and take a step here."""
+    text = (CONFIGS / f"{config}_gpu.yaml").read_text()
+    assert "accelerator: gpu" in text and "tile_size: 256" in text and "smp:resnet18" in text
+    options = "{steps: 1, inner_lr: 0.1, task_batch: grouped}"
+    tiny = [*TINY_TASKS[:-2], "--model.learner_options", options]
+    args = [
+        "fit", "--config", str(CONFIGS / f"{config}_gpu.yaml"),
+        *_dataset(config, tmp_path / "data"), *TINY_MODEL, *tiny,
+        "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+    ]  # fmt: skip
+    cli = build_cli(args)
+    assert cli.trainer.global_step == 1
+    assert cli.model.learner.task_batch == "grouped"
+
+
 def test_bad_config_value_is_an_error(tmp_path, capsys):
     rc = main(["--config", str(CONFIGS / "synthetic.yaml"), "--data.dataset", "nope",
                "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
