@@ -56,6 +56,13 @@ CONFIGS: list[dict[str, Any]] = [
         "options": {"adapt": ["head"], "body_once": True},
     },
     {"label": "MAML 2nd order, loop, bf16", "learner": "maml", "bf16": True},
+    {
+        "label": "MAML++ 2nd (LSLR+MSL), loop, bf16",
+        "learner": "mamlpp",
+        "options": {"first_order_epochs": 0},
+        "bf16": True,
+    },
+    {"label": "floor: plain fwd+bwd, bf16", "learner": None, "bf16": True},
     {"label": "MAML 2nd order, loop, channels_last", "learner": "maml", "channels_last": True},
     {"label": "floor, tasks batched: plain fwd+bwd", "learner": None, "batched": True},
     {"label": "MAML 2nd order, grouped", "learner": "maml", "options": {"task_batch": "grouped"}},
