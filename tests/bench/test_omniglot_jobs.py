@@ -6,8 +6,9 @@ from functools import partial
 
 import pytest
 
-from landcover.bench import omniglot, omniglot_jobs
-from landcover.bench.omniglot_jobs import estimate_cost, partition_rows
+from landcover.bench import omniglot
+from landcover.bench.omniglot import jobs as omniglot_jobs
+from landcover.bench.omniglot.jobs import estimate_cost, partition_rows
 
 ROWS = {r.name: r for r in omniglot.ROWS}
 FULL = omniglot.BUDGETS["full"]

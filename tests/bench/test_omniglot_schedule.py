@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from landcover.bench.omniglot_core import Budget, cosine_rate, meta_train
+from landcover.bench.omniglot.core import Budget, cosine_rate, meta_train
 from landcover.tasks.task import Task
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from landcover.bench.sinusoid_core import (
+from landcover.bench.sinusoid.core import (
     Budget,
     Row,
     build_row,
@@ -44,7 +44,7 @@ def test_paper_budget_and_device_options():
     import argparse
 
     from landcover.bench import sinusoid
-    from landcover.bench.sinusoid_core import PAPER
+    from landcover.bench.sinusoid.core import PAPER
 
     parser = argparse.ArgumentParser()
     sinusoid.add_arguments(parser)

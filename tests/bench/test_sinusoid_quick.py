@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from landcover.bench.sinusoid_core import EVAL_STEPS, KS, ROWS
+from landcover.bench.sinusoid.core import EVAL_STEPS, KS, ROWS
 from landcover.cli import main
 
 

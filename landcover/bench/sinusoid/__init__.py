@@ -1,6 +1,6 @@
 """``landcover bench sinusoid``: the MAML regression benchmark for every gradient learner.
 
-Trains each row of :data:`landcover.bench.sinusoid_core.ROWS`, evaluates MSE after 1 and
+Trains each row of :data:`landcover.bench.sinusoid.core.ROWS`, evaluates MSE after 1 and
 10 inner steps for K = 5, 10, 20 on the same unseen test tasks, prints a table next to
 the published anchors (Li et al. 2017, Meta-SGD, Table 1), writes JSON and a PNG of the
 adapted curves of one test task. ``--quick`` is the CI-sized run.
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from landcover.bench.sinusoid_core import (
+from landcover.bench.sinusoid.core import (
     ANCHORS,
     EVAL_STEPS,
     KS,

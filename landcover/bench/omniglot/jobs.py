@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 
 from landcover.bench.omniglot import Row, resolve_budget
-from landcover.bench.omniglot_core import SETTINGS, Budget
-from landcover.bench.omniglot_report import merge_files
+from landcover.bench.omniglot.core import SETTINGS, Budget
+from landcover.bench.omniglot.report import merge_files
 
 #: Rows of this family share one pretrained backbone inside one process (the cache of
 #: ``_train_or_load``): they always run in the same group, and their pretraining is

@@ -6,7 +6,7 @@
   per setting, at some cost against setting-specific training). A head of ``max_way``
   outputs serves 5-way tasks through its first five outputs (``Conv4.set_active_way``).
 * The non-episodic baselines (pretraining, new head, nearest neighbour) are in
-  :mod:`landcover.bench.omniglot_baselines`.
+  :mod:`landcover.bench.omniglot.baselines`.
 * :func:`evaluate`: the same seeded episodes for every learner; 95% intervals are
   ``1.96 * std / sqrt(episodes)`` of the per-episode accuracies. Learners that read images
   only through an ``encoder`` (prototype, closed-form, black-box learners, baselines) are

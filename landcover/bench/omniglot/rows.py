@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from landcover.bench.omniglot_core import Budget
+from landcover.bench.omniglot.core import Budget
 
 MAX_WAY = 20
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"

@@ -32,15 +32,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from landcover.bench.omniglot_baselines import NearestNeighbour, PretrainedHead, pretrain
-from landcover.bench.omniglot_core import (
+from landcover.bench.omniglot.baselines import NearestNeighbour, PretrainedHead, pretrain
+from landcover.bench.omniglot.core import (
     SETTINGS,
     Budget,
     evaluate,
     evaluate_runs,
     meta_train,
 )
-from landcover.bench.omniglot_rows import (
+from landcover.bench.omniglot.rows import (
     ANCHORS,
     BUDGETS,
     DATA_FILES,
@@ -254,10 +254,10 @@ def run(args: argparse.Namespace) -> int:
     A row that fails is reported (``"error"`` in the JSON) and the others still run; the
     exit status is then 1. The JSON is rewritten after every row, so an interrupted run
     keeps its finished rows. ``--jobs N`` runs the rows in N processes instead
-    (:func:`landcover.bench.omniglot_jobs.run_jobs`); ``--merge`` only merges JSONs. The
+    (:func:`landcover.bench.omniglot.jobs.run_jobs`); ``--merge`` only merges JSONs. The
     plot is written next to the JSON (``.png``).
     """
-    from landcover.bench.omniglot_report import merge_files, plot, print_table, write_json
+    from landcover.bench.omniglot.report import merge_files, plot, print_table, write_json
 
     jobs = getattr(args, "jobs", 1)
     problem = _check_paths(args)
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         return merge_files(args.merge, order, args.json or args.out / "omniglot.json")
     rows = _select_rows(args.rows)
     if jobs > 1:
-        from landcover.bench.omniglot_jobs import run_jobs
+        from landcover.bench.omniglot.jobs import run_jobs
 
         return run_jobs(args, rows, jobs)
     torch.set_num_threads(max(1, args.threads))

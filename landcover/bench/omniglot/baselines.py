@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from landcover.bench.omniglot_core import Budget, cosine_rate, progress_of
+from landcover.bench.omniglot.core import Budget, cosine_rate, progress_of
 from landcover.meta.embedding import flat_embedding
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.omniglot import OmniglotSet
