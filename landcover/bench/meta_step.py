@@ -2,13 +2,19 @@
 
 For first- and second-order MAML, MAML++ and the adapt-the-decoder mode, on a
 segmentation U-Net (default: ``small_unet`` at 64x64 px, 5 inner steps, 5 support + 5
-query tiles), it reports seconds per task, tasks per second, peak memory and the ratio to
-the *floor*: the same number of plain forward+backward passes on the same pixels
-(``steps`` passes on the support tiles + one on the query tiles, a normal training step).
-Variants: a sequential task loop (one backward per task) against :func:`torch.func.vmap`
-over the tasks of a meta-batch (BatchNorm-free models: ``--norm group``), the decoder-only
-mode with the encoder run once per task ("body once") or once per inner step, bf16
-autocast and channels_last memory format.
+query tiles), it reports seconds per task, tasks per second, peak memory and two ratios:
+
+* ``ratio_to_floor``: to the *floor*, the same number of plain forward+backward passes on
+  the same pixels (``steps`` passes on a task's support tiles + one on its query tiles, a
+  normal training step), task after task;
+* ``ratio_to_batched_floor``: to the same passes with all tasks' tiles in one batch (the
+  fair floor of the task-batched rows).
+
+Variants: a sequential task loop (one backward per task), ``task_batch="grouped"`` (the
+tasks of a meta-batch through one forward per inner step, exact; see
+:mod:`landcover.meta.task_batching`) and :func:`torch.func.vmap` (BatchNorm-free models:
+``--norm group``), the decoder-only mode with the encoder run once per task ("body once")
+or once per inner step, bf16 autocast and channels_last memory format.
 
 Each configuration runs in its own subprocess so peak memory is its own: on CPU the growth
 of the peak resident set over the configuration's run (the kernel's mark reset with
