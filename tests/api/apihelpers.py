@@ -62,6 +62,8 @@ def settings_for(data_dir: Path, models_dir: Path, **overrides: Any) -> Settings
         "poll_s": 0.05,
         "heartbeat_s": 0.2,
         "predict_wait_s": 30.0,
+        "rate_limit": "10000/second",
+        "auth_failure_limit": "10000/second",
         **overrides,
     }
     return Settings(**values)
