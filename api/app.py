@@ -78,7 +78,7 @@ def make_work(services: Services) -> Work:
         try:
             with time_limit(
                 limit,
-                f"the adaptation ran past this service's time limit of {limit:.0f} s; send "
+                f"the adaptation ran past this service's time limit of {limit:g} s; send "
                 "fewer or smaller tiles, or ask for fewer steps",
             ):
                 outcome = services.engine.adapt(bundle, Support(images, masks), steps)

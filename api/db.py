@@ -40,7 +40,7 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 5.0) -> 
 
     Args:
         url: SQLAlchemy database URL.
-        pool_size: Connections kept open per process (PostgreSQL; 5 more may overflow).
+        pool_size: Connections kept open per process (5 more may overflow).
         pool_timeout: Seconds a session waits for a pooled connection before failing.
 
     Returns:
@@ -48,10 +48,10 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 5.0) -> 
     """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "connect_args": _connect_args(parsed)}
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    else:
+    in_memory = not parsed.database or parsed.database == ":memory:"
+    if parsed.get_backend_name() == "sqlite" and not in_memory:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+    if not (parsed.get_backend_name() == "sqlite" and in_memory):
         kwargs.update(pool_size=pool_size, max_overflow=5, pool_timeout=pool_timeout)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":

@@ -10,6 +10,7 @@ database: those are 503 with ``Retry-After`` (the client should simply retry).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +19,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("landcover.api")
@@ -98,16 +98,28 @@ def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
 
-def allowed_methods(app: Any, scope: dict[str, Any]) -> list[str]:
-    """Every method some route of ``app`` accepts at the request's path (for ``Allow``)."""
-    methods: set[str] = set()
-    for route in app.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE and getattr(route, "methods", None):
-            methods |= set(route.methods)
-    if methods:
-        methods.add("OPTIONS")
-    return sorted(methods)
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method the API documents at ``path`` (for ``Allow``), from the OpenAPI schema.
+
+    A path such as ``/v1/adaptations/{id}`` is served by several routes (GET, DELETE); the
+    router alone reports the methods of the first route only.
+    """
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            methods = {m.upper() for m in operations if m.lower() in _METHODS}
+            table.append((re.compile(f"^{pattern}$"), methods))
+        app.state.allow_table = table
+    found: set[str] = set()
+    for regex, methods in table:
+        if regex.match(path):
+            found |= methods
+    return sorted(found | {"OPTIONS"}) if found else []
+
+
+_METHODS = {"get", "put", "post", "delete", "patch", "head"}
 
 
 class OptionsMiddleware:
@@ -125,7 +137,7 @@ class OptionsMiddleware:
         if scope["type"] != "http" or scope["method"] != "OPTIONS":
             await self.app(scope, receive, send)
             return
-        methods = allowed_methods(scope["app"], scope)
+        methods = allowed_methods(scope["app"], scope["path"])
         if not methods:
             await self.app(scope, receive, send)  # 404 from the router
             return
@@ -181,7 +193,7 @@ def install_handlers(app: FastAPI) -> None:
         if status == 404:
             detail = f"{detail}: no such path; see /docs for the API's endpoints"
         elif status == 405:
-            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
             detail = f"{detail}: this path accepts {headers['Allow']}; see /docs"
         elif status == 400 and detail.startswith(("Too many files", "Too many fields")):
             # Starlette's multipart parser stops at 1000 parts: a documented 413

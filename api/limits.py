@@ -35,8 +35,9 @@ class Slots:
     """A bounded number of concurrent heavy requests, shared fairly between API keys.
 
     Waiting requests are served per-key round robin: when a slot frees, it goes to the
-    waiting request whose key runs the fewest heavy requests now (the oldest such request
-    first), so one key's burst cannot hold back another key's single request. The queue is
+    waiting request whose key runs the fewest heavy requests now and, among those, whose
+    key was granted a slot longest ago (then the oldest request), so one key's burst
+    cannot hold back another key's single request. The queue is
     bounded in total and per key; past either bound, or after ``wait_s``, the request gets
     a 429 with ``Retry-After``.
 
@@ -58,6 +59,8 @@ class Slots:
         self._cond = threading.Condition()
         self._free = size
         self._running: Counter[str] = Counter()
+        self._granted: dict[str, int] = {}  # key -> number of the grant it last got
+        self._grants = itertools.count()
         self._waiters: list[tuple[int, str]] = []
         self._seq = itertools.count()
         self.size = size
@@ -72,7 +75,10 @@ class Slots:
         return len(self._waiters)
 
     def _next(self) -> tuple[int, str]:
-        return min(self._waiters, key=lambda t: (self._running[t[1]], t[0]))
+        return min(
+            self._waiters,
+            key=lambda t: (self._running[t[1]], self._granted.get(t[1], -1), t[0]),
+        )
 
     @contextmanager
     def take(self, what: str, key: str = "") -> Iterator[None]:
@@ -108,6 +114,7 @@ class Slots:
                 self._cond.notify_all()  # the head of the queue may have changed
             self._free -= 1
             self._running[key] += 1
+            self._granted[key] = next(self._grants)
         try:
             yield
         finally:

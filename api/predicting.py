@@ -72,7 +72,7 @@ def predict_file(
     out = services.store.scratch_file(media(fmt)[1])
     limit = services.settings.predict_time_limit_s
     try:
-        with time_limit(limit, f"the prediction ran past this service's limit of {limit:.0f} s"):
+        with time_limit(limit, f"the prediction ran past this service's limit of {limit:g} s"):
             services.engine.predict(predictor, src, out, fmt)
     except TimeLimitExceeded as err:
         out.unlink(missing_ok=True)

@@ -69,7 +69,7 @@ def segment(
         with services.slots.take("predictions or segmentations", owner):
             limit = settings.predict_time_limit_s
             try:
-                with time_limit(limit, f"adapting ran past this service's limit of {limit:.0f} s"):
+                with time_limit(limit, f"adapting ran past this service's limit of {limit:g} s"):
                     outcome = services.engine.adapt(bundle, support, steps)
             except TimeLimitExceeded as err:
                 raise Unavailable(f"{err} (the service is busy); retry later or send fewer "

@@ -54,8 +54,13 @@ def make_bundle(path: Path, bands: int = 3, tile: int = 32) -> Path:
     return bundle.save(path)
 
 
+#: The database of the running test (set by the ``data_dir`` fixture; ``None``: SQLite).
+DATABASE_URL: str | None = None
+
+
 def settings_for(data_dir: Path, models_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "database_url": DATABASE_URL,
         "data_dir": data_dir,
         "models_dir": models_dir,
         "api_keys": [KEY_A, KEY_B],
