@@ -9,6 +9,7 @@ of the session. Each test gets a database of its own (:meth:`Cluster.new_databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -109,10 +110,8 @@ class Cluster:
 
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server (``immediate``: no checkpoint, it is thrown away)."""
-        try:
+        with contextlib.suppress(RuntimeError):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-        except RuntimeError:
-            pass
 
     def restart_later(self, delay_s: float) -> None:
         """Start the stopped server again after ``delay_s`` (blocking)."""

@@ -88,8 +88,9 @@ def test_no_connection_is_held_through_predictions(data_dir: Path, models_dir: P
         engine.predict = slow
 
         def predict(_: int) -> int:
+            raster = {"raster": ("q.tif", query_raster(40))}
             return client.post(f"/v1/adaptations/{aid}/predict", headers=HEADERS,
-                               files={"raster": ("q.tif", query_raster(40))}).status_code  # fmt: skip
+                               files=raster).status_code  # fmt: skip
 
         with ThreadPoolExecutor(4) as pool:
             running = pool.map(predict, range(4))  # one predicts, three wait for the slot
@@ -126,8 +127,8 @@ def test_idempotency_key_with_another_body_is_a_422(client) -> None:
     same = _adapt(client, headers=headers, files=pair_files(2))
     assert first.status_code == same.status_code == 202
     assert same.json()["id"] == first.json()["id"]
-    for files, data in ((pair_files(1), {}), (pair_files(2), {"steps": "3"}),
-                        ([("images", ("t0.tif", b"garbage")), ("masks", ("t0.png", b"x"))], {})):  # fmt: skip
+    garbage = [("images", ("t0.tif", b"garbage")), ("masks", ("t0.png", b"x"))]
+    for files, data in ((pair_files(1), {}), (pair_files(2), {"steps": "3"}), (garbage, {})):
         r = _adapt(client, headers=headers, files=files, **data)
         assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused", r.text
         assert first.json()["id"] in r.json()["detail"]
