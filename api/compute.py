@@ -24,6 +24,7 @@ prediction past ``predict_time_limit_s`` stops at the next layer with
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +34,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from landcover.inference.bundle import ModelBundle
+from landcover.inference.bundle import ModelBundle, find_model
+
+log = logging.getLogger("landcover.api.compute")
 
 #: Passes of an inner step relative to one forward (forward + backward).
 TRAIN_FACTOR = 3.0
@@ -68,13 +71,19 @@ def flops_per_pixel(bundle: ModelBundle) -> float:
 
 def _measure(bundle: ModelBundle) -> float:
     learner = bundle.build_learner("cpu")
-    model = getattr(learner, "model", learner)
     size = int(bundle.tile_size)
     x = torch.zeros(1, len(bundle.bands), size, size)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return max(float(counter.get_total_flops()) / (size * size), 1.0)
+    try:
+        model = find_model(learner)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x)
+        return max(float(counter.get_total_flops()) / (size * size), 1.0)
+    except Exception as exc:  # an exotic network: estimate rather than refuse the model
+        params = sum(p.numel() for p in learner.parameters())
+        log.warning("cannot count the FLOP of %s (%s); estimating 2 × %d parameters per "
+                    "pixel", bundle.model.get("arch"), exc, params)  # fmt: skip
+        return max(2.0 * params, 1.0)
 
 
 def predict_gflop(pixels: int, per_pixel: float) -> float:
