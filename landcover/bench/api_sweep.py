@@ -182,6 +182,8 @@ def sweep_plot(rows: list[dict[str, Any]], path: Any) -> None:
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="seconds",
            title="latency of successful requests")  # fmt: skip
+    ax.set_xticks(clients, [str(c) for c in clients])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     width = 0.35
     x = np.arange(len(rows))
