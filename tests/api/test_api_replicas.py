@@ -1,4 +1,5 @@
-"""Two replicas for real: two ``landcover serve`` processes on one PostgreSQL and one store.
+"""Two replicas for real: two ``landcover serve`` processes on one PostgreSQL and one store;
+and a server started before its database exists, which waits for it instead of exiting.
 
 Adaptations are created on replica A and predicted on replica B; A is killed (SIGKILL)
 while it runs a job, and B finishes every job, the interrupted one included: nothing is
@@ -98,4 +99,38 @@ def test_two_replicas_share_work_and_survive_a_kill(postgres: Cluster, tmp_path:
         stop_server(a)
         if b is not None:
             stop_server(b)
+        postgres.drop_database(url)
+
+
+def test_server_started_before_its_database_waits_for_it(postgres: Cluster, tmp_path: Path) -> None:
+    import psycopg
+
+    make_bundle(tmp_path / "models" / "tiny.bundle")
+    name = f"late_{os.getpid()}"
+    url = postgres.url(name)  # does not exist yet: connections fail as if it were down
+    port = free_port()
+    env = {**ENV, "LANDCOVER_DATABASE_URL": url}
+    proc = start_server(port, tmp_path / "data", tmp_path / "models", [KEY_A], env=env,
+                        log=tmp_path / "s.log")  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            r = c.get("/ready")
+            assert r.status_code == 503 and r.json()["database"] is False
+            r = c.get("/v1/adaptations", headers=HEADERS)
+            assert r.status_code == 503 and "Retry-After" in r.headers
+            assert proc.poll() is None  # still serving
+            with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user=postgres "
+                                 "dbname=postgres", autocommit=True) as conn:  # fmt: skip
+                conn.execute(f'CREATE DATABASE "{name}"')
+            assert c.get("/ready").status_code == 200  # tables made once it answers
+            r = c.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
+                       files=pair_files(1))  # fmt: skip
+            assert r.status_code == 202, r.text
+            deadline = time.monotonic() + 60
+            while c.get(f"/v1/adaptations/{r.json()['id']}",
+                        headers=HEADERS).json()["status"] != "done":  # fmt: skip
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        stop_server(proc)
         postgres.drop_database(url)
