@@ -3,7 +3,11 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format
+.PHONY: demo test lint format postgres-server
+
+# The API tests also run against a throwaway PostgreSQL cluster (tests/api/pgcluster.py);
+# they need the server binaries: Debian's postgresql package, installed when missing.
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb 2>/dev/null))
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -14,7 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/landcover demo --out runs/demo
 
-test: $(STAMP)
+postgres-server:
+ifeq ($(PG_INITDB),)
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+endif
+
+test: $(STAMP) postgres-server
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest

@@ -14,11 +14,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from api.compute import flops_per_pixel
 from api.errors import BadInput, NotFound
 from api.schemas import ClassInfo, ModelInfo
 from api.validation import Support
@@ -47,12 +48,14 @@ class AdaptOutcome:
         miou_before: Support mIoU of the base model.
         miou_after: Support mIoU after adaptation.
         seconds: Time spent adapting and scoring.
+        report: The adaptation report of :mod:`landcover.inference.adapt`, when it gives one.
     """
 
     bundle: ModelBundle
     miou_before: float
     miou_after: float
     seconds: float
+    report: dict[str, Any] | None = None
 
 
 class ModelEngine:
@@ -68,6 +71,7 @@ class ModelEngine:
         self.models_dir = Path(models_dir)
         self.window = window
         self._bundles: dict[str, ModelBundle] = {}
+        self._flops: dict[str, float] = {}
         self._problems: dict[str, str] = {}
         self._predictors: OrderedDict[str, Predictor] = OrderedDict()
         self.cache_size = cache_size
@@ -76,16 +80,29 @@ class ModelEngine:
     # ------------------------------------------------------------------ bundles
     def load_all(self) -> None:
         """(Re)load every bundle of the models folder; failures are kept as problems."""
-        bundles, problems = {}, {}
+        bundles, flops, problems = {}, {}, {}
         paths = sorted(self.models_dir.glob("*.bundle")) if self.models_dir.is_dir() else []
         for path in paths:
             try:
-                bundles[path.stem] = self.load_bundle(path)
+                bundle = self.load_bundle(path)
+                flops[path.stem] = flops_per_pixel(bundle)
+                bundles[path.stem] = bundle
             except Exception as exc:
                 problems[path.stem] = f"{path.name}: {exc}"
                 log.error("cannot load base model %s: %s", path, exc)
         with self._lock:
-            self._bundles, self._problems = bundles, problems
+            self._bundles, self._flops, self._problems = bundles, flops, problems
+
+    def flops_per_pixel(self, name: str) -> float:
+        """FLOP of one forward pass per pixel of base model ``name`` (measured at load)."""
+        with self._lock:
+            known = self._flops.get(name)
+        if known is not None:
+            return known
+        value = flops_per_pixel(self.base(name))
+        with self._lock:
+            self._flops[name] = value
+        return value
 
     def problems(self) -> list[str]:
         """Why the engine is not ready (no models folder, bundles that failed to load)."""
@@ -161,6 +178,7 @@ class ModelEngine:
             learner=str(bundle.learner["name"]),
             arch=str(bundle.model["arch"]),
             version=str(bundle.landcover_version),
+            flop_per_pixel=self.flops_per_pixel(name),
         )
 
     def adapt(self, bundle: ModelBundle, support: Support, steps: int | None) -> AdaptOutcome:
@@ -177,11 +195,13 @@ class ModelEngine:
             raise BadInput(
                 f"adaptation rejected the support set: {err}", "invalid_support"
             ) from None
+        report = getattr(result, "report", None)
         return AdaptOutcome(
             bundle=result.bundle,
             miou_before=float(result.miou_before),
             miou_after=float(result.miou_after),
             seconds=float(result.seconds),
+            report=dict(report) if isinstance(report, dict) else None,
         )
 
     def predictor(self, bundle: ModelBundle, key: str | None = None) -> Predictor:

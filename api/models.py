@@ -2,7 +2,9 @@
 
 Owners are stored as the SHA-256 of their API key, never the key itself. Adapted weights
 live in the storage folder (:mod:`api.store`) under the adaptation's id; the row keeps
-metrics, timings and the state machine ``queued -> running -> done | failed``.
+metrics, timings and the state machine ``queued -> running -> done | failed`` (a job whose
+replica died goes back to ``queued`` until it has used its attempts). ``request_hash`` is
+the fingerprint of the request an ``Idempotency-Key`` was first used with.
 """
 
 from __future__ import annotations
@@ -62,3 +64,24 @@ class Adaptation(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     runner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+#: Columns added after the first release, with their SQL type: :func:`api.db.ensure_schema`
+#: adds them to an existing table (the schema is additive; no migration tool needed).
+ADDED_COLUMNS = {
+    "request_hash": "VARCHAR(64)",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "report": "JSON",
+}
+
+
+class Meta(Base):
+    """Key/value facts shared by every replica (e.g. the storage id, see :mod:`api.store`)."""
+
+    __tablename__ = "service_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

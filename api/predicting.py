@@ -2,8 +2,8 @@
 
 Shared by ``POST /v1/adaptations/{id}/predict`` and ``POST /v1/segment``. The upload is
 copied under a service-made name (content sniffed), checked against the model and the
-pixel limit, then segmented by the engine into a scratch file of the staging area that the
-route streams back and deletes afterwards.
+pixel and compute limits, then segmented by the engine into a scratch file of the staging
+area that the route streams back and deletes afterwards.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 from fastapi import UploadFile
 from rasterio.errors import RasterioIOError
 
+from api.compute import TimeLimitExceeded, flops_per_pixel, predict_gflop, time_limit
 from api.deps import Services
 from api.engine import Format, media
-from api.errors import BadInput
+from api.errors import BadInput, TooLarge, Unavailable
 from api.uploads import RASTER_KINDS, save_upload, shown
 from api.validation import check_raster
 from landcover.geo.errors import GeoDataError
@@ -24,26 +25,62 @@ from landcover.inference.predict import Predictor
 
 
 def stage_raster(
-    services: Services, bundle: ModelBundle, raster: UploadFile, folder: Path, max_pixels: int
+    services: Services,
+    bundle: ModelBundle,
+    raster: UploadFile,
+    folder: Path,
+    max_pixels: int,
+    flop_per_pixel: float | None = None,
 ) -> tuple[Path, str]:
-    """Save an uploaded raster under a service-made name and check it (bands, pixels).
+    """Save an uploaded raster under a service-made name and check it (bands, pixels, cost).
 
     Returns:
         The staged path and the label naming the client's file in messages.
+
+    Raises:
+        TooLarge: More pixels than ``max_pixels``, or a prediction costing more than
+            ``max_predict_gflop`` (413).
     """
     src = save_upload(raster, folder / "raster", RASTER_KINDS)
     label = f"raster {shown(raster.filename)}"
-    check_raster(bundle, src, label, max_pixels)
+    profile = check_raster(bundle, src, label, max_pixels)
+    per_pixel = flop_per_pixel if flop_per_pixel is not None else flops_per_pixel(bundle)
+    pixels = profile.width * profile.height
+    cost, limit = predict_gflop(pixels, per_pixel), services.settings.max_predict_gflop
+    if cost > limit:
+        side = int((limit * 1e9 / per_pixel) ** 0.5)
+        raise TooLarge(
+            f"{label} has {profile.width}×{profile.height} pixels; segmenting it would cost "
+            f"about {cost:.0f} GFLOP with this model, more than this service's limit of "
+            f"{limit:.0f} GFLOP per request; split it into rasters of at most about "
+            f"{side}×{side} pixels",
+            "too_costly",
+        )
     return src, label
 
 
 def predict_file(
     services: Services, predictor: Predictor, src: Path, label: str, fmt: Format
 ) -> Path:
-    """Segment a staged raster into a scratch file (the caller streams, then deletes it)."""
+    """Segment a staged raster into a scratch file (the caller streams, then deletes it).
+
+    Raises:
+        BadInput: The raster cannot be segmented (422).
+        Unavailable: The prediction ran past ``predict_time_limit_s`` (503; the service is
+            overloaded, the cost limit keeps a request's own work shorter).
+    """
     out = services.store.scratch_file(media(fmt)[1])
+    limit = services.settings.predict_time_limit_s
     try:
-        services.engine.predict(predictor, src, out, fmt)
+        with time_limit(limit, f"the prediction ran past this service's limit of {limit:g} s"):
+            services.engine.predict(predictor, src, out, fmt)
+    except TimeLimitExceeded as err:
+        out.unlink(missing_ok=True)
+        raise Unavailable(
+            f"{label}: {err} (the service is busy); retry later or send a smaller raster",
+            "time_limit",
+            retry_after_s=30,
+        ) from None
     except (ValueError, RasterioIOError) as err:
         out.unlink(missing_ok=True)
         corrupt = isinstance(err, GeoDataError | RasterioIOError)
@@ -56,12 +93,3 @@ def predict_file(
         out.unlink(missing_ok=True)
         raise
     return out
-
-
-def run_prediction(
-    services: Services, predictor: Predictor, raster: UploadFile, fmt: Format, max_pixels: int
-) -> Path:
-    """Stage, check and segment an uploaded raster; returns the output file."""
-    with services.store.staging() as folder:
-        src, label = stage_raster(services, predictor.bundle, raster, folder, max_pixels)
-        return predict_file(services, predictor, src, label, fmt)

@@ -12,6 +12,11 @@ from api.models import Adaptation
 
 _ID_EXAMPLE = "5f0c6a1e9b7d4c2a8e3f1b0d7c6a5e4f"
 
+#: Model name in the examples below; the served schema shows a model the server has
+#: instead (:func:`api.app.create_app` substitutes it), so examples never name a model
+#: that does not exist.
+EXAMPLE_MODEL = "synthetic-mamlpp"
+
 
 class Health(BaseModel):
     """Liveness."""
@@ -33,7 +38,7 @@ class Ready(BaseModel):
                 {
                     "status": "ready",
                     "database": True,
-                    "models": ["synthetic-mamlpp"],
+                    "models": [EXAMPLE_MODEL],
                     "problems": [],
                 }
             ]
@@ -63,12 +68,16 @@ class ModelInfo(BaseModel):
     learner: str
     arch: str
     version: str = Field(description="landcover version that wrote the bundle.")
+    flop_per_pixel: float = Field(
+        description="Floating-point operations of one forward pass per pixel; a prediction "
+        "costs pixels × this, the unit of the service's compute limits."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    "name": "synthetic-mamlpp",
+                    "name": EXAMPLE_MODEL,
                     "bands": ["B02", "B03", "B04", "B08"],
                     "classes": [
                         {"index": 0, "name": "water", "value": 1, "color": [0, 0, 255]},
@@ -81,6 +90,7 @@ class ModelInfo(BaseModel):
                     "learner": "mamlpp",
                     "arch": "small_unet",
                     "version": "0.1.0",
+                    "flop_per_pixel": 81920.0,
                 }
             ]
         }
@@ -111,6 +121,12 @@ class AdaptationOut(BaseModel):
         None, description="mIoU of the adapted model on the support tiles."
     )
     timings: Timings
+    report: dict[str, Any] | None = Field(
+        None,
+        description="Adaptation report (support mIoU before/after, steps kept/tried, held-out "
+        "tiles); null until the job is done.",
+    )
+    attempts: int = Field(0, description="Runs started (a replica lost mid-job costs one).")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -121,7 +137,7 @@ class AdaptationOut(BaseModel):
             "examples": [
                 {
                     "id": _ID_EXAMPLE,
-                    "model": "synthetic-mamlpp",
+                    "model": EXAMPLE_MODEL,
                     "status": "done",
                     "reason": None,
                     "tiles": 5,
@@ -168,6 +184,8 @@ class AdaptationOut(BaseModel):
                 adapt_s=row.adapt_seconds,
                 total_s=secs(created, finished),
             ),
+            report=row.report,
+            attempts=row.attempts or 0,
             created_at=created,
             started_at=started,
             finished_at=finished,
@@ -195,7 +213,7 @@ class ErrorOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "detail": "image 'a.tif' has 3 bands but model 'synthetic-mamlpp' expects "
+                    "detail": f"image 'a.tif' has 3 bands but model '{EXAMPLE_MODEL}' expects "
                     "4 (B02, B03, B04, B08); upload rasters with those bands in that order",
                     "code": "band_mismatch",
                 }
@@ -205,17 +223,18 @@ class ErrorOut(BaseModel):
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for error status codes."""
+    """OpenAPI ``responses`` entries for error status codes (429 and 503 always)."""
     text = {
         400: "Malformed request.",
         401: "Missing or unknown API key.",
         404: "No such adaptation for this API key (or no such model).",
         409: "The adaptation is not done yet (or failed).",
         410: "The adaptation's stored weights are gone; create it again.",
-        413: "Upload beyond a byte or pixel limit.",
+        413: "Upload beyond a byte, pixel, part-count or compute limit.",
         415: "Upload content is not GeoTIFF/PNG/JPEG (or ZIP where a zip is expected).",
         422: "Invalid input: the detail says what was wrong and what to do.",
-        429: "Too many active jobs or predictions; retry after Retry-After seconds.",
-        503: "Not ready.",
+        429: "Too many requests, active jobs or predictions; retry after Retry-After seconds.",
+        503: "Overloaded or database unavailable; retry after Retry-After seconds.",
     }
-    return {c: {"model": ErrorOut, "description": text.get(c, "Error.")} for c in codes}
+    every = sorted(set(codes) | {429, 503})  # rate limit and overload apply to every call
+    return {c: {"model": ErrorOut, "description": text.get(c, "Error.")} for c in every}

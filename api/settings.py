@@ -9,8 +9,9 @@ Every knob an operator may turn lives here, with the environment variable that s
   e.g. ``postgresql+psycopg://user:pass@db/landcover`` for PostgreSQL.
 * ``LANDCOVER_API_KEYS``: comma-separated API keys (``X-API-Key`` header). Each key is a
   separate tenant: it sees only the adaptations it created.
-* Limits: upload bytes, pixels per raster, tiles per adaptation, active jobs per key and
-  in total, concurrent predictions (see the fields below).
+* Limits: upload bytes, pixels per raster, tiles per adaptation, compute per request
+  (GFLOP) and time per job, active jobs per key and in total, concurrent predictions,
+  requests per key (see the fields below).
 """
 
 from __future__ import annotations
@@ -63,6 +64,39 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, gt=0, description="Largest query raster of the synchronous /segment."
     )
     window: int | None = Field(None, gt=0, description="Sliding-window size (default: tile).")
+
+    max_predict_gflop: float = Field(
+        2500.0,
+        gt=0,
+        description="Most compute one prediction may cost: raster pixels × the model's "
+        "FLOP per pixel, in GFLOP (about 2 minutes on 2 CPU cores).",
+    )
+    max_adapt_gflop: float = Field(
+        2500.0,
+        gt=0,
+        description="Most compute one adaptation may cost: (steps + 2) × support pixels × "
+        "3 × the model's FLOP per pixel, in GFLOP.",
+    )
+    job_time_limit_s: float = Field(
+        900.0, gt=0, description="An adaptation running longer fails with a reason."
+    )
+    predict_time_limit_s: float = Field(
+        300.0, gt=0, description="A prediction running longer is stopped (503)."
+    )
+    max_attempts: int = Field(
+        3, gt=0, description="Runs a job may start (a replica dying mid-job costs one)."
+    )
+    rate_limit: str = Field(
+        "30/second;1200/minute",
+        description="Requests per API key (limits notation; burst;sustained), per process.",
+    )
+    auth_failure_limit: str = Field(
+        "10/minute", description="Failed authentications per client address, per process."
+    )
+    db_pool_size: int = Field(10, gt=0, description="Database connections per process.")
+    db_pool_timeout_s: float = Field(
+        5.0, gt=0, description="Wait for a free database connection before a 503."
+    )
 
     heartbeat_s: float = Field(2.0, gt=0, description="Running jobs' heartbeat period.")
     stale_after_s: float = Field(

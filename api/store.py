@@ -5,6 +5,15 @@ Layout under ``data_dir``::
     adaptations/<id>/support.safetensors   validated support tiles (input of the job)
     adaptations/<id>/adapted.bundle        the adapted model bundle (output of the job)
     tmp/<random>/                          staging area of requests in flight
+    STORAGE_ID                             random id naming this storage (see below)
+
+Replicas share one storage folder (a shared volume: NFS, EFS, a Kubernetes
+ReadWriteMany volume, or one host's folder mounted into every container). A job queued by
+one replica is run by whichever replica claims it, and a prediction may reach any replica,
+so every replica must see the same files. :meth:`Store.storage_id` names the folder; the
+service records the first id it sees in the database (:mod:`api.app`), and a replica whose
+folder carries another id is not ready (``/ready`` answers 503 and says why), claims no job
+and accepts no upload, instead of losing work.
 
 Paths are built only from ids the service generated (32 hex digits), never from file names
 a client sent. Every file is written to a temporary name in the same folder, flushed and
@@ -18,12 +27,15 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+
+from landcover.inference.bundle import shared_file_mode
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -41,6 +53,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, shared_file_mode())  # mkstemp makes 0600; bundles are read by others
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -73,6 +86,25 @@ class Store:
         self.root = Path(root)
         (self.root / "adaptations").mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def storage_id(self) -> str:
+        """The random id of this storage folder (created on first use, never changed)."""
+        path = self.root / "STORAGE_ID"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another replica created it first
+            time.sleep(0.05)
+            return path.read_text().strip()
+        new = uuid.uuid4().hex
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return new
 
     def folder(self, adaptation_id: str) -> Path:
         """The folder of one adaptation (``adaptation_id`` must be a service-made id)."""

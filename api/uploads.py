@@ -21,6 +21,7 @@ from typing import IO
 from fastapi import UploadFile
 
 from api.errors import BadInput, TooLarge, UnsupportedMedia
+from landcover.geo.classes import MAX_CLASS_FILE_BYTES
 
 CHUNK = 1024 * 1024
 
@@ -293,10 +294,10 @@ def stage_zip(archive: UploadFile, folder: Path, max_tiles: int, max_bytes: int)
                     tmp.rename(final)
                 staged.names[str(final)] = shown(info.filename)
         for name, info in members["classes"].items():
-            if info.file_size > 1024 * 1024:
+            if info.file_size > MAX_CLASS_FILE_BYTES:
                 raise BadInput(
-                    f"class file {shown(info.filename)} is over 1 MiB; a class "
-                    "file lists a few classes",
+                    f"class file {shown(info.filename)} is {info.file_size} bytes, over the "
+                    f"limit of {MAX_CLASS_FILE_BYTES}; a class file lists a few classes",
                     "invalid_class_file",
                 )
             final = folder / name

@@ -18,7 +18,7 @@ from fastapi import UploadFile
 from api.errors import BadInput, TooLarge
 from api.settings import Settings
 from api.uploads import Staged, stage_support
-from landcover.geo.classes import ClassScheme
+from landcover.geo.classes import ClassScheme, excerpt
 from landcover.geo.errors import GeoDataError, MaskValueError
 from landcover.geo.folder import read_region_folder
 from landcover.geo.raster import RasterProfile, read_profile, read_raster
@@ -116,7 +116,9 @@ def read_support(
     """Read and validate staged support tiles with the geo folder reader.
 
     Checks, each a 4xx naming the client's file: readable rasters, pixel limit, band
-    count, image/mask sizes, mask values within the classes, tiles with labeled data.
+    count, image/mask sizes, mask values within the classes, finite pixel values (NaN or
+    infinite values are accepted only where the raster declares nodata), tiles with
+    labeled data.
     """
     model_scheme = bundle.scheme()
     lut: np.ndarray | None = None
@@ -124,7 +126,9 @@ def read_support(
         try:
             scheme = ClassScheme.from_file(staged.class_file)
         except GeoDataError as err:
-            raise _bad(staged, err, "invalid_class_file") from None
+            bad = _bad(staged, err, "invalid_class_file")
+            bad.detail = excerpt(bad.detail, 400)  # never echo a client's file at length
+            raise bad from None
         unknown = [n for n in scheme.names if n not in model_scheme.names]
         if unknown:
             raise BadInput(
@@ -180,6 +184,16 @@ def read_support(
             mask = lut[np.clip(mask, 0, 255)]
         image_path = next((staged.folder / "images").glob(f"{ref.key}.*"))
         label = staged.names[str(image_path)]
+        image = sample["image"].numpy()
+        valid = sample["valid"].numpy() if "valid" in sample else np.ones(image.shape[-2:], bool)
+        non_finite = valid & ~np.isfinite(image).all(axis=0)
+        if non_finite.any():
+            raise BadInput(
+                f"image {label} has {int(non_finite.sum())} pixel(s) that are NaN or "
+                "infinite but not marked as nodata; fill them with real values, or declare "
+                "them nodata (e.g. a GeoTIFF nodata tag of nan) so that they are ignored",
+                "non_finite_pixels",
+            )
         if not (mask != model_scheme.ignore_index).any():
             valid = read_raster(image_path).valid
             if not bool(valid.any()):

@@ -8,6 +8,7 @@ accepted support set is written atomically to storage, then the row is committed
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from typing import Annotated, Literal
@@ -19,14 +20,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
+from api.compute import adapt_gflop
+from api.db import session_scope
 from api.deps import Db, Services, Svc
 from api.engine import media
-from api.errors import ApiError, BadInput, Conflict, NotFound, TooBusy
+from api.errors import ApiError, BadInput, Conflict, NotFound, TooBusy, TooLarge
 from api.models import ACTIVE, Adaptation, JobStatus
-from api.predicting import run_prediction
-from api.schemas import AdaptationList, AdaptationOut, error_responses
+from api.predicting import predict_file, stage_raster
+from api.schemas import EXAMPLE_MODEL, AdaptationList, AdaptationOut, error_responses
 from api.security import Owner
-from api.validation import receive_support
+from api.validation import Support, receive_support
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
 
@@ -61,7 +64,7 @@ ModelField = Annotated[
     Form(
         max_length=128,
         description="Base model name (GET /v1/models).",
-        examples=["synthetic-mamlpp"],
+        examples=[EXAMPLE_MODEL],
     ),
 ]
 StepsField = Annotated[
@@ -103,6 +106,64 @@ def owned(db: Session, owner: str, adaptation_id: str) -> Adaptation:
     return row
 
 
+def read_owned(services: Services, owner: str, adaptation_id: str) -> Adaptation:
+    """:func:`owned` in a short session of its own (no connection kept afterwards)."""
+    with session_scope(services.sessions) as db:
+        return owned(db, owner, adaptation_id)
+
+
+def fingerprint(model: str, steps: int | None, fields: dict[str, list[UploadFile]]) -> str:
+    """SHA-256 of what a creation request asks for: model, steps, every file and its name.
+
+    An ``Idempotency-Key`` is bound to the fingerprint of its first request, so a retry is
+    recognised as the same request and a different request under a reused key is not.
+    """
+    digest = hashlib.sha256(f"{model}\0{steps}\0".encode())
+    for name, files in fields.items():
+        for upload in files:
+            digest.update(f"{name}\0{upload.filename}\0".encode("utf-8", "surrogateescape"))
+            upload.file.seek(0)
+            for chunk in iter(lambda f=upload.file: f.read(1024 * 1024), b""):
+                digest.update(chunk)
+            upload.file.seek(0)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def replay(services: Services, owner: str, key: str, request_hash: str) -> AdaptationOut | None:
+    """The adaptation first created under ``key``, or ``None``; 422 if the body differs."""
+    with session_scope(services.sessions) as db:
+        existing = db.scalar(
+            select(Adaptation).where(Adaptation.owner == owner, Adaptation.idempotency_key == key)
+        )
+    if existing is None:
+        return None
+    if existing.request_hash is not None and existing.request_hash != request_hash:
+        raise BadInput(
+            f"Idempotency-Key {key[:128]!r} was first used for a different request "
+            f"(adaptation {existing.id}); a retry must send the same model, steps and files. "
+            "Use a new key for a new adaptation",
+            "idempotency_key_reused",
+        )
+    return AdaptationOut.from_row(existing)
+
+
+def check_adapt_cost(services: Services, model: str, support: Support, steps: int | None) -> None:
+    """413 when the adaptation would cost more compute than this service allows."""
+    bundle = services.engine.base(model)
+    pixels = sum(int(i.shape[-1]) * int(i.shape[-2]) for i in support.images)
+    n = steps if steps is not None else int(bundle.inner_steps or 0)
+    cost = adapt_gflop(pixels, n, services.engine.flops_per_pixel(model))
+    limit = services.settings.max_adapt_gflop
+    if cost > limit:
+        raise TooLarge(
+            f"this adaptation would cost about {cost:.0f} GFLOP ({n} steps on {pixels} support "
+            f"pixels with model {model!r}), more than this service's limit of {limit:.0f} "
+            "GFLOP; send fewer or smaller tiles, or ask for fewer steps",
+            "too_costly",
+        )
+
+
 def check_capacity(services: Services, db: Session, owner: str) -> None:
     """429 when the caller or the service has too many queued/running adaptations."""
     s = services.settings
@@ -141,12 +202,11 @@ def base_model(services: Services, name: str) -> ModelBundle:
     "",
     status_code=202,
     summary="Adapt a base model to labeled tiles (background job)",
-    responses={202: {"links": CREATED_LINKS}, **error_responses(400, 401, 413, 415, 422, 429)},
+    responses={202: {"links": CREATED_LINKS}, **error_responses(400, 401, 413, 415, 422, 429, 503)},
 )
 def create_adaptation(
     owner: Owner,
     services: Svc,
-    db: Db,
     response: Response,
     model: ModelField,
     images: ImagesField,
@@ -158,7 +218,8 @@ def create_adaptation(
         Header(
             alias="Idempotency-Key",
             max_length=128,
-            description="Retries with the same key return the first adaptation.",
+            description="Retries with the same key and the same request return the first "
+            "adaptation; the same key with a different request is a 422.",
         ),
     ] = None,
 ) -> AdaptationOut:
@@ -167,49 +228,46 @@ def create_adaptation(
     Returns ``202`` with the adaptation's id; poll ``GET /v1/adaptations/{id}`` until
     ``status`` is ``done`` (or ``failed``, with a reason).
     """
+    services.require_usable()
+    request_hash = fingerprint(model, steps, {"images": images, "masks": masks, "archive": archive})
     if idempotency_key:
-        existing = db.scalar(
-            select(Adaptation).where(
-                Adaptation.owner == owner, Adaptation.idempotency_key == idempotency_key
-            )
-        )
-        if existing is not None:
-            return AdaptationOut.from_row(existing)
+        first = replay(services, owner, idempotency_key, request_hash)
+        if first is not None:
+            return first
     settings = services.settings
-    check_capacity(services, db, owner)
+    with session_scope(services.sessions) as db:
+        check_capacity(services, db, owner)
     bundle = base_model(services, model)
     with services.store.staging() as folder:
         support = receive_support(settings, bundle, steps, images, masks, archive, folder)
+    check_adapt_cost(services, model, support, steps)
     adaptation_id = uuid.uuid4().hex
     with services.submit_lock:
-        check_capacity(services, db, owner)
+        with session_scope(services.sessions) as db:
+            check_capacity(services, db, owner)
         services.store.save_support(adaptation_id, support.images, support.masks)
         row = Adaptation(
             id=adaptation_id,
             owner=owner,
             idempotency_key=idempotency_key,
+            request_hash=request_hash,
             model=model,
             status=JobStatus.queued.value,
             tiles=len(support.images),
             steps=steps,
+            attempts=0,
             info={},
         )
         try:
-            db.add(row)
-            db.commit()
+            with session_scope(services.sessions) as db:
+                db.add(row)
         except IntegrityError:
-            db.rollback()
             services.store.delete(adaptation_id)
-            existing = db.scalar(
-                select(Adaptation).where(
-                    Adaptation.owner == owner, Adaptation.idempotency_key == idempotency_key
-                )
-            )
-            if existing is None:
+            first = replay(services, owner, idempotency_key or "", request_hash)
+            if first is None:
                 raise
-            return AdaptationOut.from_row(existing)
+            return first
         except BaseException:
-            db.rollback()
             services.store.delete(adaptation_id)
             raise
     services.runner.notify()
@@ -267,19 +325,22 @@ def delete_adaptation(owner: Owner, services: Svc, db: Db, adaptation_id: Adapta
             "description": "The map: GeoTIFF (default), PNG preview or GeoJSON polygons.",
             "content": {"image/tiff": {}, "image/png": {}, "application/geo+json": {}},
         },
-        **error_responses(400, 401, 404, 409, 410, 413, 415, 422, 429),
+        **error_responses(400, 401, 404, 409, 410, 413, 415, 422, 429, 503),
     },
 )
 def predict(
     owner: Owner,
     services: Svc,
-    db: Db,
     adaptation_id: AdaptationId,
     raster: Annotated[UploadFile, File(description="Raster to segment (GeoTIFF, PNG, JPEG).")],
     format: FormatQuery = "geotiff",
 ) -> FileResponse:
-    """Segment ``raster`` with the adapted model; the output streams back from disk."""
-    row = owned(db, owner, adaptation_id)
+    """Segment ``raster`` with the adapted model; the output streams back from disk.
+
+    No database connection is held while the request waits for a slot or predicts.
+    """
+    services.require_usable()
+    row = read_owned(services, owner, adaptation_id)
     if row.status != JobStatus.done.value:
         if row.status == JobStatus.failed.value:
             raise Conflict(
@@ -299,8 +360,10 @@ def predict(
             "create the adaptation again",
             "weights_missing",
         )
-    settings = services.settings
-    with services.slots.take("predictions"):
+    per_pixel = (
+        services.engine.flops_per_pixel(row.model) if row.model in services.engine.names() else None
+    )
+    with services.store.staging() as folder:
         try:
             predictor = services.engine.cached_predictor(row.id, path)
         except BundleError as err:
@@ -310,7 +373,16 @@ def predict(
                 "and create the adaptation again",
                 "weights_missing",
             ) from None
-        out = run_prediction(services, predictor, raster, format, settings.max_raster_pixels)
+        src, label = stage_raster(
+            services,
+            predictor.bundle,
+            raster,
+            folder,
+            services.settings.max_raster_pixels,
+            per_pixel,
+        )
+        with services.slots.take("predictions", owner):
+            out = predict_file(services, predictor, src, label, format)
     media_type, suffix = media(format)
     return FileResponse(
         out,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import Svc
-from api.schemas import ModelInfo, error_responses
+from api.schemas import EXAMPLE_MODEL, ModelInfo, error_responses
 from api.security import Owner
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -23,7 +23,7 @@ def list_models(_: Owner, services: Svc) -> list[ModelInfo]:
 def get_model(
     _: Owner,
     services: Svc,
-    name: Annotated[str, Path(max_length=128, examples=["synthetic-mamlpp"])],
+    name: Annotated[str, Path(max_length=128, examples=[EXAMPLE_MODEL])],
 ) -> ModelInfo:
     """One base model, by the name given in ``GET /v1/models``."""
     return services.engine.info(name)

@@ -13,8 +13,10 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from api.compute import TimeLimitExceeded, time_limit
 from api.deps import Svc
 from api.engine import media
+from api.errors import Unavailable
 from api.predicting import predict_file, stage_raster
 from api.routes.adaptations import (
     ArchiveField,
@@ -24,6 +26,7 @@ from api.routes.adaptations import (
     ModelField,
     StepsField,
     base_model,
+    check_adapt_cost,
 )
 from api.schemas import error_responses
 from api.security import Owner
@@ -41,11 +44,11 @@ router = APIRouter(prefix="/v1", tags=["segment"])
             "description": "The map of the query raster (GeoTIFF, PNG preview or GeoJSON).",
             "content": {"image/tiff": {}, "image/png": {}, "application/geo+json": {}},
         },
-        **error_responses(400, 401, 413, 415, 422, 429),
+        **error_responses(400, 401, 413, 415, 422, 429, 503),
     },
 )
 def segment(
-    _: Owner,
+    owner: Owner,
     services: Svc,
     model: ModelField,
     raster: Annotated[UploadFile, File(description="Query raster to segment.")],
@@ -60,9 +63,17 @@ def segment(
     bundle = base_model(services, model)
     with services.store.staging() as folder:
         support = receive_support(settings, bundle, steps, images, masks, archive, folder)
-        src, label = stage_raster(services, bundle, raster, folder, settings.segment_max_pixels)
-        with services.slots.take("predictions or segmentations"):
-            outcome = services.engine.adapt(bundle, support, steps)
+        check_adapt_cost(services, model, support, steps)
+        src, label = stage_raster(services, bundle, raster, folder, settings.segment_max_pixels,
+                                  services.engine.flops_per_pixel(model))  # fmt: skip
+        with services.slots.take("predictions or segmentations", owner):
+            limit = settings.predict_time_limit_s
+            try:
+                with time_limit(limit, f"adapting ran past this service's limit of {limit:g} s"):
+                    outcome = services.engine.adapt(bundle, support, steps)
+            except TimeLimitExceeded as err:
+                raise Unavailable(f"{err} (the service is busy); retry later or send fewer "
+                                  "tiles", "time_limit", retry_after_s=30) from None  # fmt: skip
             predictor = services.engine.predictor(outcome.bundle)
             out = predict_file(services, predictor, src, label, format)
     media_type, suffix = media(format)

@@ -10,9 +10,13 @@ train your MAML"), 4 bands, 128 px tiles, 5 inner steps. It measures
   of the adaptation itself is reported too);
 * predict: ``POST /v1/adaptations/{id}/predict`` of a 1024×1024 4-band GeoTIFF, the GeoTIFF
   map streamed back (p50/p95 over ``--rounds``);
-* throughput: predict requests per second with 8 concurrent clients.
+* throughput: predict requests per second with 8 concurrent clients;
+* sweep: 1, 8, 32, 64 concurrent clients of predicts and status polls over 4 API keys,
+  with p50/p95 latency, 429 and 5xx counts and the slowest ``/ready`` per level
+  (:mod:`landcover.bench.api_sweep`).
 
-It prints a table and writes JSON (``--json``). The server is always terminated.
+It prints tables and writes JSON (``--json``) with a PNG of the sweep beside it. The
+server is always terminated.
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ from typing import Any
 
 import numpy as np
 
+from landcover.bench.api_sweep import adapt_for, sweep_level, sweep_plot, sweep_table
+
 BENCH_NAME = "api"
 BENCH_HELP = "REST service on a real uvicorn (loopback): adapt/predict latency, predict req/s"
 KEY = "bench-key-0123456789abcdef"
+#: Tenants of the sweep (the first is ``KEY``).
+SWEEP_KEYS = [KEY] + [f"bench-key-{i}-0123456789abcdef" for i in range(1, 4)]
 
 
 def free_port() -> int:
@@ -186,11 +194,15 @@ def _adapt_once(client: Any, files: list[Any]) -> tuple[float, float, str]:
                     files=files)  # fmt: skip
     r.raise_for_status()
     aid = r.json()["id"]
-    while True:
-        body = client.get(f"/v1/adaptations/{aid}", headers={"X-API-Key": KEY}).json()
+    while True:  # 25 polls/s: under the service's default rate limit of 30/s per key
+        r = client.get(f"/v1/adaptations/{aid}", headers={"X-API-Key": KEY})
+        if r.status_code == 429:
+            time.sleep(float(r.headers.get("retry-after", "1")))
+            continue
+        body = r.json()
         if body["status"] in ("done", "failed"):
             break
-        time.sleep(0.01)
+        time.sleep(0.04)
     if body["status"] != "done":
         raise RuntimeError(f"adaptation failed: {body['reason']}")
     return time.perf_counter() - start, float(body["timings"]["adapt_s"]), aid
@@ -257,6 +269,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="base bundle to serve (default: an untrained small U-Net + MAML++, 4 bands)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+    parser.add_argument(
+        "--sweep",
+        default="1,8,32,64",
+        help="client counts of the concurrency sweep (comma-separated; '' to skip)",
+    )
+    parser.add_argument("--sweep-seconds", type=float, default=20.0, help="seconds per level")
+    parser.add_argument("--sweep-raster", type=int, default=256, help="sweep raster side (px)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -266,8 +285,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     rounds, clients, requests, side = args.rounds, args.clients, args.requests, args.raster
+    levels = [int(c) for c in str(args.sweep).split(",") if c.strip()]
+    sweep_s, sweep_side = args.sweep_seconds, args.sweep_raster
     if args.quick:
         rounds, requests, side = 1, 2, 128
+        levels, sweep_s, sweep_side = [1, 4], 2.0, 64
     from landcover.inference.bundle import ModelBundle
 
     tile = 128
@@ -287,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         env = {"LANDCOVER_PREDICT_CONCURRENCY": str(max(1, min(clients, os.cpu_count() or 1))),
                "LANDCOVER_POLL_S": "0.05", "LANDCOVER_PREDICT_WAIT_S": "600"}  # fmt: skip
         port = free_port()
-        proc = start_server(port, root / "data", root / "models", [KEY], env=env,
+        proc = start_server(port, root / "data", root / "models", SWEEP_KEYS, env=env,
                             log=root / "server.log", workers=args.workers)  # fmt: skip
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
@@ -314,6 +336,14 @@ def run(args: argparse.Namespace) -> int:
             with ThreadPoolExecutor(clients) as pool:
                 done = sum(pool.map(worker, shares))
             wall = time.perf_counter() - start
+            rng = np.random.default_rng(2)
+            small = _tiff(rng.integers(0, 2000, size=(bands, sweep_side, sweep_side)
+                                       ).astype(np.uint16))  # fmt: skip
+            base_url = f"http://127.0.0.1:{port}"
+            keys = SWEEP_KEYS[:2] if args.quick else SWEEP_KEYS
+            targets = [(KEY, aid)] + [adapt_for(base_url, k, files) for k in keys[1:]]
+            rows = [sweep_level(base_url, n, sweep_s, targets, small)
+                    for n in tqdm(levels, desc="sweep", unit="level")]  # fmt: skip
         finally:
             stop_server(proc)
     results = {
@@ -329,11 +359,23 @@ def run(args: argparse.Namespace) -> int:
                   "uvicorn_workers": args.workers,
                   "predict_concurrency": int(env["LANDCOVER_PREDICT_CONCURRENCY"]),
                   "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS", "1")},
+        "sweep": {"levels": rows, "seconds_per_level": sweep_s, "raster_px": sweep_side,
+                  "api_keys": len(targets), "server_defaults": "predict_wait_s 600, "
+                  "rate_limit 30/second;1200/minute per key",
+                  "server_errors": sum(r["predict"]["http_5xx"] + r["poll"]["http_5xx"]
+                                       for r in rows),
+                  "ready_max_s": max((r["ready_max_s"] for r in rows), default=float("nan"))},
     }  # fmt: skip
     Console().print(results_table(results))
+    setup = (f"{model_name}; {len(targets)} API keys, {sweep_side}² rasters, "
+             f"{sweep_s:g} s per level, loopback")  # fmt: skip
+    if rows:
+        Console().print(sweep_table(rows, setup))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp_json = args.json.with_name(args.json.name + ".tmp")
         tmp_json.write_text(json.dumps(results, indent=2))
         os.replace(tmp_json, args.json)
+        if rows:
+            sweep_plot(rows, args.json.with_name(args.json.stem + "_sweep.png"))
     return 0

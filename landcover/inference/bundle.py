@@ -53,6 +53,18 @@ def find_model(learner: nn.Module) -> SegmentationModel:
     )
 
 
+def shared_file_mode() -> int:
+    """``0o644`` minus the process umask: the mode a plain ``open(path, "w")`` would give."""
+    umask = 0o022
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644 & ~umask
+
+
 @dataclass
 class ModelBundle:
     """Everything needed to adapt and predict, in memory; see the module docstring.
@@ -303,6 +315,9 @@ class ModelBundle:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             save_file(tensors, str(tmp), metadata={"landcover": json.dumps(self.header())})
+            # safetensors creates 0600 files; a bundle is meant to be read by other users
+            # (e.g. a container's non-root service user reading a mounted models folder)
+            os.chmod(tmp, shared_file_mode())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -54,14 +54,21 @@ def make_bundle(path: Path, bands: int = 3, tile: int = 32) -> Path:
     return bundle.save(path)
 
 
+#: The database of the running test (set by the ``data_dir`` fixture; ``None``: SQLite).
+DATABASE_URL: str | None = None
+
+
 def settings_for(data_dir: Path, models_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "database_url": DATABASE_URL,
         "data_dir": data_dir,
         "models_dir": models_dir,
         "api_keys": [KEY_A, KEY_B],
         "poll_s": 0.05,
         "heartbeat_s": 0.2,
         "predict_wait_s": 30.0,
+        "rate_limit": "10000/second",
+        "auth_failure_limit": "10000/second",
         **overrides,
     }
     return Settings(**values)

@@ -1,4 +1,5 @@
-"""``landcover bench api --quick`` runs end to end against a real server and writes JSON."""
+"""``landcover bench api --quick`` runs end to end against a real server and writes JSON
+(latencies, throughput and a small concurrency sweep with its PNG)."""
 
 from __future__ import annotations
 
@@ -25,4 +26,13 @@ def test_bench_api_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert 0 < results["adapt"]["server_adapt_p50_s"] <= results["adapt"]["p50_s"]
     assert results["predict"]["p50_s"] > 0 and results["predict"]["megapixels_per_s"] > 0
     assert results["throughput"]["requests"] == 2 and results["throughput"]["requests_per_s"] > 0
-    assert "landcover bench api" in capsys.readouterr().out
+    sweep = results["sweep"]
+    assert [r["clients"] for r in sweep["levels"]] == [1, 4]
+    for row in sweep["levels"]:
+        assert row["predict"]["ok"] > 0 and row["poll"]["ok"] > 0
+        assert row["predict"]["p95_s"] >= row["predict"]["p50_s"] > 0
+        assert row["ready_probes"] > 0 and row["ready_max_s"] > 0
+    assert sweep["server_errors"] == 0
+    assert (tmp_path / "r_sweep.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "landcover bench api" in out and "concurrency sweep" in out
