@@ -23,7 +23,7 @@ from api.errors import ApiError, install_handlers
 from api.jobs import JobError, JobRunner, Work
 from api.limits import BodyLimitMiddleware, Slots
 from api.models import Adaptation
-from api.routes import adaptations, health, models, segment
+from api.routes import adaptations, health, models, segment, web
 from api.settings import Settings
 from api.store import Store, atomic_path
 from api.validation import Support
@@ -158,6 +158,8 @@ def create_app(settings: Settings | None = None, engine: ModelEngine | None = No
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,  # operationId = function name
+        docs_url=None,  # /docs and /redoc come from api.routes.web, on local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.services = services
@@ -165,4 +167,5 @@ def create_app(settings: Settings | None = None, engine: ModelEngine | None = No
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     for module in (health, models, adaptations, segment):
         app.include_router(module.router)
+    web.install(app)  # the analysts' page at /, offline /docs and /redoc
     return app
