@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/landcover demo --out runs/demo
 
-test: $(STAMP)
+# The browser tests (tests/web) drive Debian's chromium through Playwright.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest

@@ -538,4 +538,5 @@ function wire() {
 
 wire();
 init();
-export { state, painter, UNLABELED };
+// For scripted checks (the browser tests read the painted mask through this).
+window.landcoverPage = { state, painter, maskEncoding, currentModel, UNLABELED };
