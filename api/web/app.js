@@ -367,6 +367,7 @@ function renderAdaptations() {
   const body = $("#adaptations tbody");
   body.innerHTML = "";
   $("#adaptations-empty").hidden = state.adaptations.length > 0;
+  document.body.dataset.adaptations = "loaded";
   for (const a of state.adaptations) {
     const status = el("td", {}, el("span", { class: `badge ${a.status}` }, a.status));
     if (a.status === "failed" && a.reason) status.append(el("div", { class: "reason" }, a.reason));

@@ -121,7 +121,7 @@ def meta_train(
 
 
 def evaluate(learner: Any, region: Region, stats: BandStats, args: argparse.Namespace) -> dict:
-    """mIoU on the query tiles of ``region`` after adapting from each kind of support."""
+    """MIoU on the query tiles of ``region`` after adapting from each kind of support."""
     sampler = RegionTaskSampler(
         [region], shots=args.shots, query=args.query, tile_size=args.tile, stats=stats,
         seed=10_000 + args.seed, min_support_classes=2,
@@ -170,9 +170,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=3, help="support tiles per task")
     p.add_argument("--query", type=int, default=3, help="query tiles per task")
     p.add_argument("--width", type=int, default=8, help="U-Net base width")
-    p.add_argument("--meta-steps", type=int, default=80, help="meta-training steps")
+    p.add_argument("--meta-steps", type=int, default=60, help="meta-training steps")
     p.add_argument("--meta-batch", type=int, default=3, help="tasks per meta-step")
-    p.add_argument("--tasks", type=int, default=24, help="evaluation tasks per fold")
+    p.add_argument("--tasks", type=int, default=16, help="evaluation tasks per fold")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--json", type=Path, default=Path("docs/results/strokes.json"))
@@ -204,12 +204,12 @@ def run(args: argparse.Namespace) -> int:
             learner = meta_train(train, stats, args, sparse)
             timings[f"{fold} / meta-train {label}"] = time.perf_counter() - t
             results.setdefault(fold, {})[label] = evaluate(learner, regions[fold], stats, args)
-            print(f"{fold}: meta-trained with {label} in {timings[f'{fold} / meta-train {label}']:.0f} s")
+            took = timings[f"{fold} / meta-train {label}"]
+            print(f"{fold}: meta-trained with {label} in {took:.0f} s")
     summary = {
         "bench": BENCH_NAME,
         "data": str(args.root),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k not in ("func",)},  # fmt: skip
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "strokes": STROKES.__dict__,
         "points": POINTS.__dict__,
         "results": results,

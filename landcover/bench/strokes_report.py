@@ -12,8 +12,10 @@ TRAIN_COLS = ("full masks", "strokes")
 
 
 def table(results: dict[str, Any]) -> str:
-    """Markdown table: one row per (held-out region, adaptation support), one column per
-    meta-training support, mIoU with its 95 % interval and the labeled share of pixels."""
+    """Markdown table of mIoU (95 % interval) and labeled share of pixels.
+
+    One row per (held-out region, adaptation support), one column per meta-training support.
+    """
     lines = [
         "| held-out region | adapt from | labeled px | meta-trained on full masks "
         "| meta-trained on strokes |",
@@ -31,9 +33,11 @@ def table(results: dict[str, Any]) -> str:
                     r = results[fold][col][row]
                     cells.append(f"{r['miou']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
             shares = [results[f][TRAIN_COLS[0]][row]["labeled_fraction"] for f in folds]
-            share = np.mean(shares) if fold == "mean" else results[fold][TRAIN_COLS[0]][row][
-                "labeled_fraction"
-            ]
+            share = (
+                np.mean(shares)
+                if fold == "mean"
+                else results[fold][TRAIN_COLS[0]][row]["labeled_fraction"]
+            )
             shown = "–" if row == "none" else f"{100 * share:.1f} %"
             lines.append(f"| {fold} | {row} | {shown} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

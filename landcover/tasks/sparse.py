@@ -76,23 +76,29 @@ class SparseLabels:
 
 def _disk(width: int) -> np.ndarray:
     r = (width - 1) / 2
-    yy, xx = np.mgrid[: width, : width]
+    yy, xx = np.mgrid[:width, :width]
     return (yy - r) ** 2 + (xx - r) ** 2 <= r * r + 0.5
 
 
 def _walk(area: np.ndarray, start: tuple[int, int], steps: int, rng: np.random.Generator) -> list:
-    """A smooth random walk from ``start`` that stops where it would leave ``area``."""
+    """A smooth random walk from ``start`` that stays inside ``area``.
+
+    At the area's border it turns (up to 8 tries) and stops only where it cannot go on.
+    """
     h, w = area.shape
     y, x = float(start[0]), float(start[1])
     angle = rng.uniform(0, 2 * np.pi)
     path = [start]
     for _ in range(steps):
-        angle += rng.normal(0, 0.35)
-        ny, nx = y + np.sin(angle), x + np.cos(angle)
-        iy, ix = round(ny), round(nx)
-        if not (0 <= iy < h and 0 <= ix < w and area[iy, ix]):
+        for attempt in range(9):
+            step_angle = angle + rng.normal(0, 0.35 if attempt == 0 else 1.5)
+            ny, nx = y + np.sin(step_angle), x + np.cos(step_angle)
+            iy, ix = round(ny), round(nx)
+            if 0 <= iy < h and 0 <= ix < w and area[iy, ix]:
+                break
+        else:
             break
-        y, x = ny, nx
+        angle, y, x = step_angle, ny, nx
         path.append((iy, ix))
     return path
 

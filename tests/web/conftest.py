@@ -24,7 +24,7 @@ from webhelpers import (
 )
 
 pytest.importorskip("playwright", reason="pip install -e '.[test]' installs playwright")
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, sync_playwright
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ def enter_key(page: Page, url: str) -> None:
     page.fill("#api-key", KEY)
     page.click("#key-use")
     expect(page.locator("#key-status")).to_have_text("Key accepted.")
+    page.wait_for_selector("body[data-adaptations=loaded]", state="attached")
 
 
 def tile_paths(web_root: Path) -> list[str]:
@@ -86,7 +87,9 @@ def test_upload_adapt_predict_download_delete(page: Page, server: str, web_root:
     page.click("#adapt-button")
     expect(page.locator("#adapt-error")).to_contain_text("follow it below")
     wait_done(page, 1)
-    expect(page.locator("#adaptations td.miou").first).to_have_text(re.compile(r"\d\.\d{3} → \d\.\d{3}"))
+    expect(page.locator("#adaptations td.miou").first).to_have_text(
+        re.compile(r"\d\.\d{3} → \d\.\d{3}")
+    )
 
     # predict: the map is drawn over the image, with an opacity slider and a legend
     page.set_input_files("#raster-file", str(web_root / "tiles" / "tile0.tif"))

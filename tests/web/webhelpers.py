@@ -108,12 +108,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    argv: list[str], env: dict[str, str], port: int, log: Path, timeout: float = 60.0
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    timeout: float = 60.0,
+    cwd: Path | None = None,
 ) -> Iterator[str]:
     """Run a real server process until the block ends; yields its base URL."""
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
