@@ -2,7 +2,8 @@
 
 Run it with ``landcover serve`` (uvicorn), or ``uvicorn api.app:create_app --factory``.
 Every endpoint lives under ``/v1`` except the health probes; OpenAPI documentation with
-examples is served at ``/docs`` (Swagger UI) and ``/openapi.json``.
+examples is served at ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json``, the
+analysts' page at ``/`` (:mod:`api.routes.web`, from local assets only).
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ Configuration comes from ``LANDCOVER_*`` environment variables (see :mod:`api.se
 ``--data-dir``, ``--models-dir`` and ``--api-keys`` are shortcuts that set them for every
 worker process. With ``--workers N`` uvicorn starts N processes; they share the database
 and the storage folder, and each runs its own job runner.
+
+Defaults for a newcomer: without ``--models-dir`` (and ``LANDCOVER_MODELS_DIR``) it serves
+``models/`` when that holds bundles, else the folder of ``make demo``'s bundle
+(``runs/demo/maml.bundle``, model ``maml``), else it exits saying how to get a bundle. On a
+loopback address without keys it runs in *local mode*: a key generated for the session,
+given to the page at ``/`` for loopback clients only (``api.routes.web``), so the page works
+without setup; on any other address without keys it warns that every ``/v1`` call gets 401.
 """
 
 from __future__ import annotations

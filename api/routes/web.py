@@ -143,13 +143,16 @@ def preview(
             shape = (max(1, round(height * scale)), max(1, round(width * scale)))
             bands = rgb_bands(names, count)
             arr = src.read(bands, out_shape=(3, *shape), masked=True).astype(np.float32)
+            eight_bit = all(src.dtypes[b - 1] == "uint8" for b in bands)
     except RasterioIOError:
         raise BadInput(
             f"raster {label} cannot be read; upload an intact GeoTIFF, PNG or JPEG",
             "corrupt_raster",
         ) from None
     valid = ~np.ma.getmaskarray(arr).any(axis=0)
-    rgb = stretch(np.ma.getdata(arr), valid)
+    data = np.ma.getdata(arr)
+    # 8-bit imagery (photos, RGB JPEG/PNG) is shown as it is; other data is stretched
+    rgb = np.where(valid, data, 0).astype(np.uint8) if eight_bit else stretch(data, valid)
     buf = io.BytesIO()
     Image.fromarray(np.moveaxis(rgb, 0, -1)).save(buf, format="PNG")
     return Response(

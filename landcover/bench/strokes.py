@@ -161,6 +161,23 @@ def evaluate(learner: Any, region: Region, stats: BandStats, args: argparse.Name
     return out
 
 
+def save_bundle(learner: Any, stats: BandStats, args: argparse.Namespace) -> Path:
+    """Save a meta-trained learner as a bundle the service serves (raw 0..255 RGB input)."""
+    from landcover.inference.bundle import ModelBundle
+
+    args.bundle.parent.mkdir(parents=True, exist_ok=True)
+    return ModelBundle.from_learner(
+        learner,
+        bands=["red", "green", "blue"],
+        mean=[255 * m for m in stats.mean],
+        std=[255 * s for s in stats.std],
+        classes=DUBAI,
+        tile_size=args.tile,
+        inner_steps=MAMLPP["steps"],
+        info={"bench": "strokes", "scale": args.scale, "meta_trained_on": "strokes"},
+    ).save(args.bundle)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``landcover bench strokes``."""
     p.add_argument("--root", type=Path, default=Path("../shared/data/dubai-aerial"))
@@ -177,6 +194,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--json", type=Path, default=Path("docs/results/strokes.json"))
     p.add_argument("--plot", type=Path, default=Path("docs/img/strokes.png"))
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path("runs/strokes/dubai-strokes.bundle"),
+        help="where to save the last fold's stroke-meta-trained model (for the web page)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,6 +219,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
+
+    def summary() -> dict[str, Any]:
+        return {
+            "bench": BENCH_NAME,
+            "data": str(args.root),
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "strokes": STROKES.__dict__,
+            "points": POINTS.__dict__,
+            "results": results,
+            "timings_s": timings,
+            "total_s": time.perf_counter() - t0,
+            "machine": {"platform": platform.platform(), "threads": args.threads},
+        }
+
     for fold in folds:
         train = [r for name, r in regions.items() if name != fold]
         stats = band_stats(train)
@@ -203,23 +240,18 @@ def run(args: argparse.Namespace) -> int:
             t = time.perf_counter()
             learner = meta_train(train, stats, args, sparse)
             timings[f"{fold} / meta-train {label}"] = time.perf_counter() - t
+            t = time.perf_counter()
             results.setdefault(fold, {})[label] = evaluate(learner, regions[fold], stats, args)
+            timings[f"{fold} / evaluate {label}"] = time.perf_counter() - t
+            if sparse is not None and fold == folds[-1]:
+                save_bundle(learner, stats, args)
             took = timings[f"{fold} / meta-train {label}"]
             print(f"{fold}: meta-trained with {label} in {took:.0f} s")
-    summary = {
-        "bench": BENCH_NAME,
-        "data": str(args.root),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "strokes": STROKES.__dict__,
-        "points": POINTS.__dict__,
-        "results": results,
-        "timings_s": timings,
-        "total_s": time.perf_counter() - t0,
-        "machine": {"platform": platform.platform(), "threads": args.threads},
-    }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(summary(), indent=2))  # partial results
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.json, json.dumps(summary, indent=2))
+    final = summary()
+    atomic_write_text(args.json, json.dumps(final, indent=2))
     plot(results, args.plot)
-    print(f"wrote {args.json} and {args.plot} ({summary['total_s']:.0f} s)")
+    print(f"wrote {args.json} and {args.plot} ({final['total_s']:.0f} s)")
     return 0
