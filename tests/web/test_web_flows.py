@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,71 @@ def test_paint_strokes_then_adapt(page: Page, server: str, web_root: Path) -> No
     page.click("#adapt-button")
     wait_done(page, before + 1)
     expect(page.locator("#adaptations tbody tr").first.locator(".badge")).to_have_text("done")
+
+
+def test_drop_a_zip_in_the_folder_format(page: Page, server: str, web_root: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(2):
+            zf.write(web_root / "tiles" / f"tile{i}.tif", f"region/images/t{i}.tif")
+            zf.write(web_root / "tiles" / f"tile{i}.png", f"region/masks/t{i}.png")
+    enter_key(page, server)
+    page.evaluate(
+        """bytes => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], "region.zip"));
+            const zone = document.querySelector("#dropzone");
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+        }""",
+        list(buf.getvalue()),
+    )
+    expect(page.locator("#tile-list li")).to_have_count(1)
+    assert page.locator("#tile-list select").input_value() == "archive"
+    before = page.locator("#adaptations .badge.done").count()
+    page.click("#adapt-button")
+    wait_done(page, before + 1)
+    expect(page.locator("#adaptations tbody tr").first).to_contain_text("2")  # tiles
+
+
+def adaptation(status: str, **extra: object) -> dict:
+    return {
+        "id": (status * 8)[:8] + "0" * 24, "model": "tiny", "status": status, "reason": None,
+        "tiles": 3, "steps": None, "support_miou_before": None, "support_miou_after": None,
+        "timings": {}, "created_at": "2026-11-29T10:00:00Z", "started_at": None,
+        "finished_at": None, "links": {}, **extra,
+    }  # fmt: skip
+
+
+def test_statuses_reasons_and_the_adaptation_report(page: Page, server: str) -> None:
+    items = [
+        adaptation("queued"),
+        adaptation("running"),
+        adaptation("failed", reason="the support tiles hold no labeled pixel; label some"),
+        adaptation(
+            "done", support_miou_before=0.31, support_miou_after=0.74,
+            report={"support_miou_before": 0.31, "support_miou_after": 0.74, "steps_kept": 7,
+                    "steps_tried": 10, "held_out_tiles": 1},
+        ),
+        adaptation("done", support_miou_before=0.2, support_miou_after=0.5),
+    ]  # fmt: skip
+    page.route(
+        "**/v1/adaptations",
+        lambda route: (
+            route.fulfill(json={"items": items})
+            if route.request.method == "GET"
+            else route.continue_()
+        ),
+    )
+    enter_key(page, server)
+    rows = page.locator("#adaptations tbody tr")
+    expect(rows).to_have_count(5)
+    expect(rows.nth(0).locator(".badge")).to_have_text("queued")
+    expect(rows.nth(1).locator(".badge")).to_have_text("running")
+    expect(rows.nth(2)).to_contain_text("failed")
+    expect(rows.nth(2).locator(".reason")).to_have_text(items[2]["reason"])
+    expect(rows.nth(3).locator(".miou")).to_have_text(
+        "0.310 → 0.740 (kept 7 of 10 steps; 1 held-out tile)"
+    )
+    expect(rows.nth(4).locator(".miou")).to_have_text("0.200 → 0.500")
+    expect(page.locator("#predict-adaptation option")).to_have_count(2)  # done ones only
