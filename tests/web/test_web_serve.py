@@ -16,7 +16,7 @@ from webhelpers import free_port, make_bundle, serve
 from api.routes.web import is_loopback
 
 CLEAN = ("LANDCOVER_API_KEYS", "LANDCOVER_MODELS_DIR", "LANDCOVER_LOCAL_KEY", "LANDCOVER_DATA_DIR")
-EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
+EXTERNAL = re.compile(r"""https?://|(?:src|href)\s*=\s*["']?//""", re.I)
 
 
 def clean_env() -> dict[str, str]:
@@ -58,7 +58,6 @@ def test_serve_after_make_demo_serves_the_page_in_local_mode(
         for path in ("/", "/docs", "/redoc"):
             html = httpx.get(f"{url}{path}").text
             assert not EXTERNAL.search(html), f"{path} references another host"
-            assert "cdn." not in html
         assert httpx.get(f"{url}/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
         assert httpx.get(f"{url}/static/vendor/redoc/redoc.standalone.js").status_code == 200
 
