@@ -187,8 +187,9 @@ class RegionTaskSampler(Dataset):
             picks = rng.choice(len(reg), k + q, replace=False)
             support = [self._tile(reg, int(i), rng) for i in picks[:k]]
             sy = torch.stack([s[1] for s in support])
-            if self.sparse is not None:
-                sy = torch.stack([sparsify(y, self.sparse, rng, self.ignore_index) for y in sy])
+            if self.sparse is not None:  # own generator: the same tiles and crops as full masks
+                srng = np.random.default_rng([self.seed, index, 1])
+                sy = torch.stack([sparsify(y, self.sparse, srng, self.ignore_index) for y in sy])
             present = torch.unique(sy[sy != self.ignore_index])
             if len(present) < self.min_support_classes:
                 continue

@@ -76,3 +76,18 @@ def test_sampler_sparsifies_support_but_keeps_query_full() -> None:
         sparse.support_y, RegionTaskSampler([region], shots=2, query=2, seed=1, sparse="strokes")
         .task(0).support_y
     )  # fmt: skip
+
+
+def test_datamodule_config_option_meta_trains_on_sparse_supports(tmp_path) -> None:
+    from landcover.training.datamodule import RegionTaskDataModule
+
+    synth = {"regions": 4, "tiles_per_region": 5, "tile_size": 32, "seed": 0}
+    common = dict(root=str(tmp_path / "data"), options=synth, val_regions=1, test_regions=1,
+                  shots=[2, 2], query=2, tile_size=32)  # fmt: skip
+    dense = RegionTaskDataModule(**common)
+    sparse = RegionTaskDataModule(**common, sparse_support={"mode": "strokes", "width": 3})
+    a, b = dense.train_task(3), sparse.train_task(3)
+    assert torch.equal(a.query_y, b.query_y) and torch.equal(a.support_x, b.support_x)
+    assert labeled_fraction(b.support_y) < 0.5 * labeled_fraction(a.support_y)
+    kept = b.support_y != 255
+    assert torch.equal(b.support_y[kept], a.support_y[kept])
