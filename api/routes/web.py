@@ -36,6 +36,7 @@ from api.deps import Svc
 from api.errors import BadInput, TooLarge
 from api.schemas import error_responses
 from api.security import Owner
+from api.uploads import RASTER_KINDS, save_upload, shown
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC = "/static"
@@ -113,7 +114,7 @@ def stretch(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 @router.post(
     "/web/preview",
-    responses={200: {"content": {"image/png": {}}}, **error_responses(401, 413, 422)},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(401, 413, 415, 422)},
 )
 def preview(
     _: Owner,
@@ -128,27 +129,29 @@ def preview(
             names = list(services.engine.base(model).bands)
         except Exception:  # an unknown model only loses the band-name hint
             names = []
-    label = repr((raster.filename or "raster")[:128])
-    data = raster.file.read()
-    try:
-        with rasterio.io.MemoryFile(data) as mem, mem.open() as src:
-            width, height, count = src.width, src.height, src.count
-            if width * height > services.settings.max_raster_pixels:
-                raise TooLarge(
-                    f"raster {label} has {width}×{height} pixels, more than this service's "
-                    f"limit of {services.settings.max_raster_pixels}; split it",
-                    "too_many_pixels",
-                )
-            scale = min(1.0, PREVIEW_MAX_SIDE / max(width, height))
-            shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-            bands = rgb_bands(names, count)
-            arr = src.read(bands, out_shape=(3, *shape), masked=True).astype(np.float32)
-            eight_bit = all(src.dtypes[b - 1] == "uint8" for b in bands)
-    except RasterioIOError:
-        raise BadInput(
-            f"raster {label} cannot be read; upload an intact GeoTIFF, PNG or JPEG",
-            "corrupt_raster",
-        ) from None
+    label = f"raster {shown(raster.filename)}"
+    limit = services.settings.max_raster_pixels
+    with services.store.staging() as folder:
+        path = save_upload(raster, folder / "raster", RASTER_KINDS)  # sniffed: 415 if not
+        try:
+            with rasterio.open(path) as src:
+                width, height, count = src.width, src.height, src.count
+                if width * height > limit:
+                    raise TooLarge(
+                        f"{label} has {width}×{height} pixels, more than this service's "
+                        f"limit of {limit}; split it into smaller rasters",
+                        "too_many_pixels",
+                    )
+                scale = min(1.0, PREVIEW_MAX_SIDE / max(width, height))
+                shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+                bands = rgb_bands(names, count)
+                arr = src.read(bands, out_shape=(3, *shape), masked=True).astype(np.float32)
+                eight_bit = all(src.dtypes[b - 1] == "uint8" for b in bands)
+        except RasterioIOError:
+            raise BadInput(
+                f"{label} cannot be read; upload an intact GeoTIFF, PNG or JPEG",
+                "corrupt_raster",
+            ) from None
     valid = ~np.ma.getmaskarray(arr).any(axis=0)
     data = np.ma.getdata(arr)
     # 8-bit imagery (photos, RGB JPEG/PNG) is shown as it is; other data is stretched

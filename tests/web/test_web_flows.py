@@ -250,3 +250,24 @@ def test_statuses_reasons_and_the_adaptation_report(page: Page, server: str) -> 
     )
     expect(rows.nth(4).locator(".miou")).to_have_text("0.200 → 0.500")
     expect(page.locator("#predict-adaptation option")).to_have_count(2)  # done ones only
+
+
+def test_preview_helper_answers_bad_uploads_in_plain_words(server: str, web_root: Path) -> None:
+    import httpx
+
+    headers = {"X-API-Key": KEY}
+    tif = (web_root / "tiles" / "tile0.tif").read_bytes()
+    ok = httpx.post(f"{server}/web/preview", files={"raster": ("a.tif", tif)}, headers=headers,
+                    data={"model": "tiny"})  # fmt: skip
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
+    assert (ok.headers["x-raster-width"], ok.headers["x-raster-height"]) == ("48", "48")
+    assert Image.open(io.BytesIO(ok.content)).size == (48, 48)
+    for name, data, status in [
+        ("empty.tif", b"", 415),
+        ("notes.txt", b"hello", 415),
+        ("broken.png", b"\x89PNG\r\n\x1a\n not really", 422),
+    ]:
+        r = httpx.post(f"{server}/web/preview", files={"raster": (name, data)}, headers=headers)
+        assert r.status_code == status, r.text
+        assert name in r.json()["detail"]
+    assert httpx.post(f"{server}/web/preview", files={"raster": ("a.tif", tif)}).status_code == 401
