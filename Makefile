@@ -23,7 +23,10 @@ ifeq ($(PG_INITDB),)
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 endif
 
+# The browser tests (tests/web) drive Debian's chromium through Playwright (as root here);
+# the API tests start a throwaway PostgreSQL cluster with the server's binaries.
 test: $(STAMP) postgres-server
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest

@@ -2,7 +2,8 @@
 
 Run it with ``landcover serve`` (uvicorn), or ``uvicorn api.app:create_app --factory``.
 Every endpoint lives under ``/v1`` except the health probes; OpenAPI documentation with
-examples is served at ``/docs`` (Swagger UI) and ``/openapi.json``.
+examples is served at ``/docs`` (Swagger UI), ``/redoc`` and ``/openapi.json``, the
+analysts' page at ``/`` (:mod:`api.routes.web`, from local assets only).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from api.errors import ApiError, OptionsMiddleware, install_handlers
 from api.jobs import JobError, JobRunner, Work
 from api.limits import BodyLimitMiddleware, RateLimiter, Slots
 from api.models import Adaptation
-from api.routes import adaptations, health, models, segment
+from api.routes import adaptations, health, models, segment, web
 from api.schemas import EXAMPLE_MODEL
 from api.settings import Settings
 from api.store import Store, atomic_path
@@ -198,6 +199,8 @@ def create_app(settings: Settings | None = None, engine: ModelEngine | None = No
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,  # operationId = function name
+        docs_url=None,  # /docs and /redoc come from api.routes.web, on local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.services = services
@@ -219,4 +222,5 @@ def create_app(settings: Settings | None = None, engine: ModelEngine | None = No
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    web.install(app)  # the analysts' page at /, offline /docs and /redoc
     return app

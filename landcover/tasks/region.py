@@ -32,6 +32,7 @@ from landcover.geo.augment import apply_joint, build_augmentation
 from landcover.geo.classes import IGNORE_INDEX
 from landcover.geo.normalize import BandStats
 from landcover.geo.region import Region
+from landcover.tasks.sparse import SparseLabels, sparsify
 from landcover.tasks.task import Task
 
 
@@ -53,6 +54,10 @@ class RegionTaskSampler(Dataset):
         seed: Base seed; task ``i`` depends only on ``(seed, i)``.
         length: Number of tasks when used as a ``Dataset`` (an epoch).
         max_tries: Redraws allowed per task before giving up on ``min_support_classes``.
+        sparse: Sparse-label support sets: ``None`` (full masks), ``"strokes"``,
+            ``"points"`` or a :class:`~landcover.tasks.sparse.SparseLabels` mapping; each
+            support mask is replaced by simulated strokes/points of its classes (query
+            masks stay full), as an analyst painting a few strokes would give.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class RegionTaskSampler(Dataset):
         seed: int = 0,
         length: int = 1000,
         max_tries: int = 100,
+        sparse: SparseLabels | str | Mapping[str, Any] | None = None,
     ) -> None:
         if not regions:
             raise ValueError("RegionTaskSampler needs at least one region")
@@ -108,6 +114,7 @@ class RegionTaskSampler(Dataset):
         self.seed = seed
         self.length = length
         self.max_tries = max_tries
+        self.sparse = SparseLabels.parse(sparse)
         self._by_name = {r.name: i for i, r in enumerate(self.regions)}
 
     def __len__(self) -> int:
@@ -180,6 +187,9 @@ class RegionTaskSampler(Dataset):
             picks = rng.choice(len(reg), k + q, replace=False)
             support = [self._tile(reg, int(i), rng) for i in picks[:k]]
             sy = torch.stack([s[1] for s in support])
+            if self.sparse is not None:  # own generator: the same tiles and crops as full masks
+                srng = np.random.default_rng([self.seed, index, 1])
+                sy = torch.stack([sparsify(y, self.sparse, srng, self.ignore_index) for y in sy])
             present = torch.unique(sy[sy != self.ignore_index])
             if len(present) < self.min_support_classes:
                 continue

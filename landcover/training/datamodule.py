@@ -167,6 +167,10 @@ class RegionTaskDataModule(L.LightningDataModule):
         augment: Augmentation preset of training tiles (``"none"``, ``"flips"``,
             ``"affine"``; see :mod:`landcover.geo.augment`).
         seed: Seed of the task samplers.
+        sparse_support: Sparse-label support sets for every split (``None`` = full masks,
+            ``"strokes"``, ``"points"`` or a mapping of
+            :class:`~landcover.tasks.sparse.SparseLabels` fields), to meta-train for
+            adaptation from an analyst's painted strokes.
     """
 
     def __init__(
@@ -187,6 +191,7 @@ class RegionTaskDataModule(L.LightningDataModule):
         test_tasks: int = 32,
         augment: str = "flips",
         seed: int = 0,
+        sparse_support: str | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -292,6 +297,7 @@ class RegionTaskDataModule(L.LightningDataModule):
                 augment=hp.augment if split == "train" else None,
                 ignore_index=self.ignore_index,
                 seed=task_seed(hp.seed, split, 0),
+                sparse=hp.sparse_support,
             )
         return self._samplers[split]
 
