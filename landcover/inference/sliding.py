@@ -167,16 +167,21 @@ class StripBlender:
         self.acc[:, :, x0:x1].add_(probs.float() * w)
         self.wsum[:, x0:x1].add_(w)
 
-    def finish_row(self, row: int) -> tuple[int, Tensor]:
+    def finish_row(self, row: int, *, argmax: bool = False) -> tuple[int, Tensor]:
         """Blend and return ``(first_row, (channels, n, width))``: the rows now final.
 
-        The accumulators then move down to the next row of windows.
+        With ``argmax`` only the ``(n, width)`` uint8 index of the largest blended value
+        is returned (the weighted sum has the same argmax as the weighted mean, so the
+        division is skipped). The accumulators then move down to the next row of windows.
         """
         if row != self._row:
             raise ValueError(f"finish rows in order: expected row {self._row}, got {row}")
         start, stop = self.plan.finished_rows(row)
         n = stop - start
-        out = self.acc[:, :n] / self.wsum[:n].clamp_min(1e-12)
+        if argmax:
+            out = self.acc[:, :n].argmax(0).to(torch.uint8)
+        else:
+            out = self.acc[:, :n] / self.wsum[:n].clamp_min(1e-12)
         if row + 1 < len(self.plan.row_starts):
             keep = self.plan.win_h - n
             self.acc[:, :keep] = self.acc[:, n:].clone()
