@@ -139,7 +139,27 @@ def onnx_bytes(bundle: ModelBundle, window: int = 256) -> bytes:
     module = _modules(bundle)
     example = torch.zeros(1, bundle.num_bands, window, window)
     axes = {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}
-    return _trace(module, example, axes)
+    data = _trace(module, example, axes)
+    _check_same(module, ort_session(data, 1), bundle.num_bands)
+    return data
+
+
+def _check_same(
+    module: nn.Module, session: Any, bands: int, size: int = 64, tol: float = 1e-3
+) -> None:
+    """Refuse graphs whose output differs from torch's (batch-dependent learners)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, bands, size, size, generator=gen)
+    x[1] *= 3.0  # a batch whose two windows differ: batch statistics would show
+    with torch.no_grad():
+        ref = module(x).numpy()
+    got = session.run(None, {"x": x.numpy()})[0]
+    if ref.shape != got.shape or not np.allclose(got, ref, atol=tol, rtol=tol):
+        raise BundleError(
+            "this bundle's predictions depend on the whole batch (e.g. transductive "
+            "BatchNorm), which an ONNX graph cannot reproduce; use --engine torch (ONNX "
+            "export works for learners with per-step or no BatchNorm, e.g. MAML++)"
+        )
 
 
 def deepness_metadata(
@@ -223,6 +243,7 @@ def export_onnx(
     model.producer_name = "landcover"
     model.producer_version = __version__
     onnx.checker.check_model(model)
+    _check_same(module, ort_session(model.SerializeToString(), 1), bundle.num_bands, tile)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
