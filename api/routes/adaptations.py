@@ -340,8 +340,10 @@ def download_model(
     adaptation_id: AdaptationId,
     format: Annotated[
         Literal["onnx", "bundle"],
-        Query(description="onnx (default): for QGIS Deepness / ONNX Runtime; bundle: for "
-              "`landcover predict`."),
+        Query(
+            description="onnx (default): for QGIS Deepness / ONNX Runtime; bundle: for "
+            "`landcover predict`."
+        ),
     ] = "onnx",
 ) -> FileResponse:
     """The adapted model as a file; the ONNX export is made once and kept with the weights."""

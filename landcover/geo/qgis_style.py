@@ -85,8 +85,8 @@ def probabilities_qml(class_names: Sequence[str]) -> str:
                            minimumValue="0", maximumValue="1")  # fmt: skip
     for j, color in enumerate(VIRIDIS):
         v = j / (len(VIRIDIS) - 1)
-        ET.SubElement(shader, "item", value=f"{v:g}", color=color, alpha="255",
-                      label=f"P({class_names[0]}) = {v:.2f}" if class_names else f"{v:.2f}")  # fmt: skip
+        label = f"P({class_names[0]}) = {v:.2f}" if class_names else f"{v:.2f}"
+        ET.SubElement(shader, "item", value=f"{v:g}", color=color, alpha="255", label=label)
     return _finish(root, pipe)
 
 
@@ -128,7 +128,9 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_class_map_sidecars(path: str | Path, scheme: ClassScheme, nodata: int = 255) -> list[Path]:
+def write_class_map_sidecars(
+    path: str | Path, scheme: ClassScheme, nodata: int = 255
+) -> list[Path]:
     """Write ``MAP.qml`` and ``MAP.tif.aux.xml`` next to a class-map GeoTIFF."""
     path = Path(path)
     return [

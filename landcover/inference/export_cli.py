@@ -156,10 +156,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pixel-size", type=float, default=None, metavar="M",
                         help="--onnx: ground size of a pixel in metres (Deepness' resolution; "
                         "default: recorded in the bundle, if any)")  # fmt: skip
-    parser.add_argument("--tile-size", type=int, default=None, metavar="PX",
-                        help="--onnx: square tile size (default max(bundle tile size, 256))")
-    parser.add_argument("--tiles-overlap", type=int, default=25, metavar="PCT",
-                        help="--onnx: Deepness tile overlap in percent (default 25)")
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="--onnx: square tile size (default max(bundle tile size, 256))",
+    )
+    parser.add_argument(
+        "--tiles-overlap",
+        type=int,
+        default=25,
+        metavar="PCT",
+        help="--onnx: Deepness tile overlap in percent (default 25)",
+    )
     parser.add_argument(
         "--checkpoint",
         choices=CHOICES,

@@ -79,7 +79,7 @@ def _modules(bundle: ModelBundle) -> LogitsModule:
     return LogitsModule(learner, state).eval()
 
 
-def _swap_call(module: nn.Module, params: Any, buffers: Any, args: Any, strict: bool = False) -> Any:
+def _swap_call(module: nn.Module, params: Any, buffers: Any, args: Any) -> Any:
     """``functional_call`` that the ONNX tracer accepts: swap tensors in, run, swap back.
 
     ``torch.func.functional_call`` refuses traced modules; for export (no autograd, one

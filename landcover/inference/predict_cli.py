@@ -1,5 +1,4 @@
-"""``landcover predict adapted.bundle IN.tif OUT.tif [--engine E] [--probabilities] [--geojson F]
-[--gpkg F] [--min-area N] [--simplify T] [--cog]``.
+"""``landcover predict BUNDLE IN.tif OUT.tif``: segment a raster (``--help`` for options).
 
 The class map is written with a QGIS style (``OUT.qml``) and GDAL category names
 (``OUT.tif.aux.xml``) next to it unless ``--no-style``.

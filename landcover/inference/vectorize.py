@@ -71,11 +71,11 @@ class VectorOptions:
     def threshold_px(self, pixel_area_m2: float | None) -> int:
         """The sieve threshold in pixels for rasters whose pixels cover ``pixel_area_m2``."""
         if self.min_area_m2 is None:
-            return int(self.min_area_px)
+            return self.min_area_px
         if not pixel_area_m2:
             raise ValueError("--min-area-m2 needs a raster with a projected CRS; give "
-                             "--min-area-px instead")  # fmt: skip
-        return int(math.ceil(self.min_area_m2 / pixel_area_m2))
+                             "--min-area (pixels) instead")  # fmt: skip
+        return math.ceil(self.min_area_m2 / pixel_area_m2)
 
 
 #: Exact pixel outlines, every speckle kept (the map as it is).
@@ -100,7 +100,7 @@ def polygons(
     transform: Affine | None = None,
     crs: CRS | None = None,
     nodata: int = 255,
-    options: VectorOptions = VectorOptions(),  # noqa: B008 (frozen dataclass)
+    options: VectorOptions = VectorOptions(),
     probabilities: np.ndarray | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Generalised polygons of a class map and their attributes.
@@ -143,7 +143,8 @@ def polygons(
                            minlength=len(geoms) + 1)[1:]  # fmt: skip
         means = sums / np.maximum(counts, 1)
     if options.simplify > 0:
-        tol = options.simplify * math.sqrt(abs(transform.a * transform.e - transform.b * transform.d))
+        px_size = math.sqrt(abs(transform.a * transform.e - transform.b * transform.d))
+        tol = options.simplify * px_size
         geoms = list(shapely.coverage_simplify(np.array(geoms, dtype=object), tol,
                                                simplify_boundary=True))  # fmt: skip
     attrs = []
@@ -177,7 +178,7 @@ def feature_collection(
     crs: CRS | None = None,
     nodata: int = 255,
     to_wgs84: bool = True,
-    options: VectorOptions = VectorOptions(),  # noqa: B008
+    options: VectorOptions = VectorOptions(),
     probabilities: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """A GeoJSON FeatureCollection of :func:`polygons`."""
@@ -217,7 +218,7 @@ def write_geojson(
     *,
     nodata: int = 255,
     to_wgs84: bool = True,
-    options: VectorOptions = VectorOptions(),  # noqa: B008
+    options: VectorOptions = VectorOptions(),
     probabilities: str | Path | None = None,
 ) -> Path:
     """Polygonize a class-map GeoTIFF into a GeoJSON file (written atomically).
@@ -252,7 +253,7 @@ def write_gpkg(
     scheme: ClassScheme,
     *,
     nodata: int = 255,
-    options: VectorOptions = VectorOptions(),  # noqa: B008
+    options: VectorOptions = VectorOptions(),
     probabilities: str | Path | None = None,
     layer: str = "landcover",
 ) -> Path:

@@ -52,4 +52,3 @@ def test_adapted_model_downloads_as_onnx_that_predicts_like_the_service(
     assert other.status_code == 404
     bad = client.get(f"/v1/adaptations/{aid}/model?format=pt", headers=HEADERS)
     assert bad.status_code == 422
-

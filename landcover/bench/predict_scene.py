@@ -1,0 +1,140 @@
+"""Parts of ``landcover bench predict``: a whole scene, the engines, the vector output.
+
+- *Scene*: a Sentinel-2-sized raster (10980 x 10980, 4 bands, uint16, tiled; written once
+  per run to a temporary folder, strip by strip) through the fast path of
+  ``landcover predict --engine onnxruntime`` (window 1024, overlap 128, all threads), in a
+  fresh process whose peak memory (``VmHWM``, reset after warm-up) is reported next to the
+  time.
+- *Engines*: a crop of the scene through the reference path (``--engine torch`` with the
+  default window and overlap) and the fast paths; pixel agreement of their class maps with
+  the reference (the fast path must agree on >= 0.999 of the pixels).
+- *Vectors*: the 1024² map's polygons as they are (every pixel region) against the
+  default minimum mapping unit and simplification: polygon counts and the pixel agreement
+  of the rasterised polygons with the class map.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The fast path's window and overlap (as ``landcover predict --engine onnxruntime``).
+FAST_WINDOW, FAST_OVERLAP = 1024, 128
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`landcover.bench.predict._child` in a fresh process; its JSON result."""
+    cmd = [sys.executable, "-m", "landcover.bench.predict", "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)  # stderr: progress
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def crop(src: Path, out: Path, size: int) -> Path:
+    """The top-left ``size x size`` pixels of ``src`` as a GeoTIFF with its profile."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as s:
+        win = Window(0, 0, min(size, s.width), min(size, s.height))
+        profile = {**s.profile, "width": int(win.width), "height": int(win.height),
+                   "transform": s.window_transform(win)}  # fmt: skip
+        data = s.read(window=win)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return out
+
+
+def agreement(a: Path, b: Path) -> float:
+    """Share of pixels where two class-map GeoTIFFs agree."""
+    import rasterio
+
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        return float((x.read(1) == y.read(1)).mean())
+
+
+def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[str, Any]]:
+    """Reference path against the fast paths on one raster (time, px/s, agreement)."""
+    import torch
+
+    from landcover.inference.bundle import ModelBundle
+    from landcover.inference.predict import Predictor, default_window, predict_raster
+
+    torch.set_num_threads(threads)
+    b = ModelBundle.load(bundle)
+    ref_window = default_window(b)
+    cases = [
+        ("reference", "torch", ref_window, ref_window // 4),
+        ("torch, fast windows", "torch", FAST_WINDOW, FAST_OVERLAP),
+        ("fast path", "onnxruntime", FAST_WINDOW, FAST_OVERLAP),
+    ]
+    rows: list[dict[str, Any]] = []
+    for label, engine, window, overlap in cases:
+        predictor = Predictor.from_bundle(b, engine=engine)
+        path = out / f"engine_{engine}_{window}.tif"
+        start = time.perf_counter()
+        res = predict_raster(predictor, raster, path, window=window, overlap=overlap,
+                             progress=False)  # fmt: skip
+        seconds = time.perf_counter() - start
+        rows.append({"case": label, "engine": engine, "window": window, "overlap": overlap,
+                     "overlap_factor": (window / (window - overlap)) ** 2,
+                     "seconds": seconds, "px_per_s": res.width * res.height / seconds,
+                     "path": str(path)})  # fmt: skip
+    for r in rows:
+        r["agreement_with_reference"] = agreement(Path(rows[0]["path"]), Path(r["path"]))
+        r["speedup"] = rows[0]["seconds"] / r["seconds"]
+        del r["path"]
+    return rows
+
+
+def vectors(bundle: Path, raster: Path, out: Path) -> dict[str, Any]:
+    """Polygon counts as-is vs generalised, and the agreement of the rasterised polygons."""
+    import rasterio
+    import rasterio.features
+
+    from landcover.inference.bundle import ModelBundle
+    from landcover.inference.predict import Predictor, predict_raster
+    from landcover.inference.vectorize import EXACT, VectorOptions, polygons
+
+    b = ModelBundle.load(bundle)
+    classes_path = out / "vector_map.tif"
+    probs_path = out / "vector_probs.tif"
+    predict_raster(Predictor.from_bundle(b), raster, classes_path, probabilities=probs_path,
+                   progress=False)  # fmt: skip
+    with rasterio.open(classes_path) as src:
+        arr, transform, crs = src.read(1), src.transform, src.crs
+    with rasterio.open(probs_path) as src:
+        probs = np.nan_to_num(src.read())
+    result: dict[str, Any] = {"map": f"{arr.shape[1]}x{arr.shape[0]}", "rows": []}
+    defaults = VectorOptions()
+    for label, opts in (("every pixel region (before)", EXACT), ("defaults (after)", defaults)):
+        start = time.perf_counter()
+        geoms, attrs = polygons(arr, b.scheme(), transform=transform, crs=crs, options=opts,
+                                probabilities=probs)  # fmt: skip
+        seconds = time.perf_counter() - start
+        burnt = rasterio.features.rasterize(
+            ((g, a["class_id"]) for g, a in zip(geoms, attrs)), out_shape=arr.shape,
+            transform=transform, fill=255, dtype="uint8",
+        )  # fmt: skip
+        valid = arr != 255
+        result["rows"].append({
+            "case": label, "min_area_px": opts.min_area_px, "simplify_px": opts.simplify,
+            "polygons": len(geoms), "seconds": seconds,
+            "pixel_agreement": float((burnt[valid] == arr[valid]).mean()),
+        })  # fmt: skip
+    before, after = result["rows"]
+    result["reduction"] = before["polygons"] / max(after["polygons"], 1)
+    return result
+
+
+def scene_row(spec: dict[str, Any], size: int) -> dict[str, Any]:
+    """Time and peak memory of the fast path on the ``size``² scene (a fresh process)."""
+    r = run_child(spec)
+    return {"raster": f"{size}x{size}", "bands": 4, "dtype": "uint16", **r,
+            "px_per_s": size * size / max(r["seconds"], 1e-9),
+            "under_2_minutes": r["seconds"] < 120}  # fmt: skip
