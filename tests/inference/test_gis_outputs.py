@@ -64,8 +64,9 @@ def styled(tmp_path_factory: pytest.TempPathFactory) -> dict:
     image = (rng.normal(100, 30, size=(3, 96, 80))).astype(np.float32)
     image[1, 10:14, 20:30] = np.nan  # one band NaN is enough
     image[:, 50, 5] = np.inf
+    transform = rasterio.transform.from_origin(4e5, 5e6, 10, 10)
     profile = {"driver": "GTiff", "width": 80, "height": 96, "count": 3, "dtype": "float32",
-               "crs": "EPSG:32633", "transform": rasterio.transform.from_origin(4e5, 5e6, 10, 10)}  # fmt: skip
+               "crs": "EPSG:32633", "transform": transform}  # fmt: skip
     src = out / "in.tif"
     with rasterio.open(src, "w", **profile) as dst:
         dst.write(image)
@@ -137,7 +138,7 @@ def test_sieve_removes_regions_below_the_minimum_mapping_unit() -> None:
     arr = np.zeros((40, 40), np.uint8)
     arr[5:8, 5:8] = 1  # 9 px island
     arr[20:30, 20:30] = 1  # 100 px field
-    geoms, attrs = polygons(arr, scheme, options=VectorOptions(min_area_px=16, simplify=0))
+    _, attrs = polygons(arr, scheme, options=VectorOptions(min_area_px=16, simplify=0))
     assert sorted(a["class_id"] for a in attrs) == [0, 1]  # the island is gone
     exact, _ = polygons(arr, scheme, options=EXACT)
     assert len(exact) == 3
@@ -154,8 +155,8 @@ def test_simplified_polygons_still_cover_the_map(tmp_path: Path) -> None:
     transform = rasterio.transform.from_origin(0, 960, 10, 10)
     geoms, attrs = polygons(arr, scheme, transform=transform, crs=rasterio.crs.CRS.from_epsg(3857),
                             options=VectorOptions(min_area_px=0, simplify=1.0))  # fmt: skip
-    burnt = rasterio.features.rasterize(((g, a["class_id"]) for g, a in zip(geoms, attrs)),
-                                        out_shape=arr.shape, transform=transform, fill=255)  # fmt: skip
+    shapes = ((g, a["class_id"]) for g, a in zip(geoms, attrs))
+    burnt = rasterio.features.rasterize(shapes, out_shape=arr.shape, transform=transform, fill=255)
     assert (burnt == arr).mean() > 0.95
     assert all(g.is_valid for g in geoms)
 
