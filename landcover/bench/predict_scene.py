@@ -2,7 +2,8 @@
 
 - *Scene*: a Sentinel-2-sized raster (10980 x 10980, 4 bands, uint16, tiled; written once
   per run to a temporary folder, strip by strip) through the fast path of
-  ``landcover predict --engine onnxruntime`` (window 1024, overlap 128, all threads), in a
+  ``landcover predict --engine onnxruntime --precision int8`` (window 1024, overlap 128,
+  int8 calibrated on the raster, all threads), in a
   fresh process whose peak memory (``VmHWM``, reset after warm-up) is reported next to the
   time.
 - *Engines*: a crop of the scene through the reference path (``--engine torch`` with the
@@ -60,6 +61,7 @@ def agreement(a: Path, b: Path) -> float:
 
 def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[str, Any]]:
     """Reference path against the fast paths on one raster (time, px/s, agreement)."""
+    import rasterio
     import torch
 
     from landcover.inference.bundle import ModelBundle
@@ -68,26 +70,37 @@ def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[st
     torch.set_num_threads(threads)
     b = ModelBundle.load(bundle)
     ref_window = default_window(b)
+    with rasterio.open(raster) as src:
+        whole = max(src.width, src.height)
     cases = [
-        ("reference", "torch", ref_window, ref_window // 4),
-        ("torch, fast windows", "torch", FAST_WINDOW, FAST_OVERLAP),
-        ("fast path", "onnxruntime", FAST_WINDOW, FAST_OVERLAP),
+        ("reference (default)", "torch", ref_window, ref_window // 4, "fp32"),
+        ("torch, fast windows", "torch", FAST_WINDOW, FAST_OVERLAP, "fp32"),
+        ("fast path", "onnxruntime", FAST_WINDOW, FAST_OVERLAP, "fp32"),
+        ("fast path, int8 asked", "onnxruntime", FAST_WINDOW, FAST_OVERLAP, "int8"),
+        ("one window (exact)", "torch", whole, 0, "fp32"),
     ]
     rows: list[dict[str, Any]] = []
-    for label, engine, window, overlap in cases:
+    for label, engine, window, overlap, precision in cases:
         predictor = Predictor.from_bundle(b, engine=engine)
-        path = out / f"engine_{engine}_{window}.tif"
+        path = out / f"engine_{engine}_{window}_{precision}.tif"
         start = time.perf_counter()
+        note = predictor.use_int8(raster) if precision == "int8" else ""
         res = predict_raster(predictor, raster, path, window=window, overlap=overlap,
-                             progress=False)  # fmt: skip
+                             batch_size=1, progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
-        rows.append({"case": label, "engine": engine, "window": window, "overlap": overlap,
+        rows.append({"case": label, "engine": engine, "precision": predictor.precision,
+                     "note": note,
+                     "window": window, "overlap": overlap,
                      "overlap_factor": (window / (window - overlap)) ** 2,
                      "seconds": seconds, "px_per_s": res.width * res.height / seconds,
                      "path": str(path)})  # fmt: skip
+    reference, torch_same, exact = (Path(rows[i]["path"]) for i in (0, 1, -1))
     for r in rows:
-        r["agreement_with_reference"] = agreement(Path(rows[0]["path"]), Path(r["path"]))
+        r["agreement_with_reference"] = agreement(reference, Path(r["path"]))
+        r["agreement_with_torch_same_windows"] = agreement(torch_same, Path(r["path"]))
+        r["agreement_with_exact"] = agreement(exact, Path(r["path"]))
         r["speedup"] = rows[0]["seconds"] / r["seconds"]
+    for r in rows:
         del r["path"]
     return rows
 

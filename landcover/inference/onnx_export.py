@@ -279,15 +279,39 @@ def ort_session(model: bytes | str | Path, threads: int | None = None) -> Any:
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False  # memory returns after each run: flat in raster size
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 class OrtRunner:
-    """Logits of normalised windows through ONNX Runtime (the ``onnxruntime`` engine)."""
+    """Logits of normalised windows through ONNX Runtime (the ``onnxruntime`` engine).
+
+    Attributes:
+        precision: ``"fp32"`` or, after :meth:`use_int8` succeeded, ``"int8"``.
+        int8_agreement: Agreement of the int8 and float class maps on the calibration
+            windows (``None`` until :meth:`use_int8`).
+    """
 
     def __init__(self, bundle: ModelBundle, window: int = 256, threads: int | None = None) -> None:
-        self.session = ort_session(onnx_bytes(bundle, window), threads)
+        self.model = onnx_bytes(bundle, window)
+        self.threads = threads
+        self.session = ort_session(self.model, threads)
+        self.precision = "fp32"
+        self.int8_agreement: float | None = None
+
+    def use_int8(self, windows: np.ndarray) -> bool:
+        """Switch to the int8 graph calibrated on ``windows`` if its maps agree.
+
+        See :mod:`landcover.inference.quantize`; returns whether it switched.
+        """
+        from landcover.inference.quantize import MIN_AGREEMENT, agreement, quantize
+
+        session = ort_session(quantize(self.model, windows), self.threads)
+        self.int8_agreement = agreement(self.session, session, windows)
+        if self.int8_agreement >= MIN_AGREEMENT:
+            self.session, self.precision = session, "int8"
+        return self.precision == "int8"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(N, K, H, W)`` float32 logits of ``(N, C, H, W)`` normalised float32 bands."""

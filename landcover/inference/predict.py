@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,35 @@ class Predictor:
         learner = bundle.build_learner(device)
         state = bundle.adapted_state(device) if bundle.kind == "adapted" else AdaptedState()
         return cls(bundle, learner, state, device, engine)
+
+    def use_int8(self, src: str | Path) -> str:
+        """Quantise the ONNX graph to int8, calibrated on windows of raster ``src``.
+
+        Only for the ``onnxruntime`` engine; keeps float32 when the int8 class maps of the
+        calibration windows agree with float32 on fewer than 99.9 % of the pixels.
+
+        Returns:
+            A one-line note on the outcome (precision and agreement).
+        """
+        if self._ort is None:
+            raise ValueError("int8 needs --engine onnxruntime")
+        from landcover.geo.raster import read_profile
+        from landcover.inference.quantize import calibration_windows
+
+        read_profile(src)  # a clear GeoDataError for a missing or unreadable raster
+
+        windows = calibration_windows(
+            src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy()
+        )
+        used = self._ort.use_int8(windows)
+        agree = self._ort.int8_agreement
+        return (f"int8: class maps agree with float32 on {agree:.5f} of the calibration "
+                f"pixels; {'using int8' if used else 'kept float32 (needs >= 0.999)'}")  # fmt: skip
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"int8"`` (onnxruntime engine after :meth:`use_int8`)."""
+        return self._ort.precision if self._ort is not None else "fp32"
 
     def logits(self, x: Tensor) -> Tensor:
         """``(N, K, h, w)`` logits of *normalised* ``(N, C, h, w)`` windows (padded)."""

@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"optimised; defaults to --window {FAST_WINDOW} --overlap {FAST_OVERLAP})",
     )
     p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="onnxruntime: int8 quantises the network, calibrated on the input raster, and "
+        "keeps it only if its class map agrees with fp32 on >= 99.9%% of the calibration "
+        "pixels (about 2x faster on CPUs with VNNI)",
+    )
+    p.add_argument(
         "--threads", type=int, default=None, help="CPU threads of the engine (default: all)"
     )
     p.add_argument(
@@ -138,6 +146,10 @@ def main(argv: list[str]) -> int:
                   "meta-learned weights (run `landcover adapt` first for a region)",
                   file=sys.stderr)  # fmt: skip
         predictor = Predictor.from_bundle(bundle, args.device, engine=args.engine)
+        if args.precision == "int8":
+            note = predictor.use_int8(args.input)
+            if not args.json:
+                print(f"landcover predict: {note}", file=sys.stderr)
         result = predict_raster(
             predictor, args.input, args.output, window=args.window, overlap=args.overlap,
             probabilities=probs, geojson=args.geojson, gpkg=args.gpkg, vector=vector,
@@ -154,6 +166,7 @@ def main(argv: list[str]) -> int:
         "gpkg": str(result.info["gpkg_path"]) if result.info.get("gpkg_path") else None,
         "style": result.info.get("sidecars", []),
         "engine": args.engine,
+        "precision": predictor.precision,
         "width": result.width,
         "height": result.height,
         "windows": result.windows,
