@@ -240,8 +240,8 @@ def run(args: argparse.Namespace) -> int:
         tput_raster = _write_raster(d / "tput.tif", max(width // 2, window), width)
         bundle = _bundle(d / "model.bundle", tput_raster)
         thr = _throughput(bundle, tput_raster, d / "tput_out.tif", window, args.device)
-        vec = ps.vectors(bundle, _write_raster(d / "vec.tif", 256 if args.quick else 1024,
-                                               256 if args.quick else 1024, seed=2), d)  # fmt: skip
+        land = ps.landscape(d / "landscape.tif", 256 if args.quick else 1024)
+        vec = ps.vectors(_bundle(d / "landscape.bundle", land), land, d)
         start = time.perf_counter()
         scene_path = _write_raster(d / "scene.tif", scene, scene, seed=3)
         gen_s = time.perf_counter() - start
@@ -296,8 +296,10 @@ def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: lis
           f"{sc['peak_rss_mb']:>9.1f} {sc['growth_mb']:>7.1f}   "
           f"{'under' if sc['under_2_minutes'] else 'OVER'} 2 minutes")  # fmt: skip
     print("\nengines on a crop of the scene (agreement of the class maps with the reference)")
-    print(f"{'case':<22} {'engine':<12} {'prec':<5} {'window':>6} {'overlap':>7} {'s':>7} "
-          f"{'px/s':>11} {'speed-up':>8} {'vs ref':>8} {'vs torch':>8} {'vs exact':>8}")  # fmt: skip
+    print(
+        f"{'case':<22} {'engine':<12} {'prec':<5} {'window':>6} {'overlap':>7} {'s':>7} "
+        f"{'px/s':>11} {'speed-up':>8} {'vs ref':>8} {'vs torch':>8} {'vs exact':>8}"
+    )
     for r in eng:
         print(f"{r['case']:<22} {r['engine']:<12} {r['precision']:<5} {r['window']:>6} "
               f"{r['overlap']:>7} {r['seconds']:>7.2f} {r['px_per_s']:>11,.0f} "
@@ -319,7 +321,7 @@ def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: lis
             f"{r['case']:<28} {r['min_area_px']:>11} {r['simplify_px']:>11} "
             f"{r['polygons']:>8} {r['pixel_agreement']:>9.4f} {r['seconds']:>6.2f}"
         )
-    print(f"{vec['reduction']:.1f}x fewer polygons")
+    print(f"{vec['reduction']:.1f}x fewer polygons with the defaults")
     print(f"\npeak memory of the fast path (VmHWM of a fresh process, reset after warm-up; "
           f"window budget = {fw} rows x {mem_width})")  # fmt: skip
     print(f"{'case':<20} {'raster':>11} {'RSS before':>10} {'peak RSS':>9} {'growth':>7} "
