@@ -111,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="overlap of neighbouring windows (default: window // 4)",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows per forward pass (default 4; 1 with --engine onnxruntime)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -134,6 +139,8 @@ def main(argv: list[str]) -> int:
     if args.engine == "onnxruntime" and args.window is None:
         args.window = FAST_WINDOW
         args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
+    if args.batch_size is None:
+        args.batch_size = 1 if args.engine == "onnxruntime" else 4
     if args.threads is not None:
         import torch
 

@@ -25,6 +25,7 @@ import queue
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,10 @@ class _Writer:
 
 def _strips(src_path: str | Path, plan: WindowPlan) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Raw bands and validity of each strip of windows (one open dataset throughout)."""
-    with rasterio.open(src_path) as src:
+    with warnings.catch_warnings():  # rasters without georeferencing are fine here
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = rasterio.open(src_path)
+    with src:
         all_valid = all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums)
         for y0 in plan.row_starts:
             win = Window(0, y0, src.width, plan.win_h)

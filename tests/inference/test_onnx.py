@@ -108,7 +108,9 @@ def test_cli_export_onnx_and_predict_with_onnxruntime(
     assert code == 2  # int8 is for the onnxruntime engine
 
 
-def test_int8_is_used_only_where_it_agrees(per_step: ModelBundle, tmp_path: Path, write_tif) -> None:
+def test_int8_is_used_only_where_it_agrees(
+    per_step: ModelBundle, tmp_path: Path, write_tif
+) -> None:
     rng = np.random.default_rng(2)
     src = write_tif(tmp_path / "in.tif", rng.normal(250, 60, (4, 96, 96)).astype(np.float32))
     predictor = Predictor.from_bundle(per_step, engine="onnxruntime")
