@@ -235,25 +235,38 @@ def run(args: argparse.Namespace) -> int:
     width = args.width or (512 if args.quick else 2048)
     scene = args.scene or (1536 if args.quick else 10980)
     crop_size = args.crop or (768 if args.quick else 2048)
+    result: dict[str, Any] = {"threads": args.threads, "memory_engine": "onnxruntime"}
+
+    def save() -> None:  # after every section: a partial result survives an interruption
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="lc-bench-predict-") as tmp:
         d = Path(tmp)
         tput_raster = _write_raster(d / "tput.tif", max(width // 2, window), width)
         bundle = _bundle(d / "model.bundle", tput_raster)
-        thr = _throughput(bundle, tput_raster, d / "tput_out.tif", window, args.device)
-        land = ps.landscape(d / "landscape.tif", 256 if args.quick else 1024)
-        vec = ps.vectors(_bundle(d / "landscape.bundle", land), land, d)
-        start = time.perf_counter()
-        scene_path = _write_raster(d / "scene.tif", scene, scene, seed=3)
-        gen_s = time.perf_counter() - start
-        eng = ps.engines(bundle, ps.crop(scene_path, d / "crop.tif", crop_size), d, args.threads)
         fast = {"bundle": str(bundle), "window": ps.FAST_WINDOW, "overlap": ps.FAST_OVERLAP,
                 "threads": args.threads, "device": "cpu", "engine": "onnxruntime",
                 "precision": "fp32", "batch_size": 1, "out": str(d / "mem_out.tif")}  # fmt: skip
+        start = time.perf_counter()
+        scene_path = _write_raster(d / "scene.tif", scene, scene, seed=3)
+        gen_s = time.perf_counter() - start
         sc = ps.scene_row({**fast, "raster": str(scene_path), "out": str(d / "scene_out.tif"),
                            "progress": True}, scene)  # fmt: skip
-        sc["generate_seconds"] = gen_s
+        result["scene"] = {**sc, "generate_seconds": gen_s}
+        save()
+        eng = ps.engines(bundle, ps.crop(scene_path, d / "crop.tif", crop_size), d, args.threads)
+        result["engines"] = eng
+        save()
         scene_path.unlink()
-        rows = []
+        land = ps.landscape(d / "landscape.tif", 256 if args.quick else 1024)
+        vec = result["vectors"] = ps.vectors(_bundle(d / "landscape.bundle", land), land, d)
+        save()
+        thr = result["throughput"] = _throughput(bundle, tput_raster, d / "tput_out.tif",
+                                                 window, args.device)  # fmt: skip
+        save()
+        rows = result["memory"] = []
         fw = ps.FAST_WINDOW
         cases = [("model, no raster", None), ("at budget", fw), ("4x budget", 4 * fw)]
         if not args.quick:  # the growth must stop: 8x costs what 4x costs
@@ -267,14 +280,10 @@ def run(args: argparse.Namespace) -> int:
             need = 0.0 if height is None else height * mem_width * (BANDS + CLASSES) * 4 / 2**20
             rows.append({"case": label, "raster": "-" if height is None else
                          f"{mem_width}x{height}", **r, "in_memory_need_mb": need})  # fmt: skip
-    _print(args, thr, window, rows, fw, mem_width, sc, eng, vec)
+        result["memory_growth_4x_mb"] = rows[2]["growth_mb"] - rows[1]["growth_mb"]
+        save()
+    _print(args, thr, window, rows, fw, mem_width, result["scene"], eng, vec)
     if args.json:
-        growth = rows[2]["growth_mb"] - rows[1]["growth_mb"]
-        result = {"throughput": thr, "memory": rows, "memory_growth_4x_mb": growth,
-                  "memory_engine": "onnxruntime", "scene": sc, "engines": eng,
-                  "vectors": vec, "threads": args.threads}  # fmt: skip
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 
