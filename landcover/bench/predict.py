@@ -169,14 +169,17 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     before = _status_mb("VmRSS")
     reset = _reset_peak()
     start = time.perf_counter()
+    res = None
     if spec["raster"] is not None:
-        predict_raster(predictor, spec["raster"], spec["out"], window=w, overlap=overlap,
-                       batch_size=int(spec.get("batch_size", 4)),
+        res = predict_raster(predictor, spec["raster"], spec["out"], window=w, overlap=overlap,
+                       batch_size=int(spec.get("batch_size", 4)), balance=bool(spec.get("balance")),
                        progress=bool(spec.get("progress", False)))  # fmt: skip
     seconds = time.perf_counter() - start
     peak = _status_mb("VmHWM")
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_rss_mb": peak, "rss_before_mb": before, "growth_mb": peak - before,
+    used = res.info["window"] if res is not None else w
+    return {"window_used": used,
+            "peak_rss_mb": peak, "rss_before_mb": before, "growth_mb": peak - before,
             "ru_maxrss_mb": maxrss, "peak_was_reset": reset, "seconds": seconds,
             "precision": predictor.precision, "int8_note": int8}  # fmt: skip
 
@@ -248,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         bundle = _bundle(d / "model.bundle", tput_raster)
         fast = {"bundle": str(bundle), "window": ps.FAST_WINDOW, "overlap": ps.FAST_OVERLAP,
                 "threads": args.threads, "device": "cpu", "engine": "onnxruntime",
-                "precision": "fp32", "batch_size": 1, "out": str(d / "mem_out.tif")}  # fmt: skip
+                "precision": "fp32", "batch_size": 1, "balance": True,
+                "out": str(d / "mem_out.tif")}  # fmt: skip
         start = time.perf_counter()
         scene_path = _write_raster(d / "scene.tif", scene, scene, seed=3)
         gen_s = time.perf_counter() - start
@@ -271,12 +275,12 @@ def run(args: argparse.Namespace) -> int:
         cases = [("model, no raster", None), ("at budget", fw), ("4x budget", 4 * fw)]
         if not args.quick:  # the growth must stop: 8x costs what 4x costs
             cases.append(("8x budget", 8 * fw))
-        mem_width = max(width, 2 * fw)
+        mem_width = max(width, fw)
         for label, height in cases:
             raster = None
             if height is not None:
                 raster = str(_write_raster(d / f"mem_{height}.tif", height, mem_width, seed=1))
-            r = ps.run_child({**fast, "raster": raster})
+            r = ps.run_child({**fast, "raster": raster, "balance": False})  # same windows
             need = 0.0 if height is None else height * mem_width * (BANDS + CLASSES) * 4 / 2**20
             rows.append({"case": label, "raster": "-" if height is None else
                          f"{mem_width}x{height}", **r, "in_memory_need_mb": need})  # fmt: skip
@@ -298,7 +302,8 @@ def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: lis
     print(f"{thr['raster']:>11} {thr['windows']:>7} {thr['raw_forward_px_per_s']:>13,.0f} "
           f"{thr['geotiff_path_px_per_s']:>13,.0f} {thr['overhead_ratio']:>7.2f}x "
           f"{thr['overlap_factor']:>13.2f}x")  # fmt: skip
-    print(f"\nwhole scene, fast path (onnxruntime, window {fw}, overlap {ps_overlap()}, "
+    print(f"\nwhole scene, fast path (onnxruntime, window {fw} balanced to {sc['window_used']}, "
+          f"overlap {ps_overlap()}, "
           f"{args.threads} threads)")  # fmt: skip
     print(f"{'raster':>13} {'seconds':>8} {'px/s':>11} {'peak RSS':>9} {'growth':>7} (MB)")
     print(f"{sc['raster']:>13} {sc['seconds']:>8.1f} {sc['px_per_s']:>11,.0f} "

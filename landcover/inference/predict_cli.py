@@ -18,7 +18,7 @@ from landcover.inference.predict import ENGINES, Predictor, predict_raster
 from landcover.inference.vectorize import VectorOptions
 
 #: Window and overlap of ``--engine onnxruntime`` when not given (the fast scene path).
-FAST_WINDOW, FAST_OVERLAP = 1024, 128
+FAST_WINDOW, FAST_OVERLAP = 2048, 128
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +161,7 @@ def main(argv: list[str]) -> int:
             predictor, args.input, args.output, window=args.window, overlap=args.overlap,
             probabilities=probs, geojson=args.geojson, gpkg=args.gpkg, vector=vector,
             style=not args.no_style, cog=args.cog, batch_size=args.batch_size,
+            balance=args.engine == "onnxruntime" and args.window == FAST_WINDOW,
             progress=not args.quiet,
         )  # fmt: skip
     except (BundleError, GeoDataError, ValueError) as err:

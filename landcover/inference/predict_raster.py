@@ -48,7 +48,7 @@ from landcover.inference.predict import (
     default_window,
     finite_mask,
 )
-from landcover.inference.sliding import WindowPlan
+from landcover.inference.sliding import WindowPlan, balanced_window
 from landcover.inference.vectorize import VectorOptions
 
 __all__ = ["RasterPrediction", "VectorOptions", "predict_raster"]
@@ -192,6 +192,7 @@ def predict_raster(
     batch_size: int = 4,
     progress: bool = True,
     compress: str = "deflate",
+    balance: bool = False,
 ) -> RasterPrediction:
     """Segment a raster on disk into a class-map GeoTIFF, streaming strip by strip.
 
@@ -213,6 +214,8 @@ def predict_raster(
         batch_size: Windows per forward pass.
         progress: Show a progress bar (windows per second, time left).
         compress: GDAL compression of the outputs.
+        balance: Shrink the window (down to half) to the size that computes the fewest
+            pixels for this raster (:func:`~landcover.inference.sliding.balanced_window`).
 
     Returns:
         Output paths, size and timing.
@@ -225,6 +228,8 @@ def predict_raster(
                           f"{predictor.num_classes}")  # fmt: skip
     window = window or default_window(predictor.bundle)
     overlap = window // 4 if overlap is None else overlap
+    if balance:
+        window = balanced_window(profile.height, profile.width, window, overlap)
     plan = WindowPlan.make(profile.height, profile.width, window, overlap)
     scheme = predictor.bundle.scheme()
     vectors = geojson is not None or gpkg is not None
