@@ -252,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"threads": args.threads, "memory_engine": "onnxruntime"}
     if args.only_scene and args.json and Path(args.json).is_file():
         result = json.loads(Path(args.json).read_text())
+        if "scene" in result:  # keep the earlier scene row (another configuration) beside
+            result["scene_previous"] = result["scene"]
 
     def save() -> None:  # after every section: a partial result survives an interruption
         if args.json:
