@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 #: The fast path's window and overlap (as ``landcover predict --engine onnxruntime``).
-FAST_WINDOW, FAST_OVERLAP = 2048, 128
+FAST_WINDOW, FAST_OVERLAP = 1024, 128
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
