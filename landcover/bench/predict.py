@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device for the model")
     parser.add_argument(
+        "--fast-window",
+        type=int,
+        default=None,
+        help="window of the fast path (default 1024; also the memory budget)",
+    )
+    parser.add_argument(
         "--only-scene",
         action="store_true",
         help="only the scene timing; updates the 'scene' entry of --json",
@@ -118,9 +124,11 @@ def _bundle(path: Path, raster: Path) -> Path:
                        std=800.0, tile_size=128)  # fmt: skip
     learner = base.build_learner()
     with rasterio.open(raster) as src:
-        data = torch.from_numpy(src.read(window=rasterio.windows.Window(0, 0, 512, 512)))
-    x = base.normalize(data.float()).unfold(1, 128, 128).unfold(2, 128, 128)
-    x = x.permute(1, 2, 0, 3, 4).reshape(-1, BANDS, 128, 128)
+        t = min(128, src.height, src.width)
+        h, w = min(512, src.height) // t * t, min(512, src.width) // t * t
+        data = torch.from_numpy(src.read(window=rasterio.windows.Window(0, 0, w, h)))
+    x = base.normalize(data.float()).unfold(1, t, t).unfold(2, t, t)
+    x = x.permute(1, 2, 0, 3, 4).reshape(-1, BANDS, t, t)
     norms = [m for m in learner.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.momentum = 1.0
@@ -264,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
         d = Path(tmp)
         tput_raster = _write_raster(d / "tput.tif", max(width // 2, window), width)
         bundle = _bundle(d / "model.bundle", tput_raster)
-        fast = {"bundle": str(bundle), "window": ps.FAST_WINDOW, "overlap": ps.FAST_OVERLAP,
+        fw = args.fast_window or ps.FAST_WINDOW
+        fast = {"bundle": str(bundle), "window": fw, "overlap": min(ps.FAST_OVERLAP, fw // 4),
                 "threads": args.threads, "device": "cpu", "engine": "onnxruntime",
                 "precision": args.precision, "batch_size": 1, "balance": True,
                 "out": str(d / "mem_out.tif")}  # fmt: skip
@@ -293,7 +302,6 @@ def run(args: argparse.Namespace) -> int:
                                                  window, args.device)  # fmt: skip
         save()
         rows = result["memory"] = []
-        fw = ps.FAST_WINDOW
         cases = [("model, no raster", None), ("at budget", fw), ("4x budget", 4 * fw)]
         if not args.quick:  # the growth must stop: 8x costs what 4x costs
             cases.append(("8x budget", 8 * fw))
