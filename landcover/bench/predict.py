@@ -318,7 +318,10 @@ def run(args: argparse.Namespace) -> int:
         save()
     _print(args, thr, window, rows, fw, mem_width, result["scene"], eng, vec)
     if args.json:
-        print(f"wrote {args.json}")
+        from landcover.bench.predict_plots import plot
+
+        png = plot(result, Path(args.json).with_suffix(".png"))
+        print(f"wrote {args.json} and {png}")
     return 0
 
 
