@@ -390,3 +390,57 @@ def predict(
         filename=f"{row.id}{suffix}",
         background=BackgroundTask(out.unlink, missing_ok=True),
     )
+
+
+@router.get(
+    "/{adaptation_id}/model",
+    summary="Download the adapted model (ONNX for QGIS Deepness and ONNX runtimes, or bundle)",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "onnx: ONNX model with Deepness metadata (input raw bands / 255, "
+            "output class probabilities); bundle: the landcover model bundle (safetensors).",
+            "content": {"application/octet-stream": {}},
+        },
+        **error_responses(401, 404, 409, 410, 422),
+    },
+)
+def download_model(
+    owner: Owner,
+    services: Svc,
+    db: Db,
+    adaptation_id: AdaptationId,
+    format: Annotated[
+        Literal["onnx", "bundle"],
+        Query(
+            description="onnx (default): for QGIS Deepness / ONNX Runtime; bundle: for "
+            "`landcover predict`."
+        ),
+    ] = "onnx",
+) -> FileResponse:
+    """The adapted model as a file; the ONNX export is made once and kept with the weights."""
+    from landcover.inference.onnx_export import export_onnx
+
+    row = owned(db, owner, adaptation_id)
+    if row.status != JobStatus.done.value:
+        raise Conflict(
+            f"adaptation {row.id} is {row.status}, not done; poll GET /v1/adaptations/{row.id} "
+            "until its status is 'done', then download the model",
+            "adaptation_not_done",
+        )
+    path = services.store.bundle_path(row.id)
+    if not path.is_file():
+        raise ApiError(410, f"the adapted weights of adaptation {row.id} are gone from storage; "
+                       "delete it and create the adaptation again", "weights_missing")  # fmt: skip
+    if format == "bundle":
+        return FileResponse(path, media_type="application/octet-stream",
+                            filename=f"{row.id}.bundle")  # fmt: skip
+    onnx_path = path.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        try:
+            export_onnx(ModelBundle.load(path), onnx_path)  # atomic: no half-written file
+        except BundleError as err:
+            raise Conflict(f"adaptation {row.id}'s model cannot be exported as ONNX: {err}",
+                           "not_exportable") from None  # fmt: skip
+    return FileResponse(onnx_path, media_type="application/octet-stream",
+                        filename=f"{row.id}.onnx")  # fmt: skip

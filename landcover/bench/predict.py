@@ -1,7 +1,7 @@
 """``landcover bench predict``: cost of the GeoTIFF prediction path and its memory bound.
 
-Two measurements, on a synthetic 4-band GeoTIFF and the default CPU model (small U-Net,
-0.49 M parameters, 5 classes):
+Measurements on synthetic 4-band uint16 GeoTIFFs and the default CPU model (small U-Net,
+0.49 M parameters, 5 classes, the default learner MAML++ with its per-step BatchNorm):
 
 1. *Throughput*: pixels per second of the whole path of ``landcover predict``
    (windowed reads, normalisation, overlapping windows, blending, argmax, windowed GeoTIFF
@@ -15,7 +15,12 @@ Two measurements, on a synthetic 4-band GeoTIFF and the default CPU model (small
    one-strip raster never moves the strip accumulators down, taller ones do (a transient
    copy of the strip) and fill GDAL's block cache, so 4x costs a little more than 1x;
    8x must cost what 4x costs. Holding a raster's image and probabilities in memory would
-   need the "in-memory need" column on top.
+   need the "in-memory need" column on top. Measured for the fast path (``--engine
+   onnxruntime``, window 1024, overlap 128).
+3. *Scene*, *engines* and *vectors* (:mod:`landcover.bench.predict_scene`): a whole
+   10980² scene through the fast path (time, peak memory), the engines against the
+   reference path on a crop (speed, agreement), and the polygon counts of the vector
+   output before/after generalisation with the agreement of the rasterised polygons.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +47,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--window", type=int, default=None, help="window size (default 512)")
     parser.add_argument("--width", type=int, default=None, help="raster width (default 2048)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument(
+        "--scene",
+        type=int,
+        default=None,
+        help="scene size in px (default 10980; 1536 with --quick)",
+    )
+    parser.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="crop for the engine comparison (default 2048; 768 with --quick)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for the model")
+    parser.add_argument(
+        "--fast-window",
+        type=int,
+        default=None,
+        help="window of the fast path (default 1024; also the memory budget)",
+    )
+    parser.add_argument(
+        "--only-scene",
+        action="store_true",
+        help="only the scene timing; updates the 'scene' entry of --json",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="precision of the fast path (int8: used only where it agrees)",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="write results as JSON")
 
 
@@ -69,14 +102,46 @@ def _write_raster(path: Path, height: int, width: int, seed: int = 0) -> Path:
     return path
 
 
-def _bundle(path: Path) -> Path:
-    import torch
+def _bundle(path: Path, raster: Path) -> Path:
+    """The bench model: small U-Net (defaults), MAML++, BatchNorm statistics from data.
 
+    Untrained weights with BatchNorm's initial statistics (mean 0, variance 1) map every
+    pixel to one class, which would make agreement and polygon counts trivial. So, as
+    after training, the statistics come from data: one training-mode forward over 16
+    windows of ``raster`` with momentum 1 sets them to those windows' batch statistics
+    (Ioffe & Szegedy 2015), and the maps get the structure of the input.
+    """
+    import rasterio
+    import torch
+    from torch import nn
+
+    from landcover.inference.bundle import ModelBundle
     from landcover.inference.testing import tiny_bundle
+    from landcover.meta.protocol import AdaptedState
 
     torch.manual_seed(0)
-    return tiny_bundle(BANDS, CLASSES, model_options={}, mean=1500.0, std=800.0,
-                       tile_size=128).save(path)  # fmt: skip
+    base = tiny_bundle(BANDS, CLASSES, learner="mamlpp", model_options={}, mean=1500.0,
+                       std=800.0, tile_size=128)  # fmt: skip
+    learner = base.build_learner()
+    with rasterio.open(raster) as src:
+        t = min(128, src.height, src.width)
+        h, w = min(512, src.height) // t * t, min(512, src.width) // t * t
+        data = torch.from_numpy(src.read(window=rasterio.windows.Window(0, 0, w, h)))
+    x = base.normalize(data.float()).unfold(1, t, t).unfold(2, t, t)
+    x = x.permute(1, 2, 0, 3, 4).reshape(-1, BANDS, t, t)
+    norms = [m for m in learner.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.momentum = 1.0
+    learner.train()
+    with torch.no_grad():
+        learner.predict(AdaptedState(), x)
+    for m in norms:
+        m.momentum = 0.1
+    bundle = ModelBundle.from_learner(
+        learner.eval(), bands=base.bands, mean=base.mean, std=base.std, classes=base.classes,
+        tile_size=128,
+    )  # fmt: skip
+    return bundle.save(path)
 
 
 def _status_mb(key: str) -> float:
@@ -112,26 +177,30 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from landcover.inference.predict import Predictor, predict_raster
 
     torch.set_num_threads(int(spec["threads"]))
-    predictor = Predictor.from_bundle(ModelBundle.load(spec["bundle"]), spec["device"])
+    engine = spec.get("engine", "torch")
+    predictor = Predictor.from_bundle(ModelBundle.load(spec["bundle"]), spec["device"], engine)
+    int8 = ""
+    if spec.get("precision") == "int8" and spec["raster"] is not None:
+        int8 = predictor.use_int8(spec["raster"])
     w = int(spec["window"])
-    predictor.probabilities(torch.rand(4, BANDS, w, w) * 3000)  # warm-up: one batch
+    overlap = int(spec.get("overlap", w // 4))
+    predictor.probabilities(torch.rand(int(spec.get("batch_size", 4)), BANDS, w, w) * 3000)
     before = _status_mb("VmRSS")
     reset = _reset_peak()
     start = time.perf_counter()
+    res = None
     if spec["raster"] is not None:
-        predict_raster(predictor, spec["raster"], spec["out"], window=w, overlap=w // 4,
-                       progress=False)  # fmt: skip
+        res = predict_raster(predictor, spec["raster"], spec["out"], window=w, overlap=overlap,
+                       batch_size=int(spec.get("batch_size", 4)), balance=bool(spec.get("balance")),
+                       progress=bool(spec.get("progress", False)))  # fmt: skip
     seconds = time.perf_counter() - start
     peak = _status_mb("VmHWM")
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_rss_mb": peak, "rss_before_mb": before, "growth_mb": peak - before,
-            "ru_maxrss_mb": maxrss, "peak_was_reset": reset, "seconds": seconds}  # fmt: skip
-
-
-def _peak(spec: dict[str, Any]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "landcover.bench.predict", "--child", json.dumps(spec)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    used = res.info["window"] if res is not None else w
+    return {"window_used": used,
+            "peak_rss_mb": peak, "rss_before_mb": before, "growth_mb": peak - before,
+            "ru_maxrss_mb": maxrss, "peak_was_reset": reset, "seconds": seconds,
+            "precision": predictor.precision, "int8_note": int8}  # fmt: skip
 
 
 def _throughput(bundle: Path, raster: Path, out: Path, window: int, device: str) -> dict[str, Any]:
@@ -181,37 +250,127 @@ def run(args: argparse.Namespace) -> int:
     """Run the bench, print the tables, write JSON."""
     import torch
 
+    from landcover.bench import predict_scene as ps
+
     torch.set_num_threads(args.threads)
     window = args.window or (256 if args.quick else 512)
     width = args.width or (512 if args.quick else 2048)
+    scene = args.scene or (1536 if args.quick else 10980)
+    crop_size = args.crop or (768 if args.quick else 2048)
+    result: dict[str, Any] = {"threads": args.threads, "memory_engine": "onnxruntime"}
+    if args.only_scene and args.json and Path(args.json).is_file():
+        result = json.loads(Path(args.json).read_text())
+        if "scene" in result:  # keep the earlier scene row (another configuration) beside
+            result["scene_previous"] = result["scene"]
+
+    def save() -> None:  # after every section: a partial result survives an interruption
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="lc-bench-predict-") as tmp:
         d = Path(tmp)
-        bundle = _bundle(d / "model.bundle")
         tput_raster = _write_raster(d / "tput.tif", max(width // 2, window), width)
-        thr = _throughput(bundle, tput_raster, d / "tput_out.tif", window, args.device)
-        base = {"bundle": str(bundle), "window": window, "threads": args.threads,
-                "device": args.device, "out": str(d / "mem_out.tif")}  # fmt: skip
-        rows = []
-        cases = [("model, no raster", None), ("at budget", window), ("4x budget", 4 * window)]
+        bundle = _bundle(d / "model.bundle", tput_raster)
+        fw = args.fast_window or ps.FAST_WINDOW
+        fast = {"bundle": str(bundle), "window": fw, "overlap": min(ps.FAST_OVERLAP, fw // 4),
+                "threads": args.threads, "device": "cpu", "engine": "onnxruntime",
+                "precision": args.precision, "batch_size": 1, "balance": True,
+                "out": str(d / "mem_out.tif")}  # fmt: skip
+        start = time.perf_counter()
+        scene_path = _write_raster(d / "scene.tif", scene, scene, seed=3)
+        gen_s = time.perf_counter() - start
+        sc = ps.scene_row({**fast, "raster": str(scene_path), "out": str(d / "scene_out.tif"),
+                           "progress": True}, scene)  # fmt: skip
+        result["scene"] = {**sc, "generate_seconds": gen_s}
+        save()
+        if args.only_scene:
+            print(
+                f"scene {sc['raster']}: {sc['seconds']:.1f} s ({sc['px_per_s']:,.0f} px/s), "
+                f"window {sc['window_used']}, {sc['precision']}, peak RSS "
+                f"{sc['peak_rss_mb']:.0f} MB (+{sc['growth_mb']:.0f} MB) {sc['int8_note']}"
+            )
+            return 0
+        eng = ps.engines(bundle, ps.crop(scene_path, d / "crop.tif", crop_size), d, args.threads)
+        result["engines"] = eng
+        save()
+        scene_path.unlink()
+        land = ps.landscape(d / "landscape.tif", 256 if args.quick else 1024)
+        vec = result["vectors"] = ps.vectors(_bundle(d / "landscape.bundle", land), land, d)
+        save()
+        thr = result["throughput"] = _throughput(bundle, tput_raster, d / "tput_out.tif",
+                                                 window, args.device)  # fmt: skip
+        save()
+        rows = result["memory"] = []
+        cases = [("model, no raster", None), ("at budget", fw), ("4x budget", 4 * fw)]
         if not args.quick:  # the growth must stop: 8x costs what 4x costs
-            cases.append(("8x budget", 8 * window))
+            cases.append(("8x budget", 8 * fw))
+        mem_width = max(width, fw)
         for label, height in cases:
             raster = None
             if height is not None:
-                raster = str(_write_raster(d / f"mem_{height}.tif", height, width, seed=1))
-            r = _peak({**base, "raster": raster})
-            need = 0.0 if height is None else height * width * (BANDS + CLASSES) * 4 / 2**20
-            rows.append({"case": label, "raster": "-" if height is None else f"{width}x{height}",
-                         **r, "in_memory_need_mb": need})  # fmt: skip
-    print(f"predict throughput (window {window}, overlap {window // 4}, {args.threads} thread(s), "
-          f"{args.device}; small U-Net, {BANDS} bands, {CLASSES} classes)")  # fmt: skip
+                raster = str(_write_raster(d / f"mem_{height}.tif", height, mem_width, seed=1))
+            r = ps.run_child({**fast, "raster": raster, "balance": False})  # same windows
+            need = 0.0 if height is None else height * mem_width * (BANDS + CLASSES) * 4 / 2**20
+            rows.append({"case": label, "raster": "-" if height is None else
+                         f"{mem_width}x{height}", **r, "in_memory_need_mb": need})  # fmt: skip
+        result["memory_growth_4x_mb"] = rows[2]["growth_mb"] - rows[1]["growth_mb"]
+        save()
+    _print(args, thr, window, rows, fw, mem_width, result["scene"], eng, vec)
+    if args.json:
+        from landcover.bench.predict_plots import plot
+
+        png = plot(result, Path(args.json).with_suffix(".png"))
+        print(f"wrote {args.json} and {png}")
+    return 0
+
+
+def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: list[dict[str, Any]],
+           fw: int, mem_width: int, sc: dict[str, Any], eng: list[dict[str, Any]],
+           vec: dict[str, Any]) -> None:  # fmt: skip
+    print(f"predict throughput, torch (window {window}, overlap {window // 4}, {args.threads} "
+          f"thread(s), {args.device}; small U-Net, {BANDS} bands, {CLASSES} classes)")  # fmt: skip
     print(f"{'raster':>11} {'windows':>7} {'raw fwd px/s':>13} {'GeoTIFF px/s':>13} "
           f"{'overhead':>8} {'overlap factor':>14}")  # fmt: skip
     print(f"{thr['raster']:>11} {thr['windows']:>7} {thr['raw_forward_px_per_s']:>13,.0f} "
           f"{thr['geotiff_path_px_per_s']:>13,.0f} {thr['overhead_ratio']:>7.2f}x "
           f"{thr['overlap_factor']:>13.2f}x")  # fmt: skip
-    print(f"\npeak memory (VmHWM of a fresh process, reset after warm-up; window budget = "
-          f"{window} rows x {width})")  # fmt: skip
+    print(f"\nwhole scene, fast path (onnxruntime, window {fw} balanced to {sc['window_used']}, "
+          f"overlap {ps_overlap()}, "
+          f"{args.threads} threads)")  # fmt: skip
+    print(f"{'raster':>13} {'seconds':>8} {'px/s':>11} {'peak RSS':>9} {'growth':>7} (MB)")
+    print(f"{sc['raster']:>13} {sc['seconds']:>8.1f} {sc['px_per_s']:>11,.0f} "
+          f"{sc['peak_rss_mb']:>9.1f} {sc['growth_mb']:>7.1f}   "
+          f"{'under' if sc['under_2_minutes'] else 'OVER'} 2 minutes")  # fmt: skip
+    print("\nengines on a crop of the scene (agreement of the class maps with the reference)")
+    print(
+        f"{'case':<22} {'engine':<12} {'prec':<5} {'window':>6} {'overlap':>7} {'s':>7} "
+        f"{'px/s':>11} {'speed-up':>8} {'vs ref':>8} {'vs torch':>8} {'vs exact':>8}"
+    )
+    for r in eng:
+        print(f"{r['case']:<22} {r['engine']:<12} {r['precision']:<5} {r['window']:>6} "
+              f"{r['overlap']:>7} {r['seconds']:>7.2f} {r['px_per_s']:>11,.0f} "
+              f"{r['speedup']:>7.2f}x {r['agreement_with_reference']:>8.5f} "
+              f"{r['agreement_with_torch_same_windows']:>8.5f} "
+              f"{r['agreement_with_exact']:>8.5f}")  # fmt: skip
+    notes = [r["note"] for r in eng if r["note"]]
+    if notes:
+        print("; ".join(notes))
+    print(
+        "vs torch: against --engine torch with the same windows (engine and precision); "
+        "vs exact: against one window over the whole crop (no window borders)"
+    )
+    print(f"\nvector output of the {vec['map']} map")
+    print(f"{'case':<28} {'min area px':>11} {'simplify px':>11} {'polygons':>8} "
+          f"{'agreement':>9} {'s':>6}")  # fmt: skip
+    for r in vec["rows"]:
+        print(
+            f"{r['case']:<28} {r['min_area_px']:>11} {r['simplify_px']:>11} "
+            f"{r['polygons']:>8} {r['pixel_agreement']:>9.4f} {r['seconds']:>6.2f}"
+        )
+    print(f"{vec['reduction']:.1f}x fewer polygons with the defaults")
+    print(f"\npeak memory of the fast path (VmHWM of a fresh process, reset after warm-up; "
+          f"window budget = {fw} rows x {mem_width})")  # fmt: skip
     print(f"{'case':<20} {'raster':>11} {'RSS before':>10} {'peak RSS':>9} {'growth':>7} "
           f"{'in-memory need':>14} {'s':>6}   (MB)")  # fmt: skip
     for r in rows:
@@ -222,11 +381,13 @@ def run(args: argparse.Namespace) -> int:
         print("note: /proc/self/clear_refs not writable; peaks include torch's import peak")
     growth = rows[2]["growth_mb"] - rows[1]["growth_mb"]
     print(f"4x raster vs budget raster: {growth:+.1f} MB of peak growth during prediction")
-    if args.json:
-        result = {"throughput": thr, "memory": rows, "memory_growth_4x_mb": growth}
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+
+
+def ps_overlap() -> int:
+    """The fast path's overlap (for the table header)."""
+    from landcover.bench.predict_scene import FAST_OVERLAP
+
+    return FAST_OVERLAP
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class RasterWriter:
         cog: bool = False,
         block_size: int = 256,
         compress: str = "deflate",
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         """Open the temporary output.
 
@@ -69,6 +70,7 @@ class RasterWriter:
             cog: Translate to a Cloud-Optimized GeoTIFF (with overviews) on close.
             block_size: Internal tile size (multiple of 16).
             compress: GDAL compression.
+            tags: GDAL metadata items of band 1 (stored inside the GeoTIFF).
         """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +99,8 @@ class RasterWriter:
             self._dst = rasterio.open(self.tmp, "w", **creation)
         if colormap is not None:
             self._dst.write_colormap(1, dict(colormap))
+        if tags:
+            self._dst.update_tags(1, **dict(tags))
         if descriptions is not None:
             for i, d in enumerate(descriptions, start=1):
                 if d:
@@ -162,11 +166,21 @@ def class_map_writer(
     *,
     nodata: int = 255,
     cog: bool = False,
+    compress: str = "deflate",
 ) -> RasterWriter:
-    """A :class:`RasterWriter` for a one-band uint8 class-index map with a colour table."""
+    """A :class:`RasterWriter` for a one-band uint8 class-index map with a colour table.
+
+    The class names go into the file as band tags ``CLASS_<value>=<name>``; the QGIS style
+    and GDAL category names are sidecars written once the file is in place
+    (:func:`landcover.geo.qgis_style.write_class_map_sidecars`).
+    """
+    from landcover.geo.qgis_style import category_tags
+
     cmap = scheme.colormap(nodata=nodata) if scheme is not None else None
+    tags = category_tags(scheme) if scheme is not None else None
     return RasterWriter(path, profile, count=1, dtype="uint8", nodata=nodata, colormap=cmap,
-                        descriptions=["class"], cog=cog)  # fmt: skip
+                        descriptions=["class"], cog=cog, compress=compress,
+                        tags=tags)  # fmt: skip
 
 
 def write_class_map(
@@ -178,6 +192,7 @@ def write_class_map(
     valid: np.ndarray | Tensor | None = None,
     nodata: int = 255,
     cog: bool = False,
+    style: bool = False,
 ) -> Path:
     """Write a class-index map as a GeoTIFF keeping the input's CRS and transform.
 
@@ -189,6 +204,8 @@ def write_class_map(
         valid: ``(H, W)`` validity of the input; invalid pixels are written as ``nodata``.
         nodata: Value of no-data pixels (255, the ignore index, by default).
         cog: Write a Cloud-Optimized GeoTIFF.
+        style: Also write the QGIS style and GDAL category names next to it (needs
+            ``scheme``; see :mod:`landcover.geo.qgis_style`).
 
     Returns:
         ``path``.
@@ -203,4 +220,8 @@ def write_class_map(
         arr = np.where(v.astype(bool), arr, np.uint8(nodata))
     with class_map_writer(path, profile, scheme, nodata=nodata, cog=cog) as w:
         w.write(arr, Window(0, 0, profile.width, profile.height))
+    if style and scheme is not None:
+        from landcover.geo.qgis_style import write_class_map_sidecars
+
+        write_class_map_sidecars(path, scheme, nodata)
     return Path(path)

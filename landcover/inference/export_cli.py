@@ -1,5 +1,9 @@
 """``landcover export RUN -o model.bundle``: a training run (or checkpoint) as a model bundle.
 
+``landcover export SOURCE --onnx -o model.onnx``: a bundle (base or adapted; or a run) as an
+ONNX model for QGIS Deepness and other ONNX runtimes, carrying Deepness' metadata
+(:mod:`landcover.inference.onnx_export`).
+
 ``RUN`` is a run folder (``trainer.default_root_dir`` of ``landcover train``, holding
 ``checkpoints/``), a ``checkpoints/`` folder or a ``.ckpt`` file. The checkpoint carries
 the module's hyper-parameters (learner, network) and the data description (bands,
@@ -107,13 +111,65 @@ def export_run(
     return bundle.save(out)
 
 
+def _is_bundle(path: Path) -> bool:
+    # a file that is not a Lightning checkpoint is read as a bundle (whose loader says
+    # clearly what is wrong with a file that is neither)
+    return path.is_file() and path.suffix != ".ckpt"
+
+
+def export_onnx_cli(args: argparse.Namespace) -> int:
+    """``--onnx``: a bundle (or a run, exported to a bundle in memory) as ONNX."""
+    from landcover.inference.onnx_export import export_onnx, read_metadata
+
+    source = Path(args.run)
+    if _is_bundle(source):
+        bundle = ModelBundle.load(source)
+    else:
+        ckpt = find_checkpoint(source, args.checkpoint)
+        bundle = bundle_from_module(load_module(ckpt), inner_steps=args.steps,
+                                    info={"checkpoint": ckpt.name})  # fmt: skip
+    path = export_onnx(bundle, args.output, pixel_size_m=args.pixel_size,
+                       tile_size=args.tile_size, overlap_percent=args.tiles_overlap)  # fmt: skip
+    meta = read_metadata(path)
+    res = meta.get("resolution")
+    print(f"wrote {path}: {bundle.kind} {bundle.learner['name']} on {bundle.model['arch']}, "
+          f"{len(bundle.bands)} bands, {len(bundle.class_names)} classes, tile "
+          f"{meta['tile_size']} px, overlap {meta['tiles_overlap']} %, resolution "
+          f"{'unset (give --pixel-size)' if res is None else f'{res:g} cm/px'}")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``landcover export``."""
     parser = argparse.ArgumentParser(
-        prog="landcover export", description="Export a training run as a model bundle."
+        prog="landcover export",
+        description="Export a training run as a model bundle, or a bundle as ONNX (--onnx).",
     )
-    parser.add_argument("run", help="run folder (default_root_dir), checkpoints/ or a .ckpt")
-    parser.add_argument("-o", "--output", required=True, help="bundle file to write")
+    parser.add_argument(
+        "run", help="run folder (default_root_dir), checkpoints/ or a .ckpt; with --onnx "
+        "also a bundle (base or adapted)"
+    )  # fmt: skip
+    parser.add_argument("-o", "--output", required=True, help="bundle (or .onnx) file to write")
+    parser.add_argument(
+        "--onnx", action="store_true", help="write an ONNX model with QGIS Deepness metadata"
+    )
+    parser.add_argument("--pixel-size", type=float, default=None, metavar="M",
+                        help="--onnx: ground size of a pixel in metres (Deepness' resolution; "
+                        "default: recorded in the bundle, if any)")  # fmt: skip
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="--onnx: square tile size (default max(bundle tile size, 256))",
+    )
+    parser.add_argument(
+        "--tiles-overlap",
+        type=int,
+        default=25,
+        metavar="PCT",
+        help="--onnx: Deepness tile overlap in percent (default 25)",
+    )
     parser.add_argument(
         "--checkpoint",
         choices=CHOICES,
@@ -122,6 +178,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--steps", type=int, default=None, help="default adaptation steps")
     args = parser.parse_args(argv)
+    if args.onnx:
+        try:
+            return export_onnx_cli(args)
+        except (FileNotFoundError, BundleError, ValueError) as err:
+            print(f"landcover export: {err}", file=sys.stderr)
+            return 2
     try:
         path = export_run(args.run, args.output, which=args.checkpoint, inner_steps=args.steps)
     except (FileNotFoundError, BundleError, ValueError) as err:

@@ -3,30 +3,26 @@
 :class:`Predictor` turns raw image windows into class probabilities (normalisation with
 the bundle's statistics, padding to the network's size divisor, the learner's
 ``predict`` with the adapted state, softmax). :func:`predict_array` segments an in-memory
-image; :func:`predict_raster` streams a raster on disk through overlapping windows
-(:mod:`landcover.inference.sliding`): it reads one strip of rows at a time, blends the
-windows' probabilities smoothly, and writes finished rows to the output GeoTIFF as it
-goes, so memory is bounded by one strip whatever the raster's height. CRS, transform and
-nodata are kept; the class map carries the classes' colour table; optional outputs are
-per-class probabilities (float32 bands) and per-class polygons (GeoJSON).
+image; :func:`predict_raster` (:mod:`landcover.inference.predict_raster`) streams a
+raster on disk through the same overlapping, smoothly blended windows
+(:mod:`landcover.inference.sliding`). Pixels where any band is NaN or infinite are
+nodata, whether or not the raster declares a nodata value.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from rasterio.windows import Window
 from torch import Tensor
 from tqdm import tqdm
 
-from landcover.geo.raster import RasterWriter, class_map_writer, read_profile, read_raster
 from landcover.inference.bundle import ModelBundle, find_model
 from landcover.inference.errors import BundleError
 from landcover.inference.sliding import StripBlender, WindowPlan
@@ -36,11 +32,20 @@ from landcover.meta.protocol import AdaptedState
 NODATA_CLASS = 255
 
 
+#: Engines that run the network.
+ENGINES = ("torch", "onnxruntime")
+
+
 class Predictor:
     """Raw image windows -> class probabilities, for one (adapted) bundle.
 
     A meta bundle predicts with its meta-learned weights (meaningful for the pretrained
     baseline; for meta-learners adapt first). Build with :meth:`from_bundle`.
+
+    Engines: ``"torch"`` runs the learner's ``predict`` (the reference);
+    ``"onnxruntime"`` runs the same network exported to ONNX with the adapted state folded
+    in (:mod:`landcover.inference.onnx_export`), with ONNX Runtime's graph optimisations
+    (BatchNorm folded into the convolutions, fused activations).
 
     Thread-safe: ``torch.func.functional_call`` swaps tensors into the module while it
     runs, so concurrent forwards through one predictor (the service caches predictors)
@@ -48,43 +53,110 @@ class Predictor:
     """
 
     def __init__(
-        self, bundle: ModelBundle, learner: Any, state: AdaptedState, device: torch.device
+        self,
+        bundle: ModelBundle,
+        learner: Any,
+        state: AdaptedState,
+        device: torch.device,
+        engine: str = "torch",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}; got {engine!r}")
         self.bundle = bundle
         self.learner = learner
         self.state = state
         self.device = device
+        self.engine = engine
         self.size_divisor = int(find_model(learner).size_divisor)
         self.num_classes = len(bundle.class_names)
         self._lock = threading.Lock()
+        self._ort: Any = None
+        if engine == "onnxruntime":
+            from landcover.inference.onnx_export import OrtRunner
+
+            if device.type != "cpu":
+                raise ValueError("the onnxruntime engine runs on the CPU; use --device cpu")
+            self._ort = OrtRunner(bundle)
 
     @classmethod
-    def from_bundle(cls, bundle: ModelBundle, device: str | torch.device = "cpu") -> Predictor:
+    def from_bundle(
+        cls, bundle: ModelBundle, device: str | torch.device = "cpu", engine: str = "torch"
+    ) -> Predictor:
         """Load the learner and the adapted state (an empty state for meta bundles)."""
         device = torch.device(device)
         learner = bundle.build_learner(device)
         state = bundle.adapted_state(device) if bundle.kind == "adapted" else AdaptedState()
-        return cls(bundle, learner, state, device)
+        return cls(bundle, learner, state, device, engine)
 
-    def probabilities(self, x: Tensor) -> Tensor:
-        """``(N, K, h, w)`` class probabilities of raw ``(N, C, h, w)`` windows."""
-        self.bundle.check_bands(x.shape[1])
-        h, w = x.shape[-2:]
-        x = torch.nan_to_num(self.bundle.normalize(x.float()), nan=0.0).to(self.device)
-        d = self.size_divisor
-        ph, pw = (-h) % d, (-w) % d
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    def use_int8(self, src: str | Path) -> str:
+        """Quantise the ONNX graph to int8, calibrated on windows of raster ``src``.
+
+        Only for the ``onnxruntime`` engine; keeps float32 when the int8 class maps of the
+        calibration windows agree with float32 on fewer than 99.9 % of the pixels.
+
+        Returns:
+            A one-line note on the outcome (precision and agreement).
+        """
+        if self._ort is None:
+            raise ValueError("int8 needs --engine onnxruntime")
+        from landcover.geo.raster import read_profile
+        from landcover.inference.quantize import calibration_windows
+
+        read_profile(src)  # a clear GeoDataError for a missing or unreadable raster
+
+        windows = calibration_windows(
+            src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy()
+        )
+        used = self._ort.use_int8(windows)
+        agree = self._ort.int8_agreement
+        return (f"int8: class maps agree with float32 on {agree:.5f} of the calibration "
+                f"pixels; {'using int8' if used else 'kept float32 (needs >= 0.999)'}")  # fmt: skip
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"int8"`` (onnxruntime engine after :meth:`use_int8`)."""
+        return self._ort.precision if self._ort is not None else "fp32"
+
+    def logits(self, x: Tensor) -> Tensor:
+        """``(N, K, h, w)`` logits of *normalised* ``(N, C, h, w)`` windows (padded)."""
+        if self._ort is not None:
+            return torch.from_numpy(self._ort(x.numpy()))
         with self._lock, torch.no_grad():
             try:
-                logits = self.learner.predict(self.state, x)
+                return self.learner.predict(self.state, x.to(self.device)).float().cpu()
             except (KeyError, TypeError, AttributeError) as err:
                 raise BundleError(
                     f"the learner could not predict with this bundle ({err!r}); "
                     "a meta-learned bundle must be adapted first: `landcover adapt`"
                 ) from err
-        return torch.softmax(logits.float(), dim=1)[..., :h, :w].cpu()
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """``(N, K, h, w)`` class probabilities of raw ``(N, C, h, w)`` windows.
+
+        Non-finite values (NaN, inf) are set to 0 after normalisation; callers mark such
+        pixels as nodata (:func:`finite_mask`).
+        """
+        self.bundle.check_bands(x.shape[1])
+        h, w = x.shape[-2:]
+        x = self.bundle.normalize(x.float())
+        x = torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype))
+        d = self.size_divisor
+        ph, pw = (-h) % d, (-w) % d
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return torch.softmax(self.logits(x), dim=1)[..., :h, :w]
+
+
+def finite_mask(image: Tensor | np.ndarray) -> Tensor:
+    """``(H, W)`` bool: every band of the ``(C, H, W)`` image is finite (not NaN/inf)."""
+    if isinstance(image, np.ndarray):
+        if np.issubdtype(image.dtype, np.integer):
+            return torch.ones(image.shape[-2:], dtype=torch.bool)
+        return torch.from_numpy(np.isfinite(image).all(axis=0))
+    if not image.is_floating_point():
+        return torch.ones(image.shape[-2:], dtype=torch.bool)
+    return torch.isfinite(image).all(dim=0)
 
 
 @dataclass
@@ -100,73 +172,55 @@ class Prediction:
     classes: Tensor
 
 
-@dataclass
-class RasterPrediction:
-    """Outcome of :func:`predict_raster`.
-
-    Attributes:
-        classes_path: The class-map GeoTIFF.
-        probabilities_path: The probability GeoTIFF, if written.
-        geojson_path: The polygon GeoJSON, if written.
-        width: Raster columns.
-        height: Raster rows.
-        windows: Number of windows predicted.
-        seconds: Wall-clock time.
-    """
-
-    classes_path: Path
-    probabilities_path: Path | None
-    geojson_path: Path | None
-    width: int
-    height: int
-    windows: int
-    seconds: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def pixels_per_second(self) -> float:
-        """Throughput of the whole path (read, predict, blend, write)."""
-        return self.width * self.height / max(self.seconds, 1e-9)
-
-
 def default_window(bundle: ModelBundle) -> int:
     """Default window size: the training tile size, at least 256 px."""
     return max(int(bundle.tile_size), 256)
 
 
 def _window_batches(
-    strip: Tensor, valid: Tensor, plan: WindowPlan, batch_size: int
+    strip: Tensor | np.ndarray, valid: Tensor, plan: WindowPlan, batch_size: int
 ) -> Iterator[tuple[list[int], Tensor]]:
     # Windows without a single valid pixel are skipped: all their pixels become nodata.
     cols = [c for c, x in enumerate(plan.col_starts) if bool(valid[:, x : x + plan.win_w].any())]
     for i in range(0, len(cols), batch_size):
         chunk = cols[i : i + batch_size]
-        yield (
-            chunk,
-            torch.stack([strip[:, :, plan.col_starts[c] : plan.col_starts[c] + plan.win_w]
-                         for c in chunk]),
-        )  # fmt: skip
+        parts = [strip[:, :, plan.col_starts[c] : plan.col_starts[c] + plan.win_w] for c in chunk]
+        if isinstance(strip, np.ndarray):  # raw raster values: float32 per batch
+            yield chunk, torch.from_numpy(np.stack(parts).astype(np.float32))
+        else:
+            yield chunk, torch.stack(parts)
 
 
-def _blend_rows(
+def blend_rows(
     predictor: Predictor,
     plan: WindowPlan,
-    read_strip: Any,
+    strips: Iterator[tuple[Tensor | np.ndarray, Tensor]],
     batch_size: int,
-    bar: tqdm | None,
+    bar: tqdm | None = None,
+    *,
+    argmax: bool = False,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """Yield ``(first_row, probabilities (K, n, W), valid (n, W))`` strip by strip."""
+    """Yield ``(first_row, blended, valid (n, W))`` strip by strip.
+
+    Args:
+        predictor: The bundle's predictor.
+        plan: The windows.
+        strips: ``(image (C, win_h, W), valid (win_h, W))`` for each row of windows.
+        batch_size: Windows per forward pass.
+        bar: Progress bar advanced by windows.
+        argmax: Yield ``(n, W)`` uint8 class indices instead of ``(K, n, W)``
+            probabilities.
+    """
     blender = StripBlender(plan, predictor.num_classes)
-    for r, y0 in enumerate(plan.row_starts):
-        strip, valid = read_strip(y0, plan.win_h)
+    for r, (strip, valid) in enumerate(strips):
         for chunk, batch in _window_batches(strip, valid, plan, batch_size):
             probs = predictor.probabilities(batch)
             for c, p in zip(chunk, probs):
                 blender.add(r, c, p)
         if bar is not None:
             bar.update(len(plan.col_starts))
-        start, blended = blender.finish_row(r)
-        yield start, blended, valid[: blended.shape[1]]
+        start, blended = blender.finish_row(r, argmax=argmax)
+        yield start, blended, valid[: blended.shape[-2]]
 
 
 def predict_array(
@@ -183,7 +237,8 @@ def predict_array(
     Args:
         predictor: The bundle's predictor.
         image: Raw (un-normalised) bands.
-        valid: ``(H, W)`` bool, ``False`` where the image has no data.
+        valid: ``(H, W)`` bool, ``False`` where the image has no data (pixels with a
+            non-finite band value are nodata too).
         window: Window size (default :func:`default_window`).
         overlap: Overlap of neighbouring windows (default ``window // 4``).
         batch_size: Windows per forward pass.
@@ -198,97 +253,35 @@ def predict_array(
     window = window or default_window(predictor.bundle)
     overlap = window // 4 if overlap is None else overlap
     plan = WindowPlan.make(h, w, window, overlap)
-    ok = torch.ones(h, w, dtype=torch.bool) if valid is None else valid.bool()
+    ok = finite_mask(image)
+    if valid is not None:
+        ok &= valid.bool()
     probs = torch.empty(predictor.num_classes, h, w)
-    read = lambda y0, n: (image[:, y0 : y0 + n], ok[y0 : y0 + n])  # noqa: E731
-    for start, blended, _ in _blend_rows(predictor, plan, read, batch_size, None):
+    strips = ((image[:, y0 : y0 + plan.win_h], ok[y0 : y0 + plan.win_h]) for y0 in plan.row_starts)
+    for start, blended, _ in blend_rows(predictor, plan, strips, batch_size):
         probs[:, start : start + blended.shape[1]] = blended
     classes = probs.argmax(0)
     classes[~ok] = NODATA_CLASS
     return Prediction(probs, classes)
 
 
-def predict_raster(
-    predictor: Predictor,
-    src: str | Path,
-    out: str | Path,
-    *,
-    window: int | None = None,
-    overlap: int | None = None,
-    probabilities: str | Path | None = None,
-    geojson: str | Path | None = None,
-    cog: bool = False,
-    batch_size: int = 4,
-    progress: bool = True,
-) -> RasterPrediction:
-    """Segment a raster on disk into a class-map GeoTIFF, streaming strip by strip.
+# predict_raster streams rasters on disk; it lives in its own module and is re-exported
+# here (imported last: it builds on the classes above).
+from landcover.inference.predict_raster import (  # noqa: E402
+    RasterPrediction,
+    VectorOptions,
+    predict_raster,
+)
 
-    Args:
-        predictor: The bundle's predictor.
-        src: Input raster (its bands must be the bundle's bands).
-        out: Output class map: uint8 class indices, colour table, nodata 255 where the
-            input has no data, the input's CRS and transform.
-        window: Window size (default :func:`default_window`).
-        overlap: Overlap of neighbouring windows (default ``window // 4``).
-        probabilities: Also write float32 per-class probabilities here (nodata ``nan``).
-        geojson: Also write per-class polygons here (see :mod:`.vectorize`).
-        cog: Write Cloud-Optimized GeoTIFFs.
-        batch_size: Windows per forward pass.
-        progress: Show a progress bar.
-
-    Returns:
-        Output paths, size and timing.
-    """
-    start_time = time.perf_counter()
-    profile = read_profile(src)
-    predictor.bundle.check_bands(profile.count, source=str(src))
-    if predictor.num_classes >= NODATA_CLASS:
-        raise BundleError(f"class maps hold at most 254 classes; the model has "
-                          f"{predictor.num_classes}")  # fmt: skip
-    window = window or default_window(predictor.bundle)
-    overlap = window // 4 if overlap is None else overlap
-    plan = WindowPlan.make(profile.height, profile.width, window, overlap)
-    scheme = predictor.bundle.scheme()
-
-    def read_strip(y0: int, n: int) -> tuple[Tensor, Tensor]:
-        data = read_raster(src, window=Window(0, y0, profile.width, n))
-        return data.image, data.valid
-
-    writers: list[RasterWriter] = [class_map_writer(out, profile, scheme, nodata=NODATA_CLASS,
-                                                    cog=cog)]  # fmt: skip
-    if probabilities is not None:
-        writers.append(RasterWriter(
-            probabilities, profile, count=predictor.num_classes, dtype="float32",
-            nodata=float("nan"), descriptions=predictor.bundle.class_names, cog=cog,
-        ))  # fmt: skip
-    bar = tqdm(total=len(plan), desc="predict", unit="win", disable=not progress)
-    try:
-        for start, blended, valid in _blend_rows(predictor, plan, read_strip, batch_size, bar):
-            n = blended.shape[1]
-            win = Window(0, start, profile.width, n)
-            classes = blended.argmax(0).to(torch.uint8)
-            classes[~valid] = NODATA_CLASS
-            writers[0].write(classes, win)
-            if probabilities is not None:
-                writers[1].write(blended.masked_fill(~valid, float("nan")), win)
-        paths = [w.close() for w in writers]
-    except BaseException:
-        for w in writers:
-            w.abort()
-        raise
-    finally:
-        bar.close()
-    geo_path = None
-    if geojson is not None:
-        from landcover.inference.vectorize import write_geojson
-
-        geo_path = write_geojson(paths[0], geojson, scheme)
-    return RasterPrediction(
-        paths[0],
-        paths[1] if probabilities is not None else None,
-        geo_path,
-        profile.width,
-        profile.height,
-        len(plan),
-        time.perf_counter() - start_time,
-    )
+__all__ = [
+    "ENGINES",
+    "NODATA_CLASS",
+    "Prediction",
+    "Predictor",
+    "RasterPrediction",
+    "VectorOptions",
+    "default_window",
+    "finite_mask",
+    "predict_array",
+    "predict_raster",
+]

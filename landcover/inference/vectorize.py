@@ -1,26 +1,42 @@
-"""Per-class polygons of a class map, as GeoJSON.
+"""Editable polygons of a class map: minimum mapping unit, simplification, attributes.
 
-Connected regions of equal class (4-connectivity) are traced into polygons with holes by
-GDAL's polygonizer through :func:`rasterio.features.shapes`. Each polygon becomes one
-GeoJSON Feature whose properties name its class (index, name, display colour). Coordinates
-follow RFC 7946 (WGS 84 longitude/latitude) when the raster has a CRS; for rasters
-without georeferencing they are pixel coordinates (column, row) and the collection says
-so in its ``coordinate_system`` member.
+A per-pixel class map vectorised as is gives one polygon per speckle (a 1024² map of an
+untrained model: ~13k polygons), a layer nobody can edit. The product's vector output
+therefore follows the usual map-generalisation recipe:
 
-Memory: the class map is read whole as uint8 (one byte per pixel), plus the polygons.
+1. **Minimum mapping unit**: connected regions smaller than ``min_area`` pixels (or m²)
+   are merged into their largest neighbour by GDAL's sieve filter
+   (:func:`rasterio.features.sieve`, 4-connectivity; nodata is never grown into).
+2. **Polygons** of the sieved map: GDAL's polygonizer (:func:`rasterio.features.shapes`,
+   4-connectivity, holes kept).
+3. **Simplification** of the polygons as one coverage, so that neighbours keep sharing
+   their edges (no gaps, no overlaps): GEOS' coverage simplification
+   (:func:`shapely.coverage_simplify`, Visvalingam & Whyatt 1993 area-based line
+   generalisation) with a tolerance of ``simplify`` pixels.
+
+Attributes of every polygon: ``class_id``, ``class_name``, ``color``, ``area_m2`` (pixels
+x pixel area before simplification; ``null`` without a CRS) and ``mean_prob`` (mean
+probability of the polygon's class over its pixels, when probabilities are given).
+GeoJSON is written in WGS 84 (RFC 7946; pixel coordinates for rasters without a CRS),
+GeoPackage (:mod:`pyogrio`, GDAL's OGR) in the raster's own CRS.
+
+Memory: the class map is read whole (1 byte per pixel) plus a 4-byte label image and, for
+``mean_prob``, one float per pixel.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio.features
 import rasterio.warp
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -28,69 +44,130 @@ from landcover.geo.classes import ClassScheme
 from landcover.geo.raster import open_raster
 
 WGS84 = "EPSG:4326"
+_EARTH_M_PER_DEG = 111_320.0
 
 
-def class_polygons(
+@dataclass(frozen=True)
+class VectorOptions:
+    """Generalisation of the vector output.
+
+    Attributes:
+        min_area_px: Minimum mapping unit in pixels (regions smaller are merged into a
+            neighbour). Ignored when ``min_area_m2`` is set.
+        min_area_m2: Minimum mapping unit in square metres (needs a projected CRS).
+        simplify: Simplification tolerance in pixels (0: exact pixel outlines).
+    """
+
+    min_area_px: int = 16
+    min_area_m2: float | None = None
+    simplify: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.min_area_px < 0 or (self.min_area_m2 is not None and self.min_area_m2 < 0):
+            raise ValueError("the minimum mapping unit must be >= 0")
+        if self.simplify < 0:
+            raise ValueError(f"the simplification tolerance must be >= 0; got {self.simplify}")
+
+    def threshold_px(self, pixel_area_m2: float | None) -> int:
+        """The sieve threshold in pixels for rasters whose pixels cover ``pixel_area_m2``."""
+        if self.min_area_m2 is None:
+            return self.min_area_px
+        if not pixel_area_m2:
+            raise ValueError("--min-area-m2 needs a raster with a projected CRS; give "
+                             "--min-area (pixels) instead")  # fmt: skip
+        return math.ceil(self.min_area_m2 / pixel_area_m2)
+
+
+#: Exact pixel outlines, every speckle kept (the map as it is).
+EXACT = VectorOptions(min_area_px=0, simplify=0.0)
+
+
+def pixel_area_m2(transform: Affine, crs: CRS | None, height: int) -> float | None:
+    """Ground area of one pixel in m² (at the raster's middle row for geographic CRSs)."""
+    if crs is None:
+        return None
+    area = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs.is_geographic:
+        lat = (transform * (0, height / 2))[1]
+        return area * _EARTH_M_PER_DEG**2 * math.cos(math.radians(lat))
+    return area * crs.linear_units_factor[1] ** 2
+
+
+def polygons(
     classes: np.ndarray,
     scheme: ClassScheme,
     *,
     transform: Affine | None = None,
     crs: CRS | None = None,
     nodata: int = 255,
-    to_wgs84: bool = True,
-) -> Iterator[dict[str, Any]]:
-    """Yield one GeoJSON Feature per connected region of one class.
+    options: VectorOptions = VectorOptions(),
+    probabilities: np.ndarray | None = None,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Generalised polygons of a class map and their attributes.
 
     Args:
         classes: ``(H, W)`` class indices; ``nodata`` pixels get no polygon.
         scheme: Names and colours of the classes.
         transform: Pixel -> CRS transform (identity: pixel coordinates).
-        crs: CRS of ``transform``; with ``to_wgs84`` polygons are reprojected to WGS 84.
+        crs: CRS of ``transform`` (``None``: no areas).
         nodata: Class value of pixels without data.
-        to_wgs84: Reproject to longitude/latitude (RFC 7946) when ``crs`` is known.
+        options: Minimum mapping unit and simplification.
+        probabilities: ``(K, H, W)`` class probabilities (any float or uint8 scale
+            0..1 / 0..255 handled by the caller) for ``mean_prob``.
+
+    Returns:
+        Shapely polygons (in the raster's CRS) and one attribute dict per polygon.
     """
     arr = np.ascontiguousarray(classes.astype(np.uint8))
     transform = transform or Affine.identity()
-    shapes = list(
-        rasterio.features.shapes(arr, mask=arr != nodata, connectivity=4, transform=transform)
-    )
-    if to_wgs84 and crs is not None:
-        shapes = _to_wgs84(shapes, crs)
-    for geom, value in shapes:
-        idx = int(value)
+    px_area = pixel_area_m2(transform, crs, arr.shape[0])
+    valid = arr != nodata
+    size = options.threshold_px(px_area)
+    if size > 1:
+        arr = rasterio.features.sieve(arr, size=size, mask=valid, connectivity=4)
+        arr[~valid] = nodata
+    shapes = list(rasterio.features.shapes(arr, mask=valid, connectivity=4, transform=transform))
+    if not shapes:
+        return [], []
+    geoms = [shapely.geometry.shape(g) for g, _ in shapes]
+    values = [int(v) for _, v in shapes]
+    labels = rasterio.features.rasterize(
+        ((g, i + 1) for i, g in enumerate(geoms)), out_shape=arr.shape, transform=transform,
+        fill=0, dtype="int32",
+    )  # fmt: skip
+    counts = np.bincount(labels.ravel(), minlength=len(geoms) + 1)[1:]
+    means: np.ndarray | None = None
+    if probabilities is not None:
+        p = np.take_along_axis(probabilities, np.minimum(arr, len(probabilities) - 1)[None], 0)[0]
+        sums = np.bincount(labels.ravel(), weights=p.ravel().astype(np.float64),
+                           minlength=len(geoms) + 1)[1:]  # fmt: skip
+        means = sums / np.maximum(counts, 1)
+    if options.simplify > 0:
+        px_size = math.sqrt(abs(transform.a * transform.e - transform.b * transform.d))
+        tol = options.simplify * px_size
+        geoms = list(shapely.coverage_simplify(np.array(geoms, dtype=object), tol,
+                                               simplify_boundary=True))  # fmt: skip
+    attrs = []
+    for i, idx in enumerate(values):
         r, g, b = scheme.colors[idx] if idx < len(scheme.colors) else (0, 0, 0)
-        yield {
-            "type": "Feature",
-            "geometry": geom,
-            "properties": {
-                "class_index": idx,
-                "class_name": scheme.names[idx] if idx < scheme.num_classes else str(idx),
-                "color": f"#{r:02x}{g:02x}{b:02x}",
-            },
-        }
+        attrs.append({
+            "class_id": idx,
+            "class_index": idx,  # the pre-0.x name of class_id (docs/contracts.md)
+            "class_name": scheme.names[idx] if idx < scheme.num_classes else str(idx),
+            "color": f"#{r:02x}{g:02x}{b:02x}",
+            "area_m2": None if px_area is None else round(float(counts[i]) * px_area, 3),
+            "mean_prob": None if means is None else round(float(means[i]), 5),
+        })  # fmt: skip
+    return geoms, attrs
 
 
-def _to_wgs84(shapes: list[tuple[dict[str, Any], float]], crs: CRS) -> list[Any]:
+def _to_wgs84(geoms: list[Any], crs: CRS) -> list[Any]:
     """Reproject every vertex of every polygon with one vectorised transform."""
-    xs: list[float] = []
-    ys: list[float] = []
-    for geom, _ in shapes:
-        for ring in geom["coordinates"]:
-            for x, y in ring:
-                xs.append(x)
-                ys.append(y)
-    if not xs:
-        return shapes
-    lon, lat = rasterio.warp.transform(crs, WGS84, xs, ys)
-    out, i = [], 0
-    for geom, value in shapes:
-        rings = []
-        for ring in geom["coordinates"]:
-            n = len(ring)
-            rings.append([[lon[j], lat[j]] for j in range(i, i + n)])
-            i += n
-        out.append(({"type": "Polygon", "coordinates": rings}, value))
-    return out
+    coords = shapely.get_coordinates(np.array(geoms, dtype=object))
+    if not len(coords):
+        return geoms
+    lon, lat = rasterio.warp.transform(crs, WGS84, coords[:, 0].tolist(), coords[:, 1].tolist())
+    return list(shapely.set_coordinates(np.array(geoms, dtype=object), np.c_[lon, lat]))
 
 
 def feature_collection(
@@ -101,12 +178,37 @@ def feature_collection(
     crs: CRS | None = None,
     nodata: int = 255,
     to_wgs84: bool = True,
+    options: VectorOptions = VectorOptions(),
+    probabilities: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection of :func:`class_polygons`."""
-    features = list(class_polygons(classes, scheme, transform=transform, crs=crs,
-                                   nodata=nodata, to_wgs84=to_wgs84))  # fmt: skip
+    """A GeoJSON FeatureCollection of :func:`polygons`."""
+    geoms, attrs = polygons(classes, scheme, transform=transform, crs=crs, nodata=nodata,
+                            options=options, probabilities=probabilities)  # fmt: skip
+    if to_wgs84 and crs is not None:
+        geoms = _to_wgs84(geoms, crs)
+    features = [{"type": "Feature", "geometry": shapely.geometry.mapping(g), "properties": a}
+                for g, a in zip(geoms, attrs)]  # fmt: skip
     system = "pixel (column, row)" if crs is None else (WGS84 if to_wgs84 else crs.to_string())
     return {"type": "FeatureCollection", "coordinate_system": system, "features": features}
+
+
+def _read(class_map: str | Path, probabilities: str | Path | None) -> tuple[Any, ...]:
+    with open_raster(class_map) as src:
+        arr, transform, crs = src.read(1), src.transform, src.crs
+    probs = None
+    if probabilities is not None:
+        with open_raster(probabilities) as src:
+            probs = src.read()
+        if probs.dtype == np.uint8:
+            probs = probs.astype(np.float32) / 255.0
+        probs = np.nan_to_num(probs.astype(np.float32, copy=False), nan=0.0)
+    return arr, (transform if crs else None), crs, probs
+
+
+def _atomic(out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out, out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
 
 
 def write_geojson(
@@ -116,29 +218,68 @@ def write_geojson(
     *,
     nodata: int = 255,
     to_wgs84: bool = True,
+    options: VectorOptions = VectorOptions(),
+    probabilities: str | Path | None = None,
 ) -> Path:
     """Polygonize a class-map GeoTIFF into a GeoJSON file (written atomically).
 
     Args:
-        class_map: uint8 class-index raster (as written by :func:`.predict.predict_raster`).
+        class_map: uint8 class-index raster (as written by ``predict_raster``).
         out: Output ``.geojson`` path.
         scheme: Class names and colours.
         nodata: Class value of pixels without data.
         to_wgs84: Reproject to WGS 84 (RFC 7946) when the raster has a CRS.
+        options: Minimum mapping unit and simplification (:data:`EXACT`: none).
+        probabilities: Per-class probability raster for ``mean_prob``.
 
     Returns:
         ``out``.
     """
-    with open_raster(class_map) as src:
-        arr = src.read(1)
-        transform, crs = src.transform, src.crs
-    fc = feature_collection(arr, scheme, transform=transform if crs else None, crs=crs,
-                            nodata=nodata, to_wgs84=to_wgs84)  # fmt: skip
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    arr, transform, crs, probs = _read(class_map, probabilities)
+    fc = feature_collection(arr, scheme, transform=transform, crs=crs, nodata=nodata,
+                            to_wgs84=to_wgs84, options=options, probabilities=probs)  # fmt: skip
+    out, tmp = _atomic(out)
     try:
         tmp.write_text(json.dumps(fc))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def write_gpkg(
+    class_map: str | Path,
+    out: str | Path,
+    scheme: ClassScheme,
+    *,
+    nodata: int = 255,
+    options: VectorOptions = VectorOptions(),
+    probabilities: str | Path | None = None,
+    layer: str = "landcover",
+) -> Path:
+    """Polygonize a class-map GeoTIFF into a GeoPackage layer in the raster's CRS."""
+    import pyogrio.raw
+
+    arr, transform, crs, probs = _read(class_map, probabilities)
+    geoms, attrs = polygons(arr, scheme, transform=transform, crs=crs, nodata=nodata,
+                            options=options, probabilities=probs)  # fmt: skip
+    names = ["class_id", "class_name", "color", "area_m2", "mean_prob"]
+    columns = [
+        np.array([a["class_id"] for a in attrs], dtype=np.int32),
+        np.array([a["class_name"] for a in attrs], dtype=object),
+        np.array([a["color"] for a in attrs], dtype=object),
+        np.array([np.nan if a["area_m2"] is None else a["area_m2"] for a in attrs], np.float64),
+        np.array([np.nan if a["mean_prob"] is None else a["mean_prob"] for a in attrs],
+                 np.float64),
+    ]  # fmt: skip
+    wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
+    out, tmp = _atomic(out)
+    try:
+        pyogrio.raw.write(
+            str(tmp), wkb, columns, names, driver="GPKG", layer=layer,
+            geometry_type="MultiPolygon",
+            crs=crs.to_wkt() if crs is not None else None, promote_to_multi=True,
+        )  # fmt: skip
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

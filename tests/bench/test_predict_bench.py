@@ -10,8 +10,8 @@ from landcover.bench import predict as bench
 
 
 def test_throughput_reports_consistent_numbers(tmp_path: Path) -> None:
-    bundle = bench._bundle(tmp_path / "m.bundle")
     raster = bench._write_raster(tmp_path / "r.tif", 96, 128)
+    bundle = bench._bundle(tmp_path / "m.bundle", raster)
     out = bench._throughput(bundle, raster, tmp_path / "o.tif", 64, "cpu")
     assert out["raster"] == "128x96" and out["windows"] == 2 * 3
     assert out["overlap_factor"] == pytest.approx((64 / 48) ** 2)
@@ -25,8 +25,8 @@ def test_throughput_reports_consistent_numbers(tmp_path: Path) -> None:
 
 
 def test_child_measures_prediction_memory(tmp_path: Path) -> None:
-    bundle = bench._bundle(tmp_path / "m.bundle")
     raster = bench._write_raster(tmp_path / "r.tif", 64, 64)
+    bundle = bench._bundle(tmp_path / "m.bundle", raster)
     spec = {"bundle": str(bundle), "window": 64, "threads": 1, "device": "cpu",
             "raster": str(raster), "out": str(tmp_path / "o.tif")}  # fmt: skip
     r = bench._child(spec)
@@ -39,13 +39,20 @@ def test_child_measures_prediction_memory(tmp_path: Path) -> None:
 def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    args = parser.parse_args(["--window", "64", "--width", "128", "--json",
-                              str(tmp_path / "b.json")])  # fmt: skip
+    args = parser.parse_args(["--quick", "--window", "64", "--width", "128", "--scene", "320",
+                              "--crop", "256", "--fast-window", "128",
+                              "--json", str(tmp_path / "b.json")])  # fmt: skip
     assert bench.run(args) == 0
     printed = capsys.readouterr().out
-    assert "overhead" in printed and "4x budget" in printed
+    assert "overhead" in printed and "4x budget" in printed and "fewer polygons" in printed
     data = json.loads((tmp_path / "b.json").read_text())
     cases = [r["case"] for r in data["memory"]]
-    assert cases == ["model, no raster", "at budget", "4x budget", "8x budget"]
-    assert data["memory"][2]["raster"] == "128x256" and data["memory"][3]["raster"] == "128x512"
+    assert cases == ["model, no raster", "at budget", "4x budget"]
+    assert data["memory"][2]["raster"] == "128x512"
     assert data["throughput"]["geotiff_path_px_per_s"] > 0
+    assert data["scene"]["raster"] == "320x320" and data["scene"]["seconds"] > 0
+    engines = {r["case"]: r for r in data["engines"]}
+    assert engines["fast path"]["agreement_with_torch_same_windows"] > 0.999
+    assert engines["reference (default)"]["agreement_with_reference"] == 1.0
+    before, after = data["vectors"]["rows"][0], data["vectors"]["rows"][3]
+    assert before["pixel_agreement"] == 1.0 and after["polygons"] < before["polygons"]

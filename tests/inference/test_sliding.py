@@ -144,3 +144,15 @@ def test_predictor_is_safe_across_threads() -> None:
             ))  # fmt: skip
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_balanced_window_computes_fewer_pixels() -> None:
+    from landcover.inference.sliding import balanced_window, window_starts
+
+    def cost(w: int) -> int:
+        return len(window_starts(10980, w, 128)) ** 2 * w * w
+
+    w = balanced_window(10980, 10980, 2048, 128)
+    assert w % 8 == 0 and 1024 <= w <= 2048
+    assert cost(w) < cost(2048) and cost(w) <= min(cost(v) for v in range(1024, 2049, 8))
+    assert balanced_window(500, 700, 2048, 128) >= 700  # one window covers a small raster

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from landcover.geo.classes import ClassScheme
-from landcover.inference.vectorize import feature_collection, write_geojson
+from landcover.inference.vectorize import EXACT, feature_collection, write_geojson
 
 SCHEME = ClassScheme(names=("water", "forest", "field"), values=(1, 2, 3))
 
@@ -48,7 +48,7 @@ def _class_map(seed: int = 0) -> np.ndarray:
 
 def test_polygons_are_valid_and_cover_each_class_exactly() -> None:
     arr = _class_map()
-    fc = feature_collection(arr, SCHEME)  # no CRS: pixel coordinates
+    fc = feature_collection(arr, SCHEME, options=EXACT)  # no CRS: pixel coordinates
     assert fc["type"] == "FeatureCollection" and fc["coordinate_system"].startswith("pixel")
     area = {i: 0.0 for i in range(3)}
     holes = 0

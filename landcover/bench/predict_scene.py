@@ -1,0 +1,181 @@
+"""Parts of ``landcover bench predict``: a whole scene, the engines, the vector output.
+
+- *Scene*: a Sentinel-2-sized raster (10980 x 10980, 4 bands, uint16, tiled; written once
+  per run to a temporary folder, strip by strip) through the fast path of
+  ``landcover predict --engine onnxruntime --precision int8`` (window 1024, overlap 128,
+  int8 calibrated on the raster, all threads), in a
+  fresh process whose peak memory (``VmHWM``, reset after warm-up) is reported next to the
+  time.
+- *Engines*: a crop of the scene through the reference path (``--engine torch`` with the
+  default window and overlap) and the fast paths; pixel agreement of their class maps with
+  the reference (the fast path must agree on >= 0.999 of the pixels).
+- *Vectors*: the 1024² map's polygons as they are (every pixel region) against the
+  default minimum mapping unit and simplification: polygon counts and the pixel agreement
+  of the rasterised polygons with the class map.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The fast path's window and overlap (as ``landcover predict --engine onnxruntime``).
+FAST_WINDOW, FAST_OVERLAP = 1024, 128
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`landcover.bench.predict._child` in a fresh process; its JSON result."""
+    cmd = [sys.executable, "-m", "landcover.bench.predict", "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)  # stderr: progress
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def crop(src: Path, out: Path, size: int) -> Path:
+    """The top-left ``size x size`` pixels of ``src`` as a GeoTIFF with its profile."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as s:
+        win = Window(0, 0, min(size, s.width), min(size, s.height))
+        profile = {**s.profile, "width": int(win.width), "height": int(win.height),
+                   "transform": s.window_transform(win)}  # fmt: skip
+        data = s.read(window=win)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return out
+
+
+def agreement(a: Path, b: Path) -> float:
+    """Share of pixels where two class-map GeoTIFFs agree."""
+    import rasterio
+
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        return float((x.read(1) == y.read(1)).mean())
+
+
+def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[str, Any]]:
+    """Reference path against the fast paths on one raster (time, px/s, agreement)."""
+    import rasterio
+    import torch
+
+    from landcover.inference.bundle import ModelBundle
+    from landcover.inference.predict import Predictor, default_window, predict_raster
+
+    torch.set_num_threads(threads)
+    b = ModelBundle.load(bundle)
+    ref_window = default_window(b)
+    with rasterio.open(raster) as src:
+        whole = max(src.width, src.height)
+    cases = [
+        ("reference (default)", "torch", ref_window, ref_window // 4, "fp32"),
+        ("torch, fast windows", "torch", FAST_WINDOW, FAST_OVERLAP, "fp32"),
+        ("fast path", "onnxruntime", FAST_WINDOW, FAST_OVERLAP, "fp32"),
+        ("fast path, int8 asked", "onnxruntime", FAST_WINDOW, FAST_OVERLAP, "int8"),
+        ("one window (exact)", "torch", whole, 0, "fp32"),
+    ]
+    rows: list[dict[str, Any]] = []
+    for label, engine, window, overlap, precision in cases:
+        predictor = Predictor.from_bundle(b, engine=engine)
+        path = out / f"engine_{engine}_{window}_{precision}.tif"
+        start = time.perf_counter()
+        note = predictor.use_int8(raster) if precision == "int8" else ""
+        res = predict_raster(predictor, raster, path, window=window, overlap=overlap,
+                             batch_size=1, progress=False,
+                             balance=window == FAST_WINDOW)  # fmt: skip
+        seconds = time.perf_counter() - start
+        rows.append({"case": label, "engine": engine, "precision": predictor.precision,
+                     "note": note, "window_used": res.info["window"],
+                     "window": window, "overlap": overlap,
+                     "overlap_factor": (window / (window - overlap)) ** 2,
+                     "seconds": seconds, "px_per_s": res.width * res.height / seconds,
+                     "path": str(path)})  # fmt: skip
+    reference, torch_same, exact = (Path(rows[i]["path"]) for i in (0, 1, -1))
+    for r in rows:
+        r["agreement_with_reference"] = agreement(reference, Path(r["path"]))
+        r["agreement_with_torch_same_windows"] = agreement(torch_same, Path(r["path"]))
+        r["agreement_with_exact"] = agreement(exact, Path(r["path"]))
+        r["speedup"] = rows[0]["seconds"] / r["seconds"]
+    for r in rows:
+        del r["path"]
+    return rows
+
+
+def vectors(bundle: Path, raster: Path, out: Path) -> dict[str, Any]:
+    """Polygon counts as-is vs generalised, and the agreement of the rasterised polygons."""
+    import rasterio
+    import rasterio.features
+
+    from landcover.inference.bundle import ModelBundle
+    from landcover.inference.predict import Predictor, predict_raster
+    from landcover.inference.vectorize import EXACT, VectorOptions, polygons
+
+    b = ModelBundle.load(bundle)
+    classes_path = out / "vector_map.tif"
+    probs_path = out / "vector_probs.tif"
+    predict_raster(Predictor.from_bundle(b), raster, classes_path, probabilities=probs_path,
+                   progress=False)  # fmt: skip
+    with rasterio.open(classes_path) as src:
+        arr, transform, crs = src.read(1), src.transform, src.crs
+    with rasterio.open(probs_path) as src:
+        probs = np.nan_to_num(src.read())
+    result: dict[str, Any] = {"map": f"{arr.shape[1]}x{arr.shape[0]}", "rows": []}
+    defaults = VectorOptions()
+    cases = [("every pixel region (before)", EXACT)]
+    cases += [(f"min area {n} px", VectorOptions(min_area_px=n)) for n in (4, 8)]
+    cases += [("defaults (after)", defaults)]
+    cases += [(f"min area {n} px", VectorOptions(min_area_px=n)) for n in (32, 64)]
+    cases += [("16 px, not simplified", VectorOptions(min_area_px=16, simplify=0.0))]
+    for label, opts in cases:
+        start = time.perf_counter()
+        geoms, attrs = polygons(arr, b.scheme(), transform=transform, crs=crs, options=opts,
+                                probabilities=probs)  # fmt: skip
+        seconds = time.perf_counter() - start
+        burnt = rasterio.features.rasterize(
+            ((g, a["class_id"]) for g, a in zip(geoms, attrs)), out_shape=arr.shape,
+            transform=transform, fill=255, dtype="uint8",
+        )  # fmt: skip
+        valid = arr != 255
+        result["rows"].append({
+            "case": label, "min_area_px": opts.min_area_px, "simplify_px": opts.simplify,
+            "polygons": len(geoms), "seconds": seconds,
+            "pixel_agreement": float((burnt[valid] == arr[valid]).mean()),
+        })  # fmt: skip
+    before, after = result["rows"][0], result["rows"][3]
+    result["reduction"] = before["polygons"] / max(after["polygons"], 1)
+    return result
+
+
+def landscape(path: Path, size: int = 1024) -> Path:
+    """A ``size``² 4-band image of a procedural landscape (fields, forest, rivers, roads).
+
+    From :func:`landcover.geo.synthetic.generate_region`: the map to vectorise should have
+    the structure of land cover, not of the white noise of :func:`_write_raster`.
+    """
+    import rasterio
+    from affine import Affine
+
+    from landcover.geo.synthetic import SynthConfig, generate_region
+
+    n = size // 64
+    region = generate_region(SynthConfig(regions=1, tiles_per_region=n * n, tile_size=64), 0)
+    image = region.images.reshape(n, n, 4, 64, 64).transpose(2, 0, 3, 1, 4)
+    profile = {"driver": "GTiff", "width": n * 64, "height": n * 64, "count": 4,
+               "dtype": "uint16", "crs": "EPSG:32632", "tiled": True,
+               "transform": Affine(10, 0, 300_000, 0, -10, 5_000_000)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image.reshape(4, n * 64, n * 64))
+    return path
+
+
+def scene_row(spec: dict[str, Any], size: int) -> dict[str, Any]:
+    """Time and peak memory of the fast path on the ``size``² scene (a fresh process)."""
+    r = run_child(spec)
+    return {"raster": f"{size}x{size}", "bands": 4, "dtype": "uint16", **r,
+            "px_per_s": size * size / max(r["seconds"], 1e-9),
+            "under_2_minutes": r["seconds"] < 120}  # fmt: skip

@@ -1,0 +1,312 @@
+"""Segment a raster on disk of any size: a read -> predict -> write pipeline.
+
+The raster streams through overlapping windows (:mod:`landcover.inference.sliding`) one
+*strip* (one row of windows) at a time, in three stages that overlap in time:
+
+- a reader thread reads the next strip of raw bands with rasterio (GDAL releases the GIL)
+  and its validity (the dataset mask, and every band finite: NaN/inf pixels are nodata
+  even in rasters without a nodata tag);
+- the calling thread runs the network on the strip's windows (torch or ONNX Runtime, both
+  release the GIL in their kernels) and blends them;
+- a writer thread takes the finished rows, forms the class map (argmax) and writes it
+  (and the probabilities) to the output GeoTIFFs.
+
+Queues between the stages hold at most two strips, so memory stays bounded by a few
+strips whatever the raster's height. CRS, transform and nodata are kept; the class map has
+the classes' colour table, class names as band tags, and, with ``style=True``, a QGIS
+style and GDAL category names as sidecars (:mod:`landcover.geo.qgis_style`); optional
+outputs are per-class probabilities (float32 bands) and generalised polygons (GeoJSON,
+GeoPackage; :mod:`landcover.inference.vectorize`).
+"""
+
+from __future__ import annotations
+
+import queue
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from landcover.geo.errors import GeoDataError
+from landcover.geo.raster import RasterWriter, class_map_writer, read_profile
+from landcover.inference.errors import BundleError
+from landcover.inference.predict import (
+    NODATA_CLASS,
+    Predictor,
+    blend_rows,
+    default_window,
+    finite_mask,
+)
+from landcover.inference.sliding import WindowPlan, balanced_window
+from landcover.inference.vectorize import VectorOptions
+
+__all__ = ["RasterPrediction", "VectorOptions", "predict_raster"]
+
+#: Strips buffered between the pipeline's stages.
+QUEUE_DEPTH = 2
+_DONE = object()
+
+
+@dataclass
+class RasterPrediction:
+    """Outcome of :func:`predict_raster`.
+
+    Attributes:
+        classes_path: The class-map GeoTIFF.
+        probabilities_path: The probability GeoTIFF, if written.
+        geojson_path: The polygon GeoJSON, if written.
+        width: Raster columns.
+        height: Raster rows.
+        windows: Number of windows predicted.
+        seconds: Wall-clock time.
+        info: ``gpkg_path``, ``sidecars`` (QGIS style, PAM), ``engine``.
+    """
+
+    classes_path: Path
+    probabilities_path: Path | None
+    geojson_path: Path | None
+    width: int
+    height: int
+    windows: int
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pixels_per_second(self) -> float:
+        """Throughput of the whole path (read, predict, blend, write)."""
+        return self.width * self.height / max(self.seconds, 1e-9)
+
+
+def _in_thread(produce: Iterator[Any], depth: int = QUEUE_DEPTH) -> Iterator[Any]:
+    """Run a generator in a background thread; yield its items (errors re-raised here)."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in produce:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as err:  # handed to the consumer
+            q.put(err)
+
+    thread = threading.Thread(target=run, name="landcover-read", daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Writer:
+    """Consume finished rows in a background thread (``submit`` blocks when 2 are queued)."""
+
+    def __init__(self, write: Callable[..., None]) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._write = write
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="landcover-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not _DONE:
+            if self.error is None:
+                try:
+                    self._write(*item)
+                except BaseException as err:  # re-raised by submit/close
+                    self.error = err
+
+    def submit(self, *item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self._q.put(item)
+
+    def close(self) -> None:
+        self._q.put(_DONE)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop the thread, dropping what is queued (after an error elsewhere)."""
+        if self._thread.is_alive():
+            self.error = self.error or RuntimeError("aborted")
+            self._q.put(_DONE)
+            self._thread.join()
+
+
+def _strips(src_path: str | Path, plan: WindowPlan) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Raw bands and validity of each strip of windows (one open dataset throughout)."""
+    with warnings.catch_warnings():  # rasters without georeferencing are fine here
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = rasterio.open(src_path)
+    with src:
+        all_valid = all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums)
+        for y0 in plan.row_starts:
+            win = Window(0, y0, src.width, plan.win_h)
+            try:
+                data = src.read(window=win)
+                valid = torch.from_numpy(
+                    np.ones(data.shape[1:], bool) if all_valid else src.dataset_mask(window=win) > 0
+                )
+            except rasterio.errors.RasterioIOError as err:
+                raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", src_path) from None
+            yield data, valid & finite_mask(data)
+
+
+def predict_raster(
+    predictor: Predictor,
+    src: str | Path,
+    out: str | Path,
+    *,
+    window: int | None = None,
+    overlap: int | None = None,
+    probabilities: str | Path | None = None,
+    geojson: str | Path | None = None,
+    gpkg: str | Path | None = None,
+    vector: VectorOptions | None = None,
+    style: bool = False,
+    cog: bool = False,
+    batch_size: int = 4,
+    progress: bool = True,
+    compress: str = "deflate",
+    balance: bool = False,
+) -> RasterPrediction:
+    """Segment a raster on disk into a class-map GeoTIFF, streaming strip by strip.
+
+    Args:
+        predictor: The bundle's predictor (its engine runs the network).
+        src: Input raster (its bands must be the bundle's bands).
+        out: Output class map: uint8 class indices, colour table, nodata 255 where the
+            input has no data (or a non-finite value), the input's CRS and transform.
+        window: Window size (default :func:`default_window`).
+        overlap: Overlap of neighbouring windows (default ``window // 4``).
+        probabilities: Also write float32 per-class probabilities here (nodata ``nan``).
+        geojson: Also write generalised polygons here (WGS 84).
+        gpkg: Also write generalised polygons as a GeoPackage (the raster's CRS).
+        vector: Minimum mapping unit and simplification of the polygons (default
+            :class:`VectorOptions`: 16 px, 1 px).
+        style: Write QGIS styles (``.qml``) and GDAL category names (``.aux.xml``) next to
+            the class map and the probabilities.
+        cog: Write Cloud-Optimized GeoTIFFs.
+        batch_size: Windows per forward pass.
+        progress: Show a progress bar (windows per second, time left).
+        compress: GDAL compression of the outputs.
+        balance: Shrink the window (down to half) to the size that computes the fewest
+            pixels for this raster (:func:`~landcover.inference.sliding.balanced_window`).
+
+    Returns:
+        Output paths, size and timing.
+    """
+    start_time = time.perf_counter()
+    profile = read_profile(src)
+    predictor.bundle.check_bands(profile.count, source=str(src))
+    if predictor.num_classes >= NODATA_CLASS:
+        raise BundleError(f"class maps hold at most 254 classes; the model has "
+                          f"{predictor.num_classes}")  # fmt: skip
+    window = window or default_window(predictor.bundle)
+    overlap = window // 4 if overlap is None else overlap
+    if balance:
+        window = balanced_window(profile.height, profile.width, window, overlap)
+    plan = WindowPlan.make(profile.height, profile.width, window, overlap)
+    scheme = predictor.bundle.scheme()
+    vectors = geojson is not None or gpkg is not None
+    tmp_dir = tempfile.TemporaryDirectory(prefix="landcover-vec-") if vectors else None
+    probs_path = probabilities
+    if probs_path is None and tmp_dir is not None:  # mean probability of each polygon
+        probs_path = Path(tmp_dir.name) / "probabilities.tif"
+    keep_probs = probs_path is not None
+
+    writers: list[RasterWriter] = [class_map_writer(out, profile, scheme, nodata=NODATA_CLASS,
+                                                    cog=cog, compress=compress)]  # fmt: skip
+    if keep_probs:
+        tmp = probabilities is None
+        writers.append(RasterWriter(
+            probs_path, profile, count=predictor.num_classes,
+            dtype="uint8" if tmp else "float32", nodata=None if tmp else float("nan"),
+            descriptions=predictor.bundle.class_names, cog=cog and not tmp, compress=compress,
+        ))  # fmt: skip
+
+    def write(start: int, blended: torch.Tensor, valid: torch.Tensor) -> None:
+        win = Window(0, start, profile.width, blended.shape[-2])
+        classes = blended.argmax(0).to(torch.uint8) if keep_probs else blended
+        writers[0].write(classes.masked_fill(~valid, NODATA_CLASS), win)
+        if keep_probs and probabilities is None:
+            writers[1].write((blended * 255).round_().to(torch.uint8), win)
+        elif keep_probs:
+            writers[1].write(blended.masked_fill(~valid, float("nan")), win)
+
+    bar = tqdm(total=len(plan), desc=f"predict {profile.width}x{profile.height}", unit="win",
+               disable=not progress, smoothing=0.1)  # fmt: skip
+    writer = _Writer(write)
+    try:
+        strips = _in_thread(_strips(src, plan))
+        for row in blend_rows(predictor, plan, strips, batch_size, bar, argmax=not keep_probs):
+            writer.submit(*row)
+        writer.close()
+        paths = [w.close() for w in writers]
+    except BaseException:
+        writer.abort()
+        for w in writers:
+            w.abort()
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+        raise
+    finally:
+        bar.close()
+    info: dict[str, Any] = {"engine": predictor.engine, "window": window, "overlap": overlap}
+    try:
+        if style:
+            from landcover.geo.qgis_style import write_class_map_sidecars, write_probabilities_style
+
+            info["sidecars"] = [str(p) for p in write_class_map_sidecars(paths[0], scheme)]
+            if probabilities is not None:
+                qml = write_probabilities_style(paths[1], predictor.bundle.class_names)
+                info["sidecars"].append(str(qml))
+        geo_path = None
+        if vectors:
+            from landcover.inference.vectorize import write_geojson, write_gpkg
+
+            opts = vector or VectorOptions()
+            prob_file = paths[1] if keep_probs else None
+            if geojson is not None:
+                geo_path = write_geojson(paths[0], geojson, scheme, options=opts,
+                                         probabilities=prob_file)  # fmt: skip
+            if gpkg is not None:
+                info["gpkg_path"] = write_gpkg(paths[0], gpkg, scheme, options=opts,
+                                               probabilities=prob_file)  # fmt: skip
+    finally:
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+    return RasterPrediction(
+        paths[0],
+        paths[1] if probabilities is not None else None,
+        geo_path,
+        profile.width,
+        profile.height,
+        len(plan),
+        time.perf_counter() - start_time,
+        info,
+    )
