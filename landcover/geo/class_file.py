@@ -158,7 +158,8 @@ def scheme_fields(data: Any, source: str | Path | None = None) -> dict[str, Any]
             source,
             f"classes[{bad}]",
             "give every class an integer 'value' (value-coded masks) or, with no values, "
-            "every class an RGB 'color' (colour-coded masks); the class file mixes both or gives neither",
+            "every class an RGB 'color' (colour-coded masks); the class file mixes both or "
+            "gives neither",
         )
     threshold = data.get("threshold")
     if threshold is not None:

@@ -6,7 +6,8 @@ Kinds: ``"folder"`` (users' region folders, also what ``landcover data synth`` w
 SEN12MS; ``*_sat.*`` files (directly, in ``train/``) or torchgeo's ``data/training_data``
 mean DeepGlobe (:func:`landcover.geo.deepglobe.looks_like_deepglobe`; a folder that looks
 like DeepGlobe but matches neither of its layouts gets DeepGlobe's error, not the folder
-reader's); anything else is the folder format. Options are passed to the reader (e.g. ``split="train"``, ``sources="both"``).
+reader's); anything else is the folder format. Options are passed to the reader (e.g.
+``split="train"``, ``sources="both"``, ``classes="my_classes.yaml"`` for folders).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Layout::
 Masks are value-coded (one band of integers) or colour-coded (RGB) as the class file says
 (see :mod:`landcover.geo.classes`); palette (mode "P") PNG masks are read through their
 palette, so one region may mix RGB and palette masks. :func:`find_problems` lists every bad
-file of a dataset in one pass (what ``landcover data inspect`` reports). Images without georeferencing are accepted. Every bad
+file of a dataset in one pass (what ``landcover data inspect`` reports). Images without
+georeferencing are accepted. Every bad
 input raises :class:`~landcover.geo.errors.GeoDataError` naming the file: no region folders,
 an empty ``images/``, an image without a mask (or a mask without an image), image and mask
 of different sizes, an unreadable file, a mask with values not in the class file, regions
