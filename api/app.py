@@ -80,6 +80,7 @@ def make_work(services: Services) -> Work:
             "support_miou_before": outcome.miou_before,
             "support_miou_after": outcome.miou_after,
             "adapt_seconds": round(outcome.seconds, 4),
+            "info": {"report": outcome.report},
         }
 
     return work

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,12 +47,15 @@ class AdaptOutcome:
         miou_before: Support mIoU of the base model.
         miou_after: Support mIoU after adaptation.
         seconds: Time spent adapting and scoring.
+        report: The adaptation report of ``landcover.inference.adapt`` (support mIoU before
+            and after, steps kept and tried, held-out tiles).
     """
 
     bundle: ModelBundle
     miou_before: float
     miou_after: float
     seconds: float
+    report: dict[str, Any] | None = None
 
 
 class ModelEngine:
@@ -182,6 +185,7 @@ class ModelEngine:
             miou_before=float(result.miou_before),
             miou_after=float(result.miou_after),
             seconds=float(result.seconds),
+            report=result.report(),
         )
 
     def predictor(self, bundle: ModelBundle, key: str | None = None) -> Predictor:

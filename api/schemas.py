@@ -110,6 +110,11 @@ class AdaptationOut(BaseModel):
     support_miou_after: float | None = Field(
         None, description="mIoU of the adapted model on the support tiles."
     )
+    report: dict[str, Any] | None = Field(
+        None,
+        description="Adaptation report once done: support_miou_before, support_miou_after, "
+        "steps_kept (chosen on held-out support), steps_tried, held_out_tiles.",
+    )
     timings: Timings
     created_at: datetime
     started_at: datetime | None = None
@@ -128,6 +133,13 @@ class AdaptationOut(BaseModel):
                     "steps": 10,
                     "support_miou_before": 0.31,
                     "support_miou_after": 0.74,
+                    "report": {
+                        "support_miou_before": 0.31,
+                        "support_miou_after": 0.74,
+                        "steps_kept": 8,
+                        "steps_tried": 10,
+                        "held_out_tiles": 1,
+                    },
                     "timings": {"queued_s": 0.02, "adapt_s": 1.9, "total_s": 1.95},
                     "created_at": "2026-11-26T08:00:00Z",
                     "started_at": "2026-11-26T08:00:00.02Z",
@@ -163,6 +175,7 @@ class AdaptationOut(BaseModel):
             steps=row.steps,
             support_miou_before=row.support_miou_before,
             support_miou_after=row.support_miou_after,
+            report=(row.info or {}).get("report") if row.status == "done" else None,
             timings=Timings(
                 queued_s=secs(created, started),
                 adapt_s=row.adapt_seconds,
