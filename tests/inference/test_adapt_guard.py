@@ -111,5 +111,6 @@ def test_crop_pool_respects_the_pixel_budget() -> None:
 
 def test_candidate_steps() -> None:
     assert candidate_steps(0) == [0]
-    assert candidate_steps(5) == [0, 1, 2, 3, 5]
-    assert candidate_steps(12) == [0, 1, 2, 3, 5, 8, 12]
+    assert candidate_steps(1) == [0, 1]
+    assert candidate_steps(5) == [0, 1, 2, 5]
+    assert candidate_steps(12) == [0, 1, 3, 6, 12]
