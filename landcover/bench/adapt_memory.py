@@ -66,6 +66,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         img = torch.rand(3, size, size, generator=g) * 30 + mask[None].float() * 40
         images.append(img)
         masks.append(mask)
+        del coarse
     bundle = tiny_bundle(3, k, learner="mamlpp", learner_options=LEARNER, model_options=MODEL,
                          tile_size=TILE, mean=80.0, std=60.0)  # fmt: skip
     start = time.perf_counter()

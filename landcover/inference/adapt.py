@@ -14,7 +14,7 @@ it saw in meta-training. Crops without a labeled pixel are dropped.
 
 Memory is bounded by a *pixel budget* (:data:`POOL_PIXELS`): when the crops of all support
 tiles hold more pixels than that, a seeded random pool of crops within the budget is drawn
-(:func:`crop_pool`), so five full-size 2000×2000 tiles adapt in the memory and time of 32
+(:func:`crop_pool`), so five full-size 2000×2000 tiles adapt in the memory and time of 16
 crops of 64 px instead of 5120 (``landcover bench adapt-memory`` measures it).
 
 Adaptation is guarded (:mod:`landcover.inference.adapt_guard`): the number of steps is
@@ -92,7 +92,7 @@ class AdaptResult:
 
 
 #: Most support pixels adapted on at once (crops beyond it are left out at random).
-POOL_PIXELS = 2**17
+POOL_PIXELS = 2**16
 
 
 def support_crops(
