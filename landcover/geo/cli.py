@@ -88,8 +88,11 @@ def _run_inspect(args: argparse.Namespace) -> int:
         problems = find_problems(args.dir, classes=args.classes)
         if problems:
             print_problems(problems)
+            hint = ""
+            if any("class file" in str(p) for p in problems) and args.classes is None:
+                hint = " (a dataset you cannot edit can take a class file with --classes FILE)"
             print(
-                f"landcover data inspect: {len(problems)} problem(s) in {args.dir}",
+                f"landcover data inspect: {len(problems)} problem(s) in {args.dir}{hint}",
                 file=sys.stderr,
             )
             return 2
