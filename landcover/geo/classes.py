@@ -6,22 +6,14 @@ class indices ``0..n-1`` with :attr:`ClassScheme.ignore_index` (255 by default) 
 unlabeled pixels, and refuses masks holding values it does not know, naming the file, the
 offending values and their pixel counts.
 
-Class file (``classes.yaml`` or ``classes.json``) of a users' region folder::
+A class file (``classes.yaml`` / ``.json``, format in :mod:`landcover.geo.class_file`, which
+checks every field) lists classes with a ``value`` or an RGB ``color`` each and optional
+``ignore`` value(s); a class's index is its position in the list.
 
-    classes:
-      - {name: water, value: 1, color: [0, 0, 255]}   # value-coded masks
-      - {name: forest, value: 2}                      # colour optional (display only)
-    ignore: 0                                         # optional raw value(s) of unlabeled pixels
-
-or, for RGB-coded masks, ``color`` on every class and no ``value`` (``ignore`` is then an
-RGB triple or a list of them, e.g. ``[[155, 155, 155], [0, 0, 0]]``). The class index of a
-class is its position in the list. Every field is checked by
-:func:`landcover.geo.class_file.scheme_fields`, whose errors name the file and the field.
-
-Palette (mode "P") masks are decoded through their palette: :meth:`ClassScheme.encode_palette`
-turns palette indices into colours first, so a colour-coded class file reads RGB and palette
-PNGs alike. Decoding is a table lookup (no sort of the pixels), a few tens of milliseconds per
-megapixel.
+Palette (mode "P") masks are decoded through their palette by
+:func:`landcover.geo.folder.decode_palette`, so a colour-coded class file reads RGB and
+palette PNGs alike. Decoding is a table lookup (no sort of the pixels), a few tens of
+milliseconds per megapixel.
 """
 
 from __future__ import annotations
@@ -195,37 +187,6 @@ class ClassScheme:
         table = {_pack(c): i for i, c in enumerate(self.colors)}
         table.update({_pack(c): self.ignore_index for c in self.ignore_values})
         return self._lookup(codes, table, source, _unpack)
-
-    def encode_palette(
-        self, indices: np.ndarray, palette: Mapping[int, Sequence[int]], source: Any = None
-    ) -> np.ndarray:
-        """Class indices of a palette (mode "P") mask, read through its palette.
-
-        Args:
-            indices: ``(H, W)`` or ``(1, H, W)`` palette indices.
-            palette: Palette index -> RGB(A) colour (rasterio's ``colormap(1)``).
-            source: File the mask came from, named in errors.
-
-        Colour-coded schemes look up each used palette entry's colour; value-coded ones
-        take the palette indices as the values (the usual convention of indexed masks).
-        """
-        if indices.ndim == 3 and indices.shape[0] == 1:
-            indices = indices[0]
-        if self.encoding == "value":
-            return self.encode(indices, source)
-        used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
-        missing = [int(i) for i in used if int(i) not in palette]
-        if missing:
-            raise GeoDataError(
-                f"palette mask uses indices {missing[:10]} that its palette does not define; "
-                "save the mask as RGB or fix its palette",
-                source,
-            )
-        colours = np.array([list(palette[int(i)])[:3] for i in used], dtype=np.uint8)
-        classes = self.encode(colours.T[:, None, :], source)[0]  # (3, 1, n) -> (n,)
-        lut = np.full(max(256, int(used.max()) + 1), self.ignore_index, dtype=np.int64)
-        lut[used] = classes
-        return lut[indices]
 
     def _as_rgb(self, raw: np.ndarray, source: str | Path | None) -> np.ndarray:
         if raw.ndim == 3 and raw.shape[0] in (3, 4):

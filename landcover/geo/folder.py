@@ -23,7 +23,7 @@ with different band counts or class files.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,42 @@ def _pairs(
     return [(stem, p, masks[stem]) for stem, p in images.items() if stem in masks]
 
 
+def decode_palette(
+    scheme: ClassScheme,
+    indices: np.ndarray,
+    palette: Mapping[int, Sequence[int]],
+    source: str | Path | None = None,
+) -> np.ndarray:
+    """Class indices of a palette (mode "P") mask, read through its palette.
+
+    Args:
+        scheme: The class scheme.
+        indices: ``(H, W)`` or ``(1, H, W)`` palette indices.
+        palette: Palette index -> RGB(A) colour (rasterio's ``colormap(1)``).
+        source: File the mask came from, named in errors.
+
+    Colour-coded schemes look up each used palette entry's colour; value-coded ones
+    take the palette indices as the values (the usual convention of indexed masks).
+    """
+    if indices.ndim == 3 and indices.shape[0] == 1:
+        indices = indices[0]
+    if scheme.encoding == "value":
+        return scheme.encode(indices, source)
+    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
+    missing = [int(i) for i in used if int(i) not in palette]
+    if missing:
+        raise GeoDataError(
+            f"palette mask uses indices {missing[:10]} that its palette does not define; "
+            "save the mask as RGB or fix its palette",
+            source,
+        )
+    colours = np.array([list(palette[int(i)])[:3] for i in used], dtype=np.uint8)
+    classes = scheme.encode(colours.T[:, None, :], source)[0]  # (3, 1, n) -> (n,)
+    lut = np.full(max(256, int(used.max()) + 1), scheme.ignore_index, dtype=np.int64)
+    lut[used] = classes
+    return lut[indices]
+
+
 def read_mask(path: str | Path, scheme: ClassScheme) -> np.ndarray:
     """A mask file as ``(H, W)`` class indices (palette masks through their palette).
 
@@ -121,7 +157,7 @@ def read_mask(path: str | Path, scheme: ClassScheme) -> np.ndarray:
             except ValueError:  # no colour table
                 palette = None
     if palette and scheme.encoding == "color":
-        return scheme.encode_palette(raw, palette, source=path)
+        return decode_palette(scheme, raw, palette, source=path)
     return scheme.encode(raw, source=path)
 
 

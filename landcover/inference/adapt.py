@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from landcover.inference.adapt_guard import GuardReport, guarded_adapt
+from landcover.inference.adapt_guard import GuardReport, guarded_adapt, miou
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
 from landcover.inference.sliding import window_starts
@@ -175,24 +175,6 @@ def crop_pool(
     x = torch.stack([tiles[i][0][:, r : r + t, c : c + t].float() for i, r, c in windows])
     y = torch.stack([tiles[i][1][r : r + t, c : c + t].long() for i, r, c in windows])
     return x, y, torch.tensor([i for i, _, _ in windows])
-
-
-def miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> float:
-    """Mean IoU over the classes present in the prediction or the truth.
-
-    The same definition as ``landcover.evaluation.metrics.segmentation_scores`` (torchmetrics'
-    macro Jaccard index), computed from a confusion matrix without importing torchmetrics,
-    so the CLI and the service start fast. ``nan`` when every pixel is ignored.
-    """
-    keep = target != ignore_index
-    p, t = pred[keep].long(), target[keep].long()
-    if t.numel() == 0:
-        return float("nan")
-    cm = torch.bincount(t * num_classes + p, minlength=num_classes**2).view(num_classes, -1)
-    inter = cm.diag().double()
-    union = cm.sum(0).double() + cm.sum(1).double() - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean())
 
 
 def _scores(learner: Learner, state: AdaptedState, x: Tensor, y: Tensor, k: int, ig: int) -> float:

@@ -123,12 +123,28 @@ def split_support(
     return torch.where(held, ignore, y), torch.where(held, y, ignore), n_held
 
 
+def miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> float:
+    """Mean IoU over the classes present in the prediction or the truth.
+
+    The same definition as ``landcover.evaluation.metrics.segmentation_scores`` (torchmetrics'
+    macro Jaccard index), computed from a confusion matrix without importing torchmetrics,
+    so the CLI and the service start fast. ``nan`` when every pixel is ignored.
+    """
+    keep = target != ignore_index
+    p, t = pred[keep].long(), target[keep].long()
+    if t.numel() == 0:
+        return float("nan")
+    cm = torch.bincount(t * num_classes + p, minlength=num_classes**2).view(num_classes, -1)
+    inter = cm.diag().double()
+    union = cm.sum(0).double() + cm.sum(1).double() - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean())
+
+
 def _eval(
     learner: Learner, state: AdaptedState, x: Tensor, y: Tensor, k: int, ig: int, chunk: int
 ) -> tuple[float, float]:
     """``(cross-entropy, mIoU)`` of a state on crops, computed in chunks."""
-    from landcover.inference.adapt import miou
-
     losses, n_px, preds = 0.0, 0, []
     with torch.no_grad():
         for i in range(0, len(x), chunk):
