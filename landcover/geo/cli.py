@@ -108,7 +108,8 @@ def _run_stats(args: argparse.Namespace) -> int:
     from landcover.geo.datasets import load_regions
     from landcover.geo.normalize import compute_band_stats
 
-    stats = compute_band_stats(load_regions(args.dir, kind=args.kind))
+    options = {"classes": args.classes} if args.classes is not None else {}
+    stats = compute_band_stats(load_regions(args.dir, kind=args.kind, **options))
     stats.save(args.out)
     for name, m, s in zip(stats.band_names, stats.mean, stats.std):
         print(f"{name:>8}  mean {m:12.3f}  std {s:12.3f}")
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--kind", choices=kinds, default="auto")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--classes", type=Path, default=None, help="class file to use instead")
     return parser
 
 
