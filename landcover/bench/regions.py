@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5,10)")
     parser.add_argument("--tasks", type=int, default=None, help="test tasks per shot and fold")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs")
+    parser.add_argument(
+        "--tuning-tasks", type=int, default=None, help="validation tasks per shot for the choices"
+    )
     parser.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (tests)")
@@ -95,7 +98,7 @@ def settings_from(args: argparse.Namespace) -> Any:
     if args.shots:
         s.shots = [int(k) for k in args.shots.split(",")]
     for flag, name in (("tasks", "tasks_per_shot"), ("epochs", "epochs"),
-                       ("tile_size", "tile_size")):  # fmt: skip
+                       ("tile_size", "tile_size"), ("tuning_tasks", "tuning_tasks")):  # fmt: skip
         if getattr(args, flag) is not None:
             setattr(s, name, int(getattr(args, flag)))
     return s
