@@ -129,6 +129,25 @@ def fold_splits(names: list[str], folds: int | None) -> list[tuple[list[str], li
     return splits
 
 
+def _write_partial(out: Path, runs: list[dict[str, Any]]) -> None:
+    """Per-fold means and margins so far (``partial_folds.json``), kept if a run is cut."""
+    from landcover.evaluation.report import atomic_write_text
+
+    rows = []
+    for r in runs:
+        res = r["result"]
+        summary = res.summary()
+        margin = res.paired("MAML++", "pretrain+finetune")
+        rows.append({
+            "seed": r["seed"], "fold": r["fold"], **{k: r["info"][k] for k in ("test", "val")},
+            "choices": r["info"]["choices"], "timings": r["info"]["timings"],
+            "miou": {m: {str(k): v["miou"]["mean"] for k, v in by.items()}
+                     for m, by in summary.items()},
+            "margin_vs_pretrain": {str(k): v["mean"] for k, v in margin.items()},
+        })  # fmt: skip
+    atomic_write_text(out / "partial_folds.json", json.dumps(rows, indent=2, allow_nan=True))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bench (exit 2 with a message on bad input)."""
     from landcover.geo.errors import GeoDataError
@@ -181,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             result, info = run_fold(dm, s, args.out / "runs" / f"seed{seed}_fold{j}",
                                     seed=seed, progress=progress)  # fmt: skip
             runs.append({"seed": seed, "fold": j, "result": result, "info": info})
+            _write_partial(args.out, runs)
     pooled = merge_results([r["result"] for r in runs])
     wall = time.perf_counter() - start
     summary = write_regions_report(
