@@ -113,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['budget_pixels']:>10} {r['crops']:>6} {r['seconds']:>8.1f} "
               f"{r['peak_rss_mb']:>12.0f} {rep['steps_kept']:>8}/{rep['steps_tried']:<8} "
               f"{rep['support_miou_before']:>8.3f}→{rep['support_miou_after']:.3f}")  # fmt: skip
-    target = all(r["peak_rss_mb"] <= 2048 and r["seconds"] <= 60 for r in rows)
-    print(f"\ntarget (<= 2048 MB and <= 60 s): {'met' if target else 'NOT met'}")
+    default = [r for r in rows if r["budget_pixels"] == POOL_PIXELS]
+    target = bool(default) and all(r["peak_rss_mb"] <= 2048 and r["seconds"] <= 60 for r in default)
+    print(f"\ntarget at the product's budget {POOL_PIXELS} px (<= 2048 MB and <= 60 s): "
+          f"{'met' if target else 'NOT met' if default else 'not measured'}")  # fmt: skip
     payload = {
         "bench": BENCH_NAME,
         "model": MODEL,
@@ -122,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "tile_size": TILE,
         "threads": args.threads,
         "rows": rows,
+        "product_budget_pixels": POOL_PIXELS,
         "target_met": target,
     }
     if args.json:
