@@ -2,10 +2,28 @@
 
 import json
 
+import torch
+from torch import nn
+
 from landcover.evaluation.evaluate_cli import main
 from landcover.geo.datasets import load_regions
 from landcover.geo.fixtures import write_folder_fixture
-from tests.evaluation.test_evaluate_cli import _bundle
+from landcover.geo.normalize import compute_band_stats
+from landcover.inference.bundle import ModelBundle
+from landcover.meta.registry import build_learner
+from landcover.models import build_model
+
+
+def _bundle(path, regions):
+    """A one-step MAML bundle of a tiny U-Net over ``regions``' bands and classes."""
+    r0, stats = regions[0], compute_band_stats(regions)
+    torch.manual_seed(0)
+    model = build_model("small_unet", len(r0.band_names), r0.scheme.num_classes, width=4, depth=1)
+    learner = build_learner("maml", model, nn.CrossEntropyLoss(ignore_index=255), steps=1)
+    bundle = ModelBundle.from_learner(learner, bands=list(r0.band_names), mean=list(stats.mean),
+                                      std=list(stats.std), classes=r0.scheme, tile_size=16,
+                                      inner_steps=1)  # fmt: skip
+    return bundle.save(path)
 
 
 def test_baseline_rows_next_to_a_bundle(tmp_path, capsys):
