@@ -195,13 +195,12 @@ class ModelEngine:
             raise BadInput(
                 f"adaptation rejected the support set: {err}", "invalid_support"
             ) from None
-        report = getattr(result, "report", None)
         return AdaptOutcome(
             bundle=result.bundle,
             miou_before=float(result.miou_before),
             miou_after=float(result.miou_after),
             seconds=float(result.seconds),
-            report=dict(report) if isinstance(report, dict) else None,
+            report=result.report(),
         )
 
     def predictor(self, bundle: ModelBundle, key: str | None = None) -> Predictor:

@@ -144,6 +144,13 @@ class AdaptationOut(BaseModel):
                     "steps": 10,
                     "support_miou_before": 0.31,
                     "support_miou_after": 0.74,
+                    "report": {
+                        "support_miou_before": 0.31,
+                        "support_miou_after": 0.74,
+                        "steps_kept": 8,
+                        "steps_tried": 10,
+                        "held_out_tiles": 1,
+                    },
                     "timings": {"queued_s": 0.02, "adapt_s": 1.9, "total_s": 1.95},
                     "created_at": "2026-11-26T08:00:00Z",
                     "started_at": "2026-11-26T08:00:00.02Z",

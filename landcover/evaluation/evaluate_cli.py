@@ -1,10 +1,15 @@
-"""``landcover evaluate model.bundle [other.bundle ...] --regions DIR --shots 1,2,5,10``.
+r"""``landcover evaluate model.bundle [other.bundle ...] --regions DIR --shots 1,2,5,10``.
 
 Few-shot evaluation of one or more model bundles on held-out regions: ``DIR`` is a dataset
 folder (users' region folders, SEN12MS or DeepGlobe, detected from its content). For each
 number of shots the same tasks are given to every bundle (paired comparison, the first
 bundle against the others); the report (``report.md``, ``metrics.json``, plots) goes to
-``--out``.
+``--out``. ``--baselines unadapted,scratch,pretrain`` adds baseline rows built from the
+first bundle's architecture, without training dummy bundles (see
+:mod:`landcover.evaluation.baseline_rows`; ``pretrain`` needs ``--pretrain-regions``)::
+
+    landcover evaluate maml.bundle --regions held_out/ --baselines unadapted,scratch,pretrain \
+        --pretrain-regions train_regions/ --val-regions val_regions/
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from landcover.evaluation.baseline_rows import (
+    BASELINES,
+    PRETRAIN_NEEDS,
+    baseline_methods,
+    parse_baselines,
+)
 from landcover.evaluation.fewshot import Method, evaluate_fewshot
 from landcover.evaluation.report import markdown_table, write_report
 from landcover.inference.bundle import ModelBundle
@@ -50,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from landcover.tasks.region import RegionTaskSampler
 
     shots = parse_shots(args.shots)
+    baselines = parse_baselines(args.baselines)
+    if "pretrain" in baselines and not args.pretrain_regions:
+        raise ValueError(PRETRAIN_NEEDS)
     bundles = {Path(p).stem: ModelBundle.load(p) for p in args.bundles}
     if len(bundles) != len(args.bundles):
         raise ValueError("give bundles with distinct file names (they label the report rows)")
@@ -70,6 +84,24 @@ def run(args: argparse.Namespace) -> int:
         label: Method(b.build_learner(), args.steps if args.steps is not None else b.inner_steps)
         for label, b in bundles.items()
     }
+    setup: dict[str, str] = {}
+    if baselines:
+
+        def read(path: str | None) -> list | None:
+            return None if path is None else load_regions(path, kind=args.kind)
+
+        extra, setup = baseline_methods(
+            baselines, first, tile_size=args.tile_size or first.tile_size,
+            pretrain_regions=read(args.pretrain_regions), val_regions=read(args.val_regions),
+            pretrain_steps=args.pretrain_steps, finetune_lr=args.finetune_lr,
+            finetune_steps=args.finetune_steps, seed=args.seed,
+            tune_shots=sorted({min(shots), min(max(shots), 5)}),
+            tuning_tasks=args.tuning_tasks,
+        )  # fmt: skip
+        clash = set(extra) & set(methods)
+        if clash:
+            raise ValueError(f"bundle names {sorted(clash)} clash with baseline rows; rename")
+        methods.update(extra)
     result = evaluate_fewshot(
         methods,
         lambda k, i: sampler.task(i, shots=k),
@@ -78,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         tasks_per_shot=args.tasks,
         ignore_index=first.ignore_index,
     )
-    result.meta.update(regions=[r.name for r in regions], bundles=list(args.bundles))
+    result.meta.update(
+        regions=[r.name for r in regions], bundles=list(args.bundles), baselines=setup
+    )
     scheme = regions[0].scheme
     paths = write_report(
         result,
@@ -88,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         title=f"Few-shot evaluation on {args.regions}",
         notes=[
             f"Regions: {', '.join(r.name for r in regions)}; {args.tasks} tasks per shot "
-            f"count with {args.query} query tiles; every bundle on the same tasks."
+            f"count with {args.query} query tiles; every bundle on the same tasks.",
+            *[f"Baseline {name}: {how}." for name, how in setup.items()],
         ],
         ignore_index=first.ignore_index,
     )
@@ -110,9 +145,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=None, help="inner steps (bundle's)")
     parser.add_argument("--seed", type=int, default=0, help="task sampling seed")
     parser.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="report folder")
+    parser.add_argument(
+        "--baselines", default=None, help=f"comma-separated baseline rows: {', '.join(BASELINES)}"
+    )
+    parser.add_argument(
+        "--pretrain-regions", default=None, help="regions to pretrain the pretrain baseline on"
+    )
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=250,
+        help="outer steps of the pretrain baseline (as the meta-training)",
+    )
+    parser.add_argument(
+        "--val-regions",
+        default=None,
+        help="regions to choose the baselines' fine-tuning rate and steps on",
+    )
+    parser.add_argument(
+        "--tuning-tasks", type=int, default=4, help="validation tasks per shot count for that"
+    )
+    parser.add_argument(
+        "--finetune-lr", type=float, default=0.1, help="fine-tuning SGD rate without --val-regions"
+    )
+    parser.add_argument("--finetune-steps", type=int, default=30,
+                        help="fine-tuning steps without --val-regions")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (BundleError, ValueError, KeyError, FileNotFoundError) as err:
+    except (BundleError, ValueError, KeyError, FileNotFoundError) as err:  # GeoDataError too
         print(f"landcover evaluate: {err}", file=sys.stderr)
         return 2

@@ -21,15 +21,20 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landcover.evaluation.metrics import (
-    SCORE_NAMES,
-    logits_to_classes,
-    mean_interval,
-    paired_difference,
-    segmentation_scores,
-)
-from landcover.meta.protocol import AdaptedState, Learner
+from landcover.evaluation.metrics import SCORE_NAMES, mean_interval, paired_difference
+from landcover.meta.protocol import Learner
+from landcover.tasks.scoring import adapt_and_predict, score_task
 from landcover.tasks.task import Task
+
+__all__ = [
+    "DEFAULT_SHOTS",
+    "FewShotResult",
+    "Method",
+    "TaskSource",
+    "adapt_and_predict",
+    "evaluate_fewshot",
+    "score_task",
+]
 
 #: ``(shots, task index) -> Task``: the same arguments must give the same task.
 TaskSource = Callable[[int, int], Task]
@@ -109,46 +114,6 @@ class FewShotResult:
             "summary": {m: {str(k): v for k, v in d.items()} for m, d in self.summary().items()},
             "per_task": {m: {str(k): v for k, v in d.items()} for m, d in self.scores.items()},
         }
-
-
-def adapt_and_predict(
-    learner: Learner,
-    task: Task,
-    steps: int | None,
-    *,
-    chunk: int = 16,
-) -> tuple[Tensor, AdaptedState]:
-    """Adapt a learner on a task's support set and predict its query set.
-
-    Adaptation needs gradients even at evaluation time, so it runs under
-    ``torch.enable_grad`` (Lightning validates under ``no_grad``); prediction runs without
-    them, in chunks of ``chunk`` tiles.
-
-    Args:
-        learner: The learner.
-        task: The task (support used for adaptation, query predicted).
-        steps: Inner steps (``0``: no adaptation; ``None``: the learner's default).
-        chunk: Query tiles per forward pass.
-
-    Returns:
-        ``(query logits (n, C, H, W), adapted state)``.
-    """
-    with torch.enable_grad():
-        state = learner.adapt(task.support_x, task.support_y, steps=steps).detached()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, task.query_x.shape[0], chunk):
-            outs.append(learner.predict(state, task.query_x[i : i + chunk]))
-    return torch.cat(outs), state
-
-
-def score_task(
-    learner: Learner, task: Task, steps: int | None, num_classes: int, ignore_index: int = 255
-) -> tuple[dict[str, float], Tensor]:
-    """Scores of one method on one task, and its predicted query class maps."""
-    logits, _ = adapt_and_predict(learner, task, steps)
-    classes = logits_to_classes(logits)
-    return segmentation_scores(classes, task.query_y, num_classes, ignore_index), classes
 
 
 def evaluate_fewshot(

@@ -14,63 +14,25 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from scipy import stats
-from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCohenKappa,
     MulticlassJaccardIndex,
 )
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_cohen_kappa,
-    multiclass_jaccard_index,
-)
 
-#: Names of the scores, in report order.
-SCORE_NAMES: tuple[str, ...] = ("miou", "accuracy", "kappa")
+from landcover.tasks.scoring import SCORE_NAMES, logits_to_classes, segmentation_scores
 
-
-def _check(preds: Tensor, target: Tensor, num_classes: int) -> None:
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"predicted classes {tuple(preds.shape)} and truth {tuple(target.shape)} differ in "
-            "shape; pass class indices (argmax of the logits), not logits"
-        )
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2; got {num_classes}")
-
-
-def segmentation_scores(
-    preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255
-) -> dict[str, float]:
-    """Score predicted class maps against the truth.
-
-    Args:
-        preds: Predicted class indices, any shape (e.g. ``(n, H, W)``).
-        target: True class indices, same shape; pixels equal to ``ignore_index`` are skipped.
-        num_classes: Number of classes.
-        ignore_index: Value of unlabeled pixels in ``target`` (``None``: none).
-
-    Returns:
-        ``{"miou", "accuracy", "kappa"}``; ``nan`` for all three when every pixel is ignored.
-    """
-    _check(preds, target, num_classes)
-    preds = preds.reshape(-1).long()
-    target = target.reshape(-1).long()
-    if ignore_index is not None:
-        keep = target != ignore_index
-        preds, target = preds[keep], target[keep]
-    if target.numel() == 0:
-        return {name: math.nan for name in SCORE_NAMES}
-    args = {"num_classes": num_classes, "validate_args": False}
-    return {
-        "miou": float(multiclass_jaccard_index(preds, target, average="macro", **args)),
-        "accuracy": float(multiclass_accuracy(preds, target, average="micro", **args)),
-        "kappa": float(multiclass_cohen_kappa(preds, target, **args)),
-    }
+__all__ = [
+    "SCORE_NAMES",
+    "Interval",
+    "logits_to_classes",
+    "mean_interval",
+    "paired_difference",
+    "segmentation_metric_collection",
+    "segmentation_scores",
+]
 
 
 def segmentation_metric_collection(
@@ -169,10 +131,3 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
             f"{len(b)} scores"
         )
     return mean_interval([float(x) - float(y) for x, y in zip(a, b)], confidence)
-
-
-def logits_to_classes(logits: Tensor) -> Tensor:
-    """Class indices from ``(n, C, H, W)`` logits (argmax over the class axis)."""
-    if logits.ndim < 2:
-        raise ValueError(f"logits need a class axis at dim 1; got shape {tuple(logits.shape)}")
-    return torch.argmax(logits, dim=1)

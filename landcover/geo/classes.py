@@ -6,15 +6,14 @@ class indices ``0..n-1`` with :attr:`ClassScheme.ignore_index` (255 by default) 
 unlabeled pixels, and refuses masks holding values it does not know, naming the file, the
 offending values and their pixel counts.
 
-Class file (``classes.yaml`` or ``classes.json``) of a users' region folder::
+A class file (``classes.yaml`` / ``.json``, format in :mod:`landcover.geo.class_file`, which
+checks every field) lists classes with a ``value`` or an RGB ``color`` each and optional
+``ignore`` value(s); a class's index is its position in the list.
 
-    classes:
-      - {name: water, value: 1, color: [0, 0, 255]}   # value-coded masks
-      - {name: forest, value: 2}                      # colour optional (display only)
-    ignore: 0                                         # optional raw value of unlabeled pixels
-
-or, for RGB-coded masks, ``color`` on every class and no ``value`` (``ignore`` is then an
-RGB triple). The class index of a class is its position in the list.
+Palette (mode "P") masks are decoded through their palette by
+:func:`landcover.geo.folder.decode_palette`, so a colour-coded class file reads RGB and
+palette PNGs alike. Decoding is a table lookup (no sort of the pixels), a few tens of
+milliseconds per megapixel.
 """
 
 from __future__ import annotations
@@ -44,6 +43,14 @@ DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
 Encoding = Literal["value", "color"]
 
 
+def _pack(c: Sequence[int]) -> int:
+    return (int(c[0]) << 16) | (int(c[1]) << 8) | int(c[2])
+
+
+def _unpack(v: int) -> tuple[int, int, int]:
+    return (v >> 16, (v >> 8) & 255, v & 255)
+
+
 def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
     extra = [(g, g, g) for g in np.linspace(40, 220, max(0, n - len(DEFAULT_PALETTE))).astype(int)]
     return tuple(DEFAULT_PALETTE[:n]) + tuple((int(r), int(g), int(b)) for r, g, b in extra)
@@ -58,7 +65,9 @@ class ClassScheme:
         values: Raw integer value of each class in value-coded masks (``None`` for colour).
         colors: RGB display colour of each class (also the code of colour-coded masks).
         encoding: ``"value"`` (one-band integer masks) or ``"color"`` (RGB masks).
-        ignore_value: Raw value (int, or RGB triple for colour masks) meaning unlabeled.
+        ignore_value: Raw value(s) meaning unlabeled: an int (value masks) or RGB triple (colour
+            masks), or a tuple of several of them; ``None`` for none. See
+            :attr:`ignore_values`.
         ignore_index: Class index given to unlabeled pixels (255 by default).
         threshold: For colour masks, threshold each channel at this level first (DeepGlobe
             masks are JPEG-like, not pure 0/255, and are read with 128).
@@ -68,7 +77,7 @@ class ClassScheme:
     values: tuple[int, ...] | None = None
     colors: tuple[tuple[int, int, int], ...] = field(default=())
     encoding: Encoding = "value"
-    ignore_value: int | tuple[int, int, int] | None = None
+    ignore_value: int | tuple[int, ...] | tuple[tuple[int, int, int], ...] | None = None
     ignore_index: int = IGNORE_INDEX
     threshold: int | None = None
 
@@ -89,8 +98,11 @@ class ClassScheme:
                 raise GeoDataError("a value-coded scheme needs one integer value per class")
             if len(set(self.values)) != n:
                 raise GeoDataError(f"class values must be unique; got {list(self.values)}")
-            if self.ignore_value is not None and self.ignore_value in self.values:
-                raise GeoDataError(f"ignore value {self.ignore_value} is also a class value")
+        object.__setattr__(self, "ignore_value", self._canonical_ignore(self.ignore_value))
+        if self.encoding == "value":
+            clash = [v for v in self.ignore_values if v in self.values]  # type: ignore[operator]
+            if clash:
+                raise GeoDataError(f"ignore value {clash[0]} is also a class value")
         if not self.colors:
             object.__setattr__(self, "colors", _palette(n))
         colors = tuple(tuple(int(c) for c in rgb) for rgb in self.colors)
@@ -101,6 +113,36 @@ class ClassScheme:
             raise GeoDataError(f"need one RGB colour (0..255 each) per class; got {list(colors)}")
         if self.encoding == "color" and len(set(colors)) != n:
             raise GeoDataError("colour-coded classes need distinct colours")
+        if self.encoding == "color":
+            clash = [c for c in self.ignore_values if c in colors]
+            if clash:
+                raise GeoDataError(f"ignore colour {clash[0]} is also a class colour")
+
+    def _canonical_ignore(self, v: Any) -> Any:
+        """One value (int / RGB triple) as is, several as a tuple of them, ``None`` if none."""
+        if v is None:
+            return None
+        if self.encoding == "value":
+            if isinstance(v, int | np.integer):
+                return int(v)
+            items = tuple(int(x) for x in v)
+        else:
+            if len(v) == 3 and all(isinstance(x, int | np.integer) for x in v):
+                return tuple(int(x) for x in v)
+            items = tuple(tuple(int(c) for c in x) for x in v)  # type: ignore[assignment]
+        if not items:
+            return None
+        return items[0] if len(items) == 1 else items
+
+    @property
+    def ignore_values(self) -> tuple[Any, ...]:
+        """Every raw value (int) or colour (RGB triple) that means unlabeled."""
+        v = self.ignore_value
+        if v is None:
+            return ()
+        if self.encoding == "value":
+            return (v,) if isinstance(v, int) else tuple(v)
+        return (v,) if isinstance(v[0], int) else tuple(v)  # type: ignore[index]
 
     @property
     def num_classes(self) -> int:
@@ -133,20 +175,18 @@ class ClassScheme:
                     source,
                 )
             assert self.values is not None
-            codes = raw.astype(np.int64)
-            table = {v: i for i, v in enumerate(self.values)}
-            if self.ignore_value is not None:
-                table[int(self.ignore_value)] = self.ignore_index
-            return self._lookup(codes, table, source, lambda v: int(v))
+            table = {int(v): i for i, v in enumerate(self.values)}
+            table.update({int(v): self.ignore_index for v in self.ignore_values})
+            return self._lookup(raw, table, source, lambda v: int(v))
         rgb = self._as_rgb(raw, source)
         if self.threshold is not None:
-            rgb = np.where(rgb >= self.threshold, 255, 0)
-        codes = (rgb[0].astype(np.int64) << 16) | (rgb[1].astype(np.int64) << 8) | rgb[2]
-        pack = lambda c: (int(c[0]) << 16) | (int(c[1]) << 8) | int(c[2])  # noqa: E731
-        table = {pack(c): i for i, c in enumerate(self.colors)}
-        if self.ignore_value is not None:
-            table[pack(self.ignore_value)] = self.ignore_index  # type: ignore[arg-type]
-        return self._lookup(codes, table, source, lambda v: (v >> 16, (v >> 8) & 255, v & 255))
+            rgb = (rgb >= self.threshold).astype(np.uint8) * np.uint8(255)
+        codes = (
+            (rgb[0].astype(np.uint32) << 16) | (rgb[1].astype(np.uint32) << 8) | rgb[2]
+        )  # fmt: skip
+        table = {_pack(c): i for i, c in enumerate(self.colors)}
+        table.update({_pack(c): self.ignore_index for c in self.ignore_values})
+        return self._lookup(codes, table, source, _unpack)
 
     def _as_rgb(self, raw: np.ndarray, source: str | Path | None) -> np.ndarray:
         if raw.ndim == 3 and raw.shape[0] in (3, 4):
@@ -162,12 +202,25 @@ class ClassScheme:
     def _lookup(
         self, codes: np.ndarray, table: Mapping[int, int], source: Any, show: Any
     ) -> np.ndarray:
-        uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-        lut = np.array([table.get(int(u), -1) for u in uniq], dtype=np.int64)
-        if (lut < 0).any():
-            bad = {show(int(u)): int(n) for u, n, m in zip(uniq, counts, lut) if m < 0}
-            raise MaskValueError(source, bad, self.describe_values())
-        return lut[inverse.reshape(codes.shape)]
+        """Map raw codes through ``table`` by binary search over the few known codes."""
+        keys = np.array(sorted(table), dtype=np.int64)
+        out_of = np.array([table[int(k)] for k in keys], dtype=np.int64)
+        flat = codes.reshape(-1)
+        if codes.dtype == np.uint8 and keys.min() >= 0:
+            # small integer masks: a 256-entry table, no search at all
+            lut = np.full(256, -1, dtype=np.int64)
+            inside = keys[keys < 256]
+            lut[inside] = out_of[keys < 256]
+            result = lut[flat]
+        else:
+            pos = np.clip(np.searchsorted(keys, flat), 0, len(keys) - 1)
+            result = np.where(keys[pos] == flat, out_of[pos], -1)
+        bad = result < 0
+        if bad.any():
+            uniq, counts = np.unique(flat[bad], return_counts=True)
+            counted = {show(int(u)): int(n) for u, n in zip(uniq, counts)}
+            raise MaskValueError(source, counted, self.describe_values())
+        return result.reshape(codes.shape)
 
     def describe_values(self) -> str:
         """Human-readable list of the raw values this scheme accepts."""
@@ -176,8 +229,7 @@ class ClassScheme:
             items = [f"{v} ({n})" for v, n in zip(self.values, self.names)]
         else:
             items = [f"{c} ({n})" for c, n in zip(self.colors, self.names)]
-        if self.ignore_value is not None:
-            items.append(f"{self.ignore_value} (ignore)")
+        items.extend(f"{v} (ignore)" for v in self.ignore_values)
         return ", ".join(items)
 
     def raw_values(self) -> list[int]:
@@ -209,59 +261,26 @@ class ClassScheme:
             classes.append(entry)
         out: dict[str, Any] = {"classes": classes, "ignore_index": self.ignore_index}
         if self.ignore_value is not None:
-            iv = self.ignore_value
-            out["ignore"] = iv if isinstance(iv, int) else list(iv)
+            values = [v if isinstance(v, int) else list(v) for v in self.ignore_values]
+            out["ignore"] = values[0] if len(values) == 1 else values
         if self.threshold is not None:
             out["threshold"] = self.threshold
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | Path | None = None) -> ClassScheme:
-        """Build a scheme from a class file's content (see the module docstring)."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("classes"), list):
-            raise GeoDataError(
-                "class file must be a mapping with a 'classes' list of {name, value | color}",
-                source,
-            )
-        entries = data["classes"]
-        names, values, colors = [], [], []
-        for i, e in enumerate(entries):
-            if not isinstance(e, Mapping) or "name" not in e:
-                raise GeoDataError(f"class #{i} needs a 'name'; got {e!r}", source)
-            names.append(str(e["name"]))
-            values.append(e.get("value"))
-            colors.append(e.get("color"))
-        has_value = [v is not None for v in values]
-        has_color = [c is not None for c in colors]
-        if all(has_value):
-            encoding: Encoding = "value"
-        elif not any(has_value) and all(has_color):
-            encoding = "color"
-        else:
-            raise GeoDataError(
-                "give every class an integer 'value' (value-coded masks) or, with no values, "
-                "every class an RGB 'color' (colour-coded masks); the class file mixes both",
-                source,
-            )
-        ignore = data.get("ignore")
-        if isinstance(ignore, list):
-            ignore = tuple(int(v) for v in ignore)
-        elif ignore is not None:
-            ignore = int(ignore)
+        """Build a scheme from a class file's content (see the module docstring).
+
+        Raises:
+            GeoDataError: A malformed field; the message names ``source`` and the field.
+        """
+        from landcover.geo.class_file import scheme_fields
+
+        fields = scheme_fields(data, source)
         try:
-            return cls(
-                names=tuple(names),
-                values=tuple(int(v) for v in values) if encoding == "value" else None,
-                colors=tuple(tuple(c) for c in colors) if all(has_color) else (),
-                encoding=encoding,
-                ignore_value=ignore,
-                ignore_index=int(data.get("ignore_index", IGNORE_INDEX)),
-                threshold=data.get("threshold"),
-            )
+            return cls(**fields)
         except GeoDataError as err:
             raise GeoDataError(str(err), source) from None
-        except (TypeError, ValueError) as err:
-            raise GeoDataError(f"invalid class file: {err}", source) from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> ClassScheme:

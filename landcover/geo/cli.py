@@ -73,10 +73,30 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from landcover.geo.datasets import load_regions
-    from landcover.geo.inspect import plot_regions, print_summary, summarize
+    from landcover.geo.datasets import detect_kind, load_regions
+    from landcover.geo.inspect import plot_regions, print_problems, print_summary, summarize
 
-    regions = load_regions(args.dir, kind=args.kind)
+    kind = detect_kind(args.dir) if args.kind == "auto" else args.kind
+    options = {}
+    if args.classes is not None:
+        if kind != "folder":
+            raise ValueError(f"--classes applies to region folders, not to {kind} datasets")
+        options["classes"] = args.classes
+    if kind == "folder":
+        from landcover.geo.folder import find_problems
+
+        problems = find_problems(args.dir, classes=args.classes)
+        if problems:
+            print_problems(problems)
+            hint = ""
+            if any("class file" in str(p) for p in problems) and args.classes is None:
+                hint = " (a dataset you cannot edit can take a class file with --classes FILE)"
+            print(
+                f"landcover data inspect: {len(problems)} problem(s) in {args.dir}{hint}",
+                file=sys.stderr,
+            )
+            return 2
+    regions = load_regions(args.dir, kind=kind, **options)
     print_summary([summarize(r) for r in regions], title=f"{args.dir} ({len(regions)} regions)")
     if args.plot is not None:
         path = plot_regions(regions, args.plot)
@@ -88,7 +108,8 @@ def _run_stats(args: argparse.Namespace) -> int:
     from landcover.geo.datasets import load_regions
     from landcover.geo.normalize import compute_band_stats
 
-    stats = compute_band_stats(load_regions(args.dir, kind=args.kind))
+    options = {"classes": args.classes} if args.classes is not None else {}
+    stats = compute_band_stats(load_regions(args.dir, kind=args.kind, **options))
     stats.save(args.out)
     for name, m, s in zip(stats.band_names, stats.mean, stats.std):
         print(f"{name:>8}  mean {m:12.3f}  std {s:12.3f}")
@@ -106,10 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--kind", choices=kinds, default="auto", help="dataset format (default: detect)")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of one tile per region")
+    p.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        help="class file to use instead of the folders' own (e.g. a read-only dataset)",
+    )
     p = sub.add_parser("stats", help="per-band normalisation statistics as JSON")
     p.add_argument("dir", type=Path)
     p.add_argument("--kind", choices=kinds, default="auto")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--classes", type=Path, default=None, help="class file to use instead")
     return parser
 
 

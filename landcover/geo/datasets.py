@@ -3,8 +3,11 @@
 Kinds: ``"folder"`` (users' region folders, also what ``landcover data synth`` writes),
 ``"sen12ms"``, ``"deepglobe"``, ``"synthetic"`` (generated in memory, ``root`` ignored) and
 ``"auto"``, which detects the format from the folder's content: ``ROIs*`` season folders mean
-SEN12MS, ``*_sat.jpg`` files (directly or in ``train/``) DeepGlobe, anything else the folder
-format. Options are passed to the reader (e.g. ``split="train"``, ``sources="both"``).
+SEN12MS; ``*_sat.*`` files (directly, in ``train/``) or torchgeo's ``data/training_data``
+mean DeepGlobe (:func:`landcover.geo.deepglobe.looks_like_deepglobe`; a folder that looks
+like DeepGlobe but matches neither of its layouts gets DeepGlobe's error, not the folder
+reader's); anything else is the folder format. Options are passed to the reader (e.g.
+``split="train"``, ``sources="both"``, ``classes="my_classes.yaml"`` for folders).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def detect_kind(root: str | Path) -> str:
         raise GeoDataError("dataset folder not found", root)
     if any(p.is_dir() and p.name.startswith("ROIs") for p in root.iterdir()):
         return "sen12ms"
-    if any(root.glob("*_sat.jpg")) or any(root.glob("train/*_sat.jpg")):
+    from landcover.geo.deepglobe import looks_like_deepglobe
+
+    if looks_like_deepglobe(root):
         return "deepglobe"
     return "folder"
 

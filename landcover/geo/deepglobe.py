@@ -1,10 +1,21 @@
 """DeepGlobe Land Cover reader, with regions built by clustering images on appearance.
 
 Demir et al., "DeepGlobe 2018: A Challenge to Parse the Earth through Satellite Images",
-CVPR-W 2018. On-disk layout (the challenge's ``train/`` folder, or its content directly)::
+CVPR-W 2018. Two on-disk layouts are read (see :func:`find_pairs`):
+
+* as the challenge ships it (the ``train/`` folder, or its content directly)::
 
     ROOT/[train/]{id}_sat.jpg    2448×2448 RGB, 50 cm
     ROOT/[train/]{id}_mask.png   RGB colour-coded classes
+
+* as torchgeo's ``DeepGlobeLandCover`` lays it out (``ROOT`` may also be ``data/``)::
+
+    ROOT/data/training_data/images/{id}_sat.jpg   ROOT/data/training_data/masks/{id}_mask.png
+    ROOT/data/test_data/images/{id}_sat.jpg       ROOT/data/test_data/masks/{id}_mask.png
+
+A folder that looks like DeepGlobe (``*_sat.*`` files, a ``training_data`` folder) but
+matches neither layout gets an error saying which files are missing or misnamed, rather
+than being read as something else.
 
 Colours: Urban (0,255,255), Agriculture (255,255,0), Rangeland (255,0,255), Forest (0,255,0),
 Water (0,0,255), Barren (255,255,255) and Unknown (0,0,0), which becomes the ignore index.
@@ -47,6 +58,90 @@ DEEPGLOBE_SCHEME = ClassScheme(
     threshold=128,
 )  # fmt: skip
 BANDS = ("red", "green", "blue")
+
+
+#: Sub-folders of torchgeo's layout, relative to ``ROOT/data``.
+TORCHGEO_SPLITS = ("training_data", "test_data")
+LAYOUTS = (
+    "the challenge's ROOT/[train/]{id}_sat.jpg beside {id}_mask.png, or torchgeo's "
+    "ROOT/data/{training_data,test_data}/images/{id}_sat.jpg with masks/{id}_mask.png"
+)
+
+
+def looks_like_deepglobe(root: str | Path) -> bool:
+    """Whether a folder seems meant as DeepGlobe (``*_sat.*`` files or torchgeo folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    for where in (root, root / "train", root / "data", root / "training_data"):
+        if where.is_dir() and any(where.glob("*_sat.*")):
+            return True
+    for base in (root, root / "data"):
+        for split in TORCHGEO_SPLITS:
+            if (base / split).is_dir():
+                return True
+    return False
+
+
+def _torchgeo_pairs(base: Path) -> list[tuple[Path, Path]] | None:
+    splits = [base / s for s in TORCHGEO_SPLITS if (base / s).is_dir()]
+    if not splits:
+        return None
+    pairs: list[tuple[Path, Path]] = []
+    for split in splits:
+        images, masks = split / "images", split / "masks"
+        for d in (images, masks):
+            if not d.is_dir():
+                raise GeoDataError(
+                    f"looks like torchgeo's DeepGlobe layout but has no {d.name}/ folder; "
+                    f"expected {LAYOUTS}",
+                    split,
+                )
+        sats = sorted(images.glob("*_sat.jpg"))
+        if not sats:
+            raise GeoDataError(
+                f"no {{id}}_sat.jpg images in the folder; expected {LAYOUTS}", images
+            )
+        for sat in sats:
+            mask = masks / sat.name.replace("_sat.jpg", "_mask.png")
+            if not mask.is_file():
+                raise GeoDataError(f"DeepGlobe image has no mask: expected {mask}", sat)
+            pairs.append((sat, mask))
+        for m in sorted(masks.glob("*_mask.png")):
+            if not (images / m.name.replace("_mask.png", "_sat.jpg")).is_file():
+                raise GeoDataError("DeepGlobe mask has no image {id}_sat.jpg in images/", m)
+    return pairs
+
+
+def find_pairs(root: str | Path) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` files of a DeepGlobe folder in either layout (module docstring).
+
+    Raises:
+        GeoDataError: The folder matches neither layout; the message says what is missing.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GeoDataError("DeepGlobe folder not found", root)
+    for base in (root / "data", root):
+        pairs = _torchgeo_pairs(base)
+        if pairs is not None:
+            return pairs
+    folder = root / "train" if (root / "train").is_dir() and not any(root.glob("*_sat.*")) else root
+    sats = sorted(folder.glob("*_sat.jpg"))
+    if not sats:
+        others = sorted(p.name for p in folder.glob("*_sat.*"))[:3]
+        hint = f" (found {others}: images must be JPEG named {{id}}_sat.jpg)" if others else ""
+        raise GeoDataError(f"no DeepGlobe images {{id}}_sat.jpg{hint}; expected {LAYOUTS}", folder)
+    pairs = []
+    for s in sats:
+        mask = s.with_name(s.name.replace("_sat.jpg", "_mask.png"))
+        if not mask.is_file():
+            raise GeoDataError(f"image has no mask: expected {mask.name} beside it", s)
+        pairs.append((s, mask))
+    for m in folder.glob("*_mask.png"):
+        if not m.with_name(m.name.replace("_mask.png", "_sat.jpg")).is_file():
+            raise GeoDataError("mask has no image: expected {id}_sat.jpg beside it", m)
+    return pairs
 
 
 def appearance_features(path: Path, size: int = 64) -> np.ndarray:
@@ -113,20 +208,9 @@ class DeepGlobe:
         cache: bool = False,
     ) -> None:
         root = Path(root)
-        if (root / "train").is_dir() and not list(root.glob("*_sat.jpg")):
-            root = root / "train"
-        if not root.is_dir():
-            raise GeoDataError("DeepGlobe folder not found", root)
-        sats = sorted(root.glob("*_sat.jpg"))
-        if not sats:
-            raise GeoDataError("no DeepGlobe images ({id}_sat.jpg) in the folder", root)
-        for s in sats:
-            mask = s.with_name(s.name.replace("_sat.jpg", "_mask.png"))
-            if not mask.is_file():
-                raise GeoDataError(f"image has no mask: expected {mask.name}", s)
-        for m in root.glob("*_mask.png"):
-            if not m.with_name(m.name.replace("_mask.png", "_sat.jpg")).is_file():
-                raise GeoDataError("mask has no image: expected {id}_sat.jpg beside it", m)
+        pairs = find_pairs(root)
+        sats = [sat for sat, _ in pairs]
+        self.masks = {sat: mask for sat, mask in pairs}
         if split not in ("train", "val", "test", "all"):
             raise KeyError(f"split must be train, val, test or all; got {split!r}")
         self.root = root
@@ -153,7 +237,7 @@ class DeepGlobe:
         ]
 
     def _loader(self, sat: Path, window: Window | None) -> Callable[[], Sample]:
-        mask_path = sat.with_name(sat.name.replace("_sat.jpg", "_mask.png"))
+        mask_path = self.masks[sat]
 
         def load() -> Sample:
             with open_raster(sat) as ds:

@@ -106,6 +106,20 @@ def print_summary(summaries: Sequence[RegionSummary], title: str = "", width: in
     Console(width=width).print(summary_table(summaries, title))
 
 
+def print_problems(problems: Sequence[Exception], width: int = 160) -> None:
+    """Print every problem found (one row per file) to stderr."""
+    table = Table(title=f"{len(problems)} problem(s); fix them all, then run again")
+    table.add_column("file", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for err in problems:
+        path = getattr(err, "path", None)
+        text = str(err)
+        if path is not None and text.startswith(f"{path}: "):
+            text = text[len(f"{path}: ") :]
+        table.add_row(str(path) if path is not None else "", text)
+    Console(width=width, stderr=True).print(table)
+
+
 def composite(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """``(H, W, 3)`` float in [0, 1] for display from a ``(C, H, W)`` image."""
     names = list(band_names)

@@ -11,6 +11,17 @@ Support tiles are brought to the bundle's training tile size: larger tiles are c
 grid of ``tile_size`` crops (the last ones shifted back to the edge), smaller ones are
 padded with the ignore index (masks) and the band means (images), so the learner sees what
 it saw in meta-training. Crops without a labeled pixel are dropped.
+
+Memory is bounded by a *pixel budget* (:data:`POOL_PIXELS`): when the crops of all support
+tiles hold more pixels than that, a seeded random pool of crops within the budget is drawn
+(:func:`crop_pool`), so five full-size 2000×2000 tiles adapt in the memory and time of 16
+crops of 64 px instead of 5120 (``landcover bench adapt-memory`` measures it).
+
+Adaptation is guarded (:mod:`landcover.inference.adapt_guard`): the number of steps is
+chosen on held-out support, so the kept map is never worse on the support than no
+adaptation. The result carries the report ``{"support_miou_before", "support_miou_after",
+"steps_kept", "steps_tried", "held_out_tiles"}`` (:meth:`AdaptResult.report`), which the CLI
+prints and the service returns as the adaptation's ``report``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from landcover.inference.adapt_guard import GuardReport, guarded_adapt, miou
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
 from landcover.inference.sliding import window_starts
@@ -40,9 +52,10 @@ class AdaptResult:
         miou_before: Support-set mIoU of the meta-learned model (no adaptation step).
         miou_after: Support-set mIoU after adaptation.
         seconds: Wall-clock time of the adaptation itself.
-        steps: Inner steps taken (``None``: the learner's default).
+        steps: Inner steps kept (with the guard, chosen on held-out support).
         tiles: Support tiles given.
-        crops: Support crops the learner adapted on.
+        crops: Support crops the learner adapted on (the pool, within the pixel budget).
+        guard: What the guard did (``None`` when adaptation ran unguarded).
     """
 
     bundle: ModelBundle
@@ -52,6 +65,18 @@ class AdaptResult:
     steps: int | None
     tiles: int
     crops: int
+    guard: GuardReport | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The shared adaptation report.
+
+        Keys: ``support_miou_before``, ``support_miou_after``, ``steps_kept``,
+        ``steps_tried``, ``held_out_tiles``.
+        """
+        if self.guard is not None:
+            return self.guard.as_dict()
+        steps = int(self.steps or 0)
+        return GuardReport(self.miou_before, self.miou_after, steps, steps, 0).as_dict()
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (what the CLI prints and the API stores)."""
@@ -62,13 +87,37 @@ class AdaptResult:
             "steps": self.steps,
             "tiles": self.tiles,
             "crops": self.crops,
+            "report": self.report(),
         }
+
+
+#: Most support pixels adapted on at once (crops beyond it are left out at random).
+POOL_PIXELS = 2**16
 
 
 def support_crops(
     images: Sequence[Tensor], masks: Sequence[Tensor], tile_size: int, ignore_index: int
 ) -> tuple[Tensor, Tensor]:
-    """Cut or pad raw support tiles to ``tile_size`` (see the module docstring).
+    """Cut or pad raw support tiles to ``tile_size`` (see the module docstring), all crops.
+
+    Returns:
+        ``(n, C, tile_size, tile_size)`` images (``nan`` where padded) and
+        ``(n, tile_size, tile_size)`` masks.
+    """
+    x, y, _ = crop_pool(images, masks, tile_size, ignore_index, max_pixels=None)
+    return x, y
+
+
+def crop_pool(
+    images: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    tile_size: int,
+    ignore_index: int,
+    *,
+    max_pixels: int | None = POOL_PIXELS,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Labeled ``tile_size`` crops of the support tiles, at most ``max_pixels`` of them.
 
     Args:
         images: Raw ``(C, H, W)`` tiles (normalised or not; padding uses ``nan``, filled by
@@ -76,16 +125,20 @@ def support_crops(
         masks: ``(H, W)`` class-index masks, ``ignore_index`` for unlabeled pixels.
         tile_size: Crop size.
         ignore_index: Mask value of unlabeled pixels.
+        max_pixels: Pixel budget of the pool (``None``: every crop). Over budget, a seeded
+            random subset of the crops is kept, at least one per tile.
+        seed: Seed of that draw.
 
     Returns:
-        ``(n, C, tile_size, tile_size)`` images (``nan`` where padded) and
-        ``(n, tile_size, tile_size)`` masks.
+        ``(n, C, tile_size, tile_size)`` images (``nan`` where padded),
+        ``(n, tile_size, tile_size)`` masks and the ``(n,)`` tile index of each crop.
     """
     if len(images) == 0:
         raise BundleError("no support tiles: give at least one labeled tile")
     if len(images) != len(masks):
         raise BundleError(f"{len(images)} support images but {len(masks)} masks; give pairs")
-    xs, ys = [], []
+    tiles: list[tuple[Tensor, Tensor]] = []
+    windows: list[tuple[int, int, int]] = []  # (tile, row, col) of labeled crops
     for i, (img, mask) in enumerate(zip(images, masks)):
         if img.ndim != 3 or mask.shape != img.shape[-2:]:
             raise BundleError(
@@ -98,36 +151,30 @@ def support_crops(
             img = F.pad(img.float(), (0, pw, 0, ph), value=float("nan"))
             mask = F.pad(mask.long(), (0, pw, 0, ph), value=ignore_index)
             h, w = mask.shape
+        tiles.append((img, mask))
         for y0 in window_starts(h, tile_size, 0):
             for x0 in window_starts(w, tile_size, 0):
                 m = mask[y0 : y0 + tile_size, x0 : x0 + tile_size]
                 if bool((m != ignore_index).any()):
-                    xs.append(img[:, y0 : y0 + tile_size, x0 : x0 + tile_size].float())
-                    ys.append(m.long())
-    if not xs:
+                    windows.append((i, y0, x0))
+    if not windows:
         raise BundleError(
             "the support masks have no labeled pixel (all are the ignore value or nodata); "
             "label at least part of one tile"
         )
-    return torch.stack(xs), torch.stack(ys)
-
-
-def miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> float:
-    """Mean IoU over the classes present in the prediction or the truth.
-
-    The same definition as ``landcover.evaluation.metrics.segmentation_scores`` (torchmetrics'
-    macro Jaccard index), computed from a confusion matrix without importing torchmetrics,
-    so the CLI and the service start fast. ``nan`` when every pixel is ignored.
-    """
-    keep = target != ignore_index
-    p, t = pred[keep].long(), target[keep].long()
-    if t.numel() == 0:
-        return float("nan")
-    cm = torch.bincount(t * num_classes + p, minlength=num_classes**2).view(num_classes, -1)
-    inter = cm.diag().double()
-    union = cm.sum(0).double() + cm.sum(1).double() - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean())
+    budget = None if max_pixels is None else max(1, int(max_pixels) // tile_size**2)
+    if budget is not None and len(windows) > budget:
+        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
+        first_of_tile: dict[int, int] = {}
+        for j in order.tolist():  # one crop of every tile first, then the rest at random
+            first_of_tile.setdefault(windows[j][0], j)
+        chosen = list(first_of_tile.values())
+        rest = [j for j in order.tolist() if j not in set(chosen)]
+        windows = [windows[j] for j in sorted(chosen + rest[: max(0, budget - len(chosen))])]
+    t = tile_size
+    x = torch.stack([tiles[i][0][:, r : r + t, c : c + t].float() for i, r, c in windows])
+    y = torch.stack([tiles[i][1][r : r + t, c : c + t].long() for i, r, c in windows])
+    return x, y, torch.tensor([i for i, _, _ in windows])
 
 
 def _scores(learner: Learner, state: AdaptedState, x: Tensor, y: Tensor, k: int, ig: int) -> float:
@@ -144,6 +191,8 @@ def adapt_bundle(
     *,
     device: str | torch.device = "cpu",
     info: dict[str, Any] | None = None,
+    guard: bool = True,
+    max_pixels: int | None = POOL_PIXELS,
 ) -> AdaptResult:
     """Adapt a meta-learned bundle on labeled support tiles.
 
@@ -153,9 +202,14 @@ def adapt_bundle(
         images: Raw (un-normalised) ``(C, H, W)`` tiles, or a ``(k, C, H, W)`` tensor.
         masks: Class-index masks ``(H, W)`` (or ``(k, H, W)``), the bundle's ignore index
             for unlabeled pixels.
-        steps: Inner steps (``None``: the bundle's ``inner_steps``, else the learner's).
+        steps: Inner steps (``None``: the bundle's ``inner_steps``, else the learner's);
+            with ``guard``, the most steps tried.
         device: Where to run.
         info: Extra JSON stored in the adapted bundle's ``info``.
+        guard: Choose the steps on held-out support and never keep a state worse than no
+            adaptation (:mod:`landcover.inference.adapt_guard`); ``False`` runs exactly
+            ``steps`` steps.
+        max_pixels: Pixel budget of the support crop pool (``None``: every crop).
 
     Returns:
         The adapted bundle, the support mIoU before and after, and the time taken.
@@ -179,21 +233,39 @@ def adapt_bundle(
         steps = bundle.inner_steps
     if steps is not None and int(steps) < 0:
         raise BundleError(f"steps must be >= 0; got {steps}")
-    x, y = support_crops(imgs, msks, bundle.tile_size, bundle.ignore_index)
+    x, y, tile_of = crop_pool(
+        imgs, msks, bundle.tile_size, bundle.ignore_index, max_pixels=max_pixels
+    )
     x = torch.nan_to_num(bundle.normalize(x), nan=0.0).to(device)
     y = y.to(device)
     learner = bundle.build_learner(device)
-    before = learner.adapt(x, y, steps=0)
-    miou_before = _scores(learner, before, x, y, k, bundle.ignore_index)
     start = time.perf_counter()
-    state = learner.adapt(x, y, steps=steps).detached()
+    report: GuardReport | None = None
+    if guard:
+        top = int(steps) if steps is not None else int(getattr(learner, "default_steps", 0))
+        state, report = guarded_adapt(
+            learner, x, y, tile_of.to(device), top, num_classes=k,
+            ignore_index=bundle.ignore_index,
+        )  # fmt: skip
+        miou_before, miou_after, steps = (
+            report.support_miou_before, report.support_miou_after, report.steps_kept
+        )  # fmt: skip
+    else:
+        before = learner.adapt(x, y, steps=0)
+        miou_before = _scores(learner, before, x, y, k, bundle.ignore_index)
+        state = learner.adapt(x, y, steps=steps).detached()
+        miou_after = _scores(learner, state, x, y, k, bundle.ignore_index)
     seconds = time.perf_counter() - start
-    miou_after = _scores(learner, state, x, y, k, bundle.ignore_index)
     base = bundle if bundle.kind == "meta" else _meta_of(bundle)
+    result = AdaptResult(
+        base, miou_before, miou_after, seconds, steps, len(imgs), len(x), guard=report
+    )
     extra = {"adaptation": {"miou_before": miou_before, "miou_after": miou_after,
-                            "seconds": seconds, "steps": steps, "crops": len(x)}}  # fmt: skip
-    adapted = base.with_adapted(_to_cpu(state), info={**extra, **(info or {})})
-    return AdaptResult(adapted, miou_before, miou_after, seconds, steps, len(imgs), len(x))
+                            "seconds": seconds, "steps": steps, "crops": len(x),
+                            "report": result.report(),
+                            "held_out_curve": report.curve if report else []}}  # fmt: skip
+    result.bundle = base.with_adapted(_to_cpu(state), info={**extra, **(info or {})})
+    return result
 
 
 def read_support(
@@ -237,6 +309,7 @@ def adapt_folder(
     steps: int | None = None,
     *,
     device: str | torch.device = "cpu",
+    guard: bool = True,
 ) -> AdaptResult:
     """Adapt on a folder in the users' format (``images/``, ``masks/``, class file).
 
@@ -244,7 +317,7 @@ def adapt_folder(
     """
     images, masks, keys = read_support(bundle, support_dir)
     info = {"support": {"folder": str(support_dir), "tiles": keys}}
-    return adapt_bundle(bundle, images, masks, steps, device=device, info=info)
+    return adapt_bundle(bundle, images, masks, steps, device=device, info=info, guard=guard)
 
 
 def _meta_of(bundle: ModelBundle) -> ModelBundle:

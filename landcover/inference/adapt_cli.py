@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", required=True, metavar="ADAPTED", help="where to write the adapted bundle"
     )
+    p.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="run exactly --steps steps; by default the steps are chosen on held-out support "
+        "and a state worse than no adaptation is never kept",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p  # fmt: skip
@@ -47,7 +53,9 @@ def main(argv: list[str]) -> int:
         bundle = ModelBundle.load(args.bundle)
         print(f"adapting {args.bundle} ({bundle.learner['name']}, {bundle.model['arch']}) "
               f"on {args.support} ...", file=sys.stderr)  # fmt: skip
-        result = adapt_folder(bundle, args.support, args.steps, device=args.device)
+        result = adapt_folder(
+            bundle, args.support, args.steps, device=args.device, guard=not args.no_guard
+        )
         result.bundle.save(args.output)
     except (BundleError, GeoDataError, ValueError) as err:
         print(f"landcover adapt: error: {err}", file=sys.stderr)
@@ -56,9 +64,17 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        report = result.report()
         print(
             f"support tiles {result.tiles} ({result.crops} crops of {bundle.tile_size} px), "
-            f"steps {result.steps if result.steps is not None else 'default'}"
+            f"steps kept {report['steps_kept']} of {report['steps_tried']} tried"
+            + (
+                f" (chosen on {report['held_out_tiles']} held-out tile(s))"
+                if report["held_out_tiles"]
+                else " (chosen on held-out pixel blocks)"
+                if result.guard is not None
+                else " (unguarded)"
+            )
         )
         print(
             f"support mIoU  before {result.miou_before:.3f}  after {result.miou_after:.3f}  "

@@ -77,9 +77,18 @@ def load_module(checkpoint: str | Path) -> Any:
 
 
 def bundle_from_module(
-    module: Any, *, inner_steps: int | None = None, info: dict[str, Any] | None = None
+    module: Any,
+    *,
+    inner_steps: int | None = None,
+    info: dict[str, Any] | None = None,
+    use_eval_steps: bool = False,
 ) -> ModelBundle:
-    """Describe a trained module (learner + recorded data description) as a bundle."""
+    """Describe a trained module (learner + recorded data description) as a bundle.
+
+    The bundle's default adaptation steps are the learner's *trained* step count (what its
+    learned per-step rates and BatchNorm entries were meta-trained for), unless
+    ``inner_steps`` is given, or ``use_eval_steps`` asks for the run's ``eval_steps``.
+    """
     meta = getattr(module, "data_meta", {}) or {}
     missing = [k for k in ("band_names", "normalization", "classes") if k not in meta]
     if missing:
@@ -88,7 +97,12 @@ def bundle_from_module(
             "Train with `landcover train` (or pass the data description) to export it"
         )
     norm = meta["normalization"]
-    steps = inner_steps if inner_steps is not None else module.hparams.get("eval_steps")
+    trained = int(getattr(module.learner, "default_steps", 0) or 0)
+    steps = inner_steps
+    if steps is None and use_eval_steps:
+        steps = module.hparams.get("eval_steps")
+    if steps is None and trained > 0:
+        steps = trained
     return ModelBundle.from_learner(
         module.learner,
         bands=list(meta["band_names"]),
@@ -102,12 +116,20 @@ def bundle_from_module(
 
 
 def export_run(
-    run: str | Path, out: str | Path, *, which: str = "best", inner_steps: int | None = None
+    run: str | Path,
+    out: str | Path,
+    *,
+    which: str = "best",
+    inner_steps: int | None = None,
+    use_eval_steps: bool = False,
 ) -> Path:
     """Export a run's checkpoint as a model bundle at ``out`` (written atomically)."""
     ckpt = find_checkpoint(run, which)
     module = load_module(ckpt)
-    bundle = bundle_from_module(module, inner_steps=inner_steps, info={"checkpoint": ckpt.name})
+    bundle = bundle_from_module(
+        module, inner_steps=inner_steps, info={"checkpoint": ckpt.name},
+        use_eval_steps=use_eval_steps,
+    )  # fmt: skip
     return bundle.save(out)
 
 
@@ -176,7 +198,18 @@ def main(argv: list[str]) -> int:
         default="best",
         help="best validation checkpoint (default) or the last one",
     )
-    parser.add_argument("--steps", type=int, default=None, help="default adaptation steps")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="default adaptation steps (default: the learner's trained step count)",
+    )
+    steps.add_argument(
+        "--eval-steps",
+        action="store_true",
+        help="use the run's model.eval_steps as the default adaptation steps",
+    )
     args = parser.parse_args(argv)
     if args.onnx:
         try:
@@ -185,13 +218,17 @@ def main(argv: list[str]) -> int:
             print(f"landcover export: {err}", file=sys.stderr)
             return 2
     try:
-        path = export_run(args.run, args.output, which=args.checkpoint, inner_steps=args.steps)
+        path = export_run(
+            args.run, args.output, which=args.checkpoint, inner_steps=args.steps,
+            use_eval_steps=args.eval_steps,
+        )  # fmt: skip
     except (FileNotFoundError, BundleError, ValueError) as err:
         print(f"landcover export: {err}", file=sys.stderr)
         return 2
     bundle = ModelBundle.load(path)
     print(
         f"wrote {path}: {bundle.learner['name']} on {bundle.model['arch']}, "
-        f"{len(bundle.bands)} bands, {len(bundle.class_names)} classes"
+        f"{len(bundle.bands)} bands, {len(bundle.class_names)} classes, "
+        f"{bundle.inner_steps if bundle.inner_steps is not None else 'no'} adaptation steps"
     )
     return 0

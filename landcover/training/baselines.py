@@ -25,9 +25,9 @@ import numpy as np
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from landcover.evaluation.fewshot import Method, evaluate_fewshot
 from landcover.meta.protocol import Learner
 from landcover.meta.registry import build_learner
+from landcover.tasks.scoring import score_task
 from landcover.training.callbacks import MetaCheckpoint
 from landcover.training.datamodule import RegionTaskDataModule
 from landcover.training.module import MetaLearningModule
@@ -159,7 +159,7 @@ def choose_finetune(
         for lr in rates
     }
     settings = {f"lr={lr:g},steps={s}": (lr, int(s)) for lr in learners for s in steps}
-    methods = {key: Method(learners[lr], n) for key, (lr, n) in settings.items()}
+    methods = {key: (learners[lr], n) for key, (lr, n) in settings.items()}
     grid = _validation_grid(methods, datamodule, shots, tasks, progress)
     lr, n = settings[max(grid, key=lambda key: grid[key])]
     chosen = build_learner(name, model, loss_fn, finetune_lr=lr, steps=n)
@@ -183,30 +183,37 @@ def choose_steps(
     if not candidates:
         raise ValueError("choose_steps needs at least one candidate step count")
     counts = {f"steps={int(s)}": int(s) for s in candidates}
-    methods = {key: Method(learner, n) for key, n in counts.items()}
+    methods = {key: (learner, n) for key, n in counts.items()}
     grid = _validation_grid(methods, datamodule, shots, tasks, progress)
     return counts[max(grid, key=lambda key: grid[key])], grid
 
 
 def _validation_grid(
-    methods: dict[str, Method],
+    methods: dict[str, tuple[Learner, int | None]],
     datamodule: RegionTaskDataModule,
     shots: Sequence[int],
     tasks: int,
     progress: bool,
 ) -> dict[str, float]:
-    """Mean validation mIoU of each method over ``shots`` (same tasks for every method)."""
-    result = evaluate_fewshot(
-        methods,
-        lambda k, i: datamodule.eval_task("val", i, shots=k),
-        num_classes=datamodule.num_classes,
-        shots=list(shots),
-        tasks_per_shot=tasks,
-        ignore_index=datamodule.ignore_index,
-        keep_examples=0,
-        progress=progress,
-    )
+    """Mean validation mIoU of each ``(learner, steps)`` over ``shots`` (same tasks for all)."""
+    from tqdm.auto import tqdm
+
+    for learner, _ in methods.values():
+        learner.eval()
+    scores: dict[str, dict[int, list[float]]] = {
+        key: {int(k): [] for k in shots} for key in methods
+    }
+    bar = tqdm(total=len(shots) * tasks, desc="validation grid", unit="task", disable=not progress)
+    for k in shots:
+        for i in range(tasks):
+            task = datamodule.eval_task("val", i, shots=int(k))
+            for key, (learner, steps) in methods.items():
+                s, _ = score_task(
+                    learner, task, steps, datamodule.num_classes, datamodule.ignore_index
+                )
+                scores[key][int(k)].append(s["miou"])
+            bar.update(1)
+    bar.close()
     return {
-        key: float(np.nanmean([np.nanmean(result.scores[key][int(k)]["miou"]) for k in shots]))
-        for key in methods
+        key: float(np.nanmean([np.nanmean(scores[key][int(k)]) for k in shots])) for key in methods
     }

@@ -24,10 +24,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from landcover.evaluation.fewshot import score_task
 from landcover.meta.protocol import Learner
 from landcover.meta.registry import build_learner
 from landcover.models import build_model
+from landcover.tasks.scoring import score_task
 from landcover.tasks.task import Task
 from landcover.training.ddp import distributed_meta_backward
 

@@ -56,6 +56,9 @@ def test_adapt_poll_predict_delete(client: TestClient, data_dir) -> None:
     assert 0.0 <= done["support_miou_before"] <= 1.0
     assert 0.0 <= done["support_miou_after"] <= 1.0
     assert done["steps"] == 3
+    report = done["report"]  # the guard's report (issue 11): never worse than unadapted
+    assert report["steps_tried"] == 3 and 0 <= report["steps_kept"] <= 3
+    assert report["support_miou_after"] >= report["support_miou_before"]
     t = done["timings"]
     assert t["adapt_s"] > 0 and t["total_s"] >= t["queued_s"] >= 0
 

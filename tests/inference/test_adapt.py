@@ -39,8 +39,9 @@ def test_default_steps_come_from_the_bundle() -> None:
     bundle = tiny_bundle(3, 2)
     bundle.inner_steps = 4
     x, y = torch.rand(2, 3, 32, 32), torch.randint(0, 2, (2, 32, 32))
-    assert adapt_bundle(bundle, x, y).bundle.adapted_state().step == 4
-    assert adapt_bundle(bundle, x, y, steps=1).bundle.adapted_state().step == 1
+    assert adapt_bundle(bundle, x, y, guard=False).bundle.adapted_state().step == 4
+    assert adapt_bundle(bundle, x, y, steps=1, guard=False).bundle.adapted_state().step == 1
+    assert adapt_bundle(bundle, x, y).report()["steps_tried"] == 4  # the guard's ceiling
 
 
 def test_support_crops_cut_and_pad() -> None:

@@ -29,7 +29,11 @@ def test_bundle_round_trip_from_a_run(trained, tmp_path):
     out = tmp_path / "model.bundle"
     assert main([str(root / "run"), "-o", str(out), "--checkpoint", "last"]) == 0
     bundle = ModelBundle.load(out)
-    assert bundle.learner["name"] == "mamlpp" and bundle.inner_steps == 2
+    # the learner's trained step count (1), not the run's eval_steps (2), unless asked (issue 11)
+    assert bundle.learner["name"] == "mamlpp" and bundle.inner_steps == 1
+    for flags, steps in ((["--eval-steps"], 2), (["--steps", "4"], 4)):
+        assert main([str(root / "run"), "-o", str(tmp_path / "b.bundle"), *flags]) == 0
+        assert ModelBundle.load(tmp_path / "b.bundle").inner_steps == steps
     assert bundle.bands == dm.band_names and bundle.class_names == list(dm.scheme.names)
     assert bundle.mean == pytest.approx(list(dm.stats.mean))
     assert (

@@ -1,0 +1,218 @@
+r"""``landcover bench regions ROOT``: does meta-learning pay on *your* regions?
+
+Leave-one-region-out cross-validation (``--folds k`` for k folds with more regions) over a
+users' dataset (region folders, or any format ``landcover data inspect`` reads): in each
+fold MAML++, pretrain+finetune, scratch and the masked-prototype head are trained on the
+same tiles for the same outer steps, the baselines' fine-tuning rate and steps are tuned on
+a validation region, and every method is scored on the same test tasks at 1 / 2 / 5 / 10
+shots, next to the unadapted meta-model (see :mod:`landcover.bench.regions_core`). Folds
+and seeds are pooled task by task, so every comparison stays paired.
+
+Writes into ``--out``: ``report.md`` (tables with 95% intervals, MAML++ minus each baseline,
+per fold and per seed), ``metrics.json`` (per-task scores; the pooled margins under
+``paired_miou``), ``miou_vs_shots.png`` and ``maps.png`` (image, truth, each method).
+
+Model settings come from a LightningCLI config (``--config``, default
+``configs/folder.yaml`` when present): ``model.learner_options``, ``model.arch``,
+``model.model_options``, ``model.outer_lr``, ``data.tile_size``, ``data.shots``,
+``data.meta_batch_size``, ``data.batches_per_epoch``, ``trainer.max_epochs``.
+
+Example (a read-only dataset with a class file of its own)::
+
+    landcover bench regions ../shared/data/dubai-aerial \\
+        --classes configs/classes/dubai-aerial.yaml --out runs/regions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+BENCH_NAME = "regions"
+BENCH_HELP = "leave-one-region-out few-shot benchmark of MAML++ against baselines on ROOT"
+
+#: Issue 11's target on real imagery.
+TARGET_MARGIN, TARGET_MIOU = 0.05, 0.45
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the bench."""
+    parser.add_argument("root", type=Path, help="dataset folder (one folder per region)")
+    parser.add_argument("--classes", type=Path, default=None, help="class file to use instead")
+    parser.add_argument("--kind", default="auto", help="dataset format (auto-detected)")
+    parser.add_argument("--config", type=Path, default=None, help="LightningCLI YAML of defaults")
+    parser.add_argument("--out", type=Path, default=Path("runs/regions"), help="report folder")
+    parser.add_argument("--folds", type=int, default=None, help="k folds (default: one per region)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (e.g. 0,1,2)")
+    parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5,10)")
+    parser.add_argument("--tasks", type=int, default=None, help="test tasks per shot and fold")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs")
+    parser.add_argument(
+        "--tuning-tasks", type=int, default=None, help="validation tasks per shot for the choices"
+    )
+    parser.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (tests)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """Bench settings: dataclass defaults, then the config file, then the flags."""
+    import yaml
+
+    from landcover.bench.regions_core import RegionsSettings
+
+    s = RegionsSettings()
+    config = args.config
+    if config is None and Path("configs/folder.yaml").is_file():
+        config = Path("configs/folder.yaml")
+    if config is not None:
+        try:
+            cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{config}: cannot read the config: {err}") from None
+        model, data = cfg.get("model") or {}, cfg.get("data") or {}
+        s.learner_options = dict(model.get("learner_options") or s.learner_options)
+        s.arch = model.get("arch", s.arch)
+        s.model_options = dict(model.get("model_options") or s.model_options)
+        s.outer_lr = float(model.get("outer_lr", s.outer_lr))
+        s.tile_size = int(data.get("tile_size") or s.tile_size)
+        s.train_shots = list(data.get("shots") or s.train_shots)
+        s.meta_batch_size = int(data.get("meta_batch_size", s.meta_batch_size))
+        s.batches_per_epoch = int(data.get("batches_per_epoch", s.batches_per_epoch))
+        s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
+        inner = int(s.learner_options.get("steps", 5))
+        s.maml_steps = sorted({inner, 2 * inner})
+    if args.quick:
+        s.tile_size, s.shots, s.tasks_per_shot, s.epochs = 16, [1, 2], 2, 1
+        s.batches_per_epoch, s.meta_batch_size, s.query, s.train_shots = 2, 2, 2, [1, 2]
+        s.model_options = {"width": 4, "depth": 2, "norm": "batch"}
+        s.learner_options = {**s.learner_options, "steps": 1}
+        s.finetune_rates, s.finetune_steps, s.maml_steps = [0.1], [2], [1]
+        s.tuning_tasks, s.val_tasks = 1, 1
+    if args.shots:
+        s.shots = [int(k) for k in args.shots.split(",")]
+    for flag, name in (("tasks", "tasks_per_shot"), ("epochs", "epochs"),
+                       ("tile_size", "tile_size"), ("tuning_tasks", "tuning_tasks")):  # fmt: skip
+        if getattr(args, flag) is not None:
+            setattr(s, name, int(getattr(args, flag)))
+    return s
+
+
+def fold_splits(names: list[str], folds: int | None) -> list[tuple[list[str], list[str]]]:
+    """``(test, val)`` region names per fold.
+
+    Each region (or group of regions, with ``folds``) is the test once; the validation
+    region is the first of the next group; the rest train.
+    """
+    n = len(names)
+    k = n if folds is None else int(folds)
+    if n < 3:
+        raise ValueError(
+            f"{n} regions: cross-validation needs at least 3 (train, validation, test)"
+        )  # fmt: skip
+    if not 2 <= k <= n:
+        raise ValueError(f"--folds must be in 2..{n} (the number of regions); got {k}")
+    groups = [names[i::k] for i in range(k)]
+    splits = [(groups[j], [groups[(j + 1) % k][0]]) for j in range(k)]
+    for test, val in splits:
+        if len(test) + len(val) >= n:
+            raise ValueError(
+                f"{k} folds of {n} regions leave no training region (test {test}, "
+                f"validation {val}); use more folds"
+            )
+    return splits
+
+
+def _write_partial(out: Path, runs: list[dict[str, Any]]) -> None:
+    """Per-fold means and margins so far (``partial_folds.json``), kept if a run is cut."""
+    from landcover.evaluation.report import atomic_write_text
+
+    rows = []
+    for r in runs:
+        res = r["result"]
+        summary = res.summary()
+        margin = res.paired("MAML++", "pretrain+finetune")
+        rows.append({
+            "seed": r["seed"], "fold": r["fold"], **{k: r["info"][k] for k in ("test", "val")},
+            "choices": r["info"]["choices"], "timings": r["info"]["timings"],
+            "miou": {m: {str(k): v["miou"]["mean"] for k, v in by.items()}
+                     for m, by in summary.items()},
+            "margin_vs_pretrain": {str(k): v["mean"] for k, v in margin.items()},
+        })  # fmt: skip
+    atomic_write_text(out / "partial_folds.json", json.dumps(rows, indent=2, allow_nan=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench (exit 2 with a message on bad input)."""
+    from landcover.geo.errors import GeoDataError
+
+    try:
+        return _run(args)
+    except (GeoDataError, ValueError, KeyError, FileNotFoundError) as err:
+        print(f"landcover bench regions: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from landcover.bench.regions_core import FoldDataModule, grid_region, run_fold
+    from landcover.bench.regions_report import merge_results, write_regions_report
+    from landcover.geo.datasets import detect_kind, load_regions
+
+    s = settings_from(args)
+    seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+    torch.set_num_threads(max(1, args.threads))
+    kind = detect_kind(args.root) if args.kind == "auto" else args.kind
+    options: dict[str, Any] = {"classes": args.classes} if args.classes else {}
+    if kind == "folder":
+        options["cache"] = True
+    elif args.classes:
+        raise ValueError(f"--classes applies to region folders, not to {kind} datasets")
+    raw = sorted(load_regions(args.root, kind=kind, **options), key=lambda r: r.name)
+    regions = {r.name: grid_region(r, s.tile_size) for r in raw}
+    small = {n: len(r) for n, r in regions.items() if len(r) < max(s.shots) + 1}
+    if small:
+        raise ValueError(
+            f"regions {small} have fewer {s.tile_size}-px tiles than the most shots + 1 "
+            f"({max(s.shots) + 1}); use smaller --tile-size or fewer --shots"
+        )
+    splits = fold_splits(list(regions), args.folds)
+    progress = not args.no_progress
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    total = len(seeds) * len(splits)
+    for seed in seeds:
+        for j, (test, val) in enumerate(splits):
+            done = len(runs)
+            so_far = time.perf_counter() - start
+            print(f"[{done + 1}/{total}] seed {seed}, fold {j + 1}: test {test}, val {val} "
+                  f"({so_far:.0f} s so far)", file=sys.stderr, flush=True)  # fmt: skip
+            train = [r for n, r in regions.items() if n not in test and n not in val]
+            dm = FoldDataModule(train, [regions[n] for n in val], [regions[n] for n in test],
+                                s, seed)  # fmt: skip
+            result, info = run_fold(dm, s, args.out / "runs" / f"seed{seed}_fold{j}",
+                                    seed=seed, progress=progress)  # fmt: skip
+            runs.append({"seed": seed, "fold": j, "result": result, "info": info})
+            _write_partial(args.out, runs)
+    pooled = merge_results([r["result"] for r in runs])
+    wall = time.perf_counter() - start
+    summary = write_regions_report(
+        pooled, runs, args.out, scheme=raw[0].scheme, settings=asdict(s), seeds=seeds,
+        wall_seconds=wall, root=str(args.root), target=(TARGET_MARGIN, TARGET_MIOU),
+    )  # fmt: skip
+    print(summary["table"])
+    print("\nMAML++ minus pretrain+finetune (paired mIoU, 95% interval, folds and seeds pooled):")
+    for k, d in summary["margins"].items():
+        print(f"  {k:>2}-shot: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+    print(f"\ntarget (>= +{TARGET_MARGIN} at 1 and 5 shots, >= {TARGET_MIOU} mIoU at 5): "
+          f"{'met' if summary['target_met'] else 'NOT met'}")  # fmt: skip
+    print(f"report: {summary['report']}  (wall {wall:.0f} s)")
+    print(json.dumps({"wall_seconds": round(wall, 1)}))
+    return 0

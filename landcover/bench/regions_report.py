@@ -1,0 +1,142 @@
+"""Report of ``landcover bench regions``: pooled tables plus per-fold and per-seed margins.
+
+Per-task scores of every (seed, fold) run are concatenated method by method (the same tasks
+for every method, so the pooled comparison stays paired; every fold has the same number of
+tasks, so pooling equals averaging over folds). The shared report writer
+(:func:`landcover.evaluation.report.write_report`) draws the tables and plots; this module
+adds the folds, the seeds' spread and the target check to ``report.md`` and
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from landcover.evaluation.fewshot import FewShotResult
+from landcover.evaluation.report import atomic_write_text, markdown_table, write_report
+
+MAIN, REFERENCE = "MAML++", "pretrain+finetune"
+
+
+def merge_results(results: Sequence[FewShotResult]) -> FewShotResult:
+    """Concatenate per-task scores of several runs (same methods and shots)."""
+    first = results[0]
+    merged = FewShotResult(
+        scores={
+            m: {k: {s: [] for s in by_score} for k, by_score in by_shot.items()}
+            for m, by_shot in first.scores.items()
+        },
+        meta={"runs": len(results), **first.meta},
+    )
+    for r in results:
+        for m, by_shot in r.scores.items():
+            for k, by_score in by_shot.items():
+                for s, values in by_score.items():
+                    merged.scores[m][k][s].extend(values)
+        merged.examples.extend(r.examples[:2])
+    return merged
+
+
+def _margins(result: FewShotResult) -> dict[int, dict[str, float | int]]:
+    return result.paired(MAIN, REFERENCE)
+
+
+def write_regions_report(
+    pooled: FewShotResult,
+    runs: Sequence[dict[str, Any]],
+    out: Path,
+    *,
+    scheme: Any,
+    settings: dict[str, Any],
+    seeds: Sequence[int],
+    wall_seconds: float,
+    root: str,
+    target: tuple[float, float],
+) -> dict[str, Any]:
+    """Write ``report.md``, ``metrics.json`` and the plots; return a summary."""
+    margin_goal, miou_goal = target
+    margins = _margins(pooled)
+    five = pooled.summary()[MAIN].get(5, {}).get("miou", {}).get("mean", float("nan"))
+    checks = [margins[k]["mean"] >= margin_goal for k in (1, 5) if k in margins]
+    met = bool(checks) and all(checks) and five >= miou_goal
+    by_seed: dict[int, list[FewShotResult]] = {}
+    for r in runs:
+        by_seed.setdefault(int(r["seed"]), []).append(r["result"])
+    seed_margins = {
+        str(seed): {str(k): v["mean"] for k, v in _margins(merge_results(rs)).items()}
+        for seed, rs in by_seed.items()
+    }
+    spread = {}
+    for k in pooled.shots:
+        values = [float(m[str(k)]) for m in seed_margins.values()]
+        spread[str(k)] = {
+            "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+        }
+    fold_rows = []
+    for r in runs:
+        m = _margins(r["result"])
+        s = r["result"].summary()
+        fold_rows.append({
+            "seed": r["seed"], "fold": r["fold"], "test": r["info"]["test"],
+            "val": r["info"]["val"], "choices": r["info"]["choices"],
+            "timings": r["info"]["timings"],
+            "miou": {meth: {str(k): s[meth][k]["miou"]["mean"] for k in s[meth]} for meth in s},
+            "margin": {str(k): v["mean"] for k, v in m.items()},
+        })  # fmt: skip
+    notes = [
+        f"Dataset `{root}`; {len(runs) // max(1, len(seeds))} folds × seeds {list(seeds)}; "
+        f"{settings['tasks_per_shot']} test tasks per shot count and fold, every method on "
+        "the same tasks; folds and seeds pooled task by task.",
+        f"Tiles {settings['tile_size']} px; {settings['epochs']} epochs × "
+        f"{settings['batches_per_epoch']} outer steps × {settings['meta_batch_size']} tasks for "
+        f"every trained method; {settings['arch']} {settings['model_options']}; MAML++ "
+        f"{settings['learner_options']}.",
+        f"Fine-tuning rates {settings['finetune_rates']} × steps {settings['finetune_steps']} "
+        f"and MAML++ test steps {settings['maml_steps']} chosen on the validation region of "
+        "each fold (never the test region).",
+        f"Wall time {wall_seconds:.0f} s.",
+        f"Issue target (MAML++ − pretrain+finetune ≥ +{margin_goal} at 1 and 5 shots, MAML++ "
+        f"≥ {miou_goal} mIoU at 5 shots): **{'met' if met else 'NOT met'}**.",
+    ]
+    paths = write_report(
+        pooled, out, class_names=scheme.names, colors=scheme.colors, main_method=MAIN,
+        title=f"Few-shot benchmark on held-out regions of {root}", notes=notes,
+        ignore_index=scheme.ignore_index,
+    )  # fmt: skip
+    md = paths["report"].read_text(encoding="utf-8").split("\n## Plots")[0]
+    md += "\n## Per fold (mean mIoU; margin = MAML++ − pretrain+finetune)\n\n"
+    shots = pooled.shots
+    md += "| seed | fold | test | val | " + " | ".join(f"{k}-shot margin" for k in shots)
+    md += " | choices | seconds |\n|" + "---|" * (6 + len(shots)) + "\n"
+    for f in fold_rows:
+        cells = " | ".join(f"{f['margin'][str(k)]:+.3f}" for k in shots)
+        secs = sum(f["timings"].values())
+        md += (f"| {f['seed']} | {f['fold']} | {', '.join(f['test'])} | {', '.join(f['val'])} "
+               f"| {cells} | {f['choices']} | {secs:.0f} |\n")  # fmt: skip
+    md += "\n## Spread over seeds (MAML++ − pretrain+finetune, pooled folds)\n\n"
+    md += "| shots | mean | sd | min | max |\n|---|---|---|---|---|\n"
+    for k, v in spread.items():
+        md += f"| {k} | {v['mean']:+.3f} | {v['sd']:.3f} | {v['min']:+.3f} | {v['max']:+.3f} |\n"
+    md += "\n## Plots\n\n![mIoU against shots](miou_vs_shots.png)\n\n"
+    md += "![query tiles: image, truth, maps](maps.png)\n"
+    atomic_write_text(paths["report"], md)
+    payload = json.loads(paths["metrics"].read_text(encoding="utf-8"))
+    payload.update(
+        folds=fold_rows, seed_margins=seed_margins, seed_spread=spread, settings=settings,
+        wall_seconds=wall_seconds, target={"margin": margin_goal, "miou_5shot": miou_goal,
+                                           "met": met},
+    )  # fmt: skip
+    atomic_write_text(paths["metrics"], json.dumps(payload, indent=2, allow_nan=True))
+    return {
+        "report": str(paths["report"]),
+        "margins": {str(k): v for k, v in margins.items()},
+        "target_met": met,
+        "table": markdown_table(pooled),
+    }

@@ -1,0 +1,50 @@
+"""``landcover bench regions --quick`` end to end on tiny region folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from landcover.bench.regions import fold_splits
+from landcover.cli import main as landcover
+from landcover.geo.fixtures import write_folder_fixture
+
+
+def test_fold_splits_leave_one_out_and_k_folds() -> None:
+    loo = fold_splits(["a", "b", "c", "d"], None)
+    assert [t for t, _ in loo] == [["a"], ["b"], ["c"], ["d"]]
+    assert [v for _, v in loo] == [["b"], ["c"], ["d"], ["a"]]
+    two = fold_splits(["a", "b", "c", "d", "e"], 2)
+    assert [t for t, _ in two] == [["a", "c", "e"], ["b", "d"]]
+    assert all(not set(t) & set(v) for t, v in two)
+    with pytest.raises(ValueError, match="at least 3"):
+        fold_splits(["a", "b"], None)
+    with pytest.raises(ValueError, match="no training region"):
+        fold_splits(["a", "b", "c"], 2)
+
+
+@pytest.mark.slow
+def test_regions_bench_quick_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_folder_fixture(tmp_path / "d", regions=4, tiles=2, size=32, image_format="png")
+    out = tmp_path / "report"
+    argv = ["bench", "regions", str(root), "--quick", "--folds", "2", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert landcover(argv) == 0
+    text = capsys.readouterr().out
+    assert "MAML++ minus pretrain+finetune" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    methods = {"MAML++", "unadapted", "pretrain+finetune", "scratch", "protonet"}
+    assert set(metrics["summary"]) == methods
+    assert set(metrics["paired_miou"]) == methods - {"MAML++"}
+    assert set(metrics["paired_miou"]["pretrain+finetune"]) == {"1", "2"}
+    assert len(metrics["folds"]) == 2
+    assert metrics["folds"][0]["test"] == ["region_0", "region_2"]
+    # pooled over the two folds: 2 tasks per shot count each
+    assert len(metrics["per_task"]["MAML++"]["1"]["miou"]) == 4
+    for name in ("report.md", "miou_vs_shots.png", "maps.png"):
+        assert (out / name).stat().st_size > 0
+    assert "Per fold" in (out / "report.md").read_text()

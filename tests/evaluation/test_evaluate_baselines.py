@@ -1,0 +1,53 @@
+"""``landcover evaluate --baselines``: baseline rows without dummy bundles."""
+
+import json
+
+import torch
+from torch import nn
+
+from landcover.evaluation.evaluate_cli import main
+from landcover.geo.datasets import load_regions
+from landcover.geo.fixtures import write_folder_fixture
+from landcover.geo.normalize import compute_band_stats
+from landcover.inference.bundle import ModelBundle
+from landcover.meta.registry import build_learner
+from landcover.models import build_model
+
+
+def _bundle(path, regions):
+    """A one-step MAML bundle of a tiny U-Net over ``regions``' bands and classes."""
+    r0, stats = regions[0], compute_band_stats(regions)
+    torch.manual_seed(0)
+    model = build_model("small_unet", len(r0.band_names), r0.scheme.num_classes, width=4, depth=1)
+    learner = build_learner("maml", model, nn.CrossEntropyLoss(ignore_index=255), steps=1)
+    bundle = ModelBundle.from_learner(learner, bands=list(r0.band_names), mean=list(stats.mean),
+                                      std=list(stats.std), classes=r0.scheme, tile_size=16,
+                                      inner_steps=1)  # fmt: skip
+    return bundle.save(path)
+
+
+def test_baseline_rows_next_to_a_bundle(tmp_path, capsys):
+    held = write_folder_fixture(tmp_path / "held", regions=2, tiles=4, size=16, seed=1)
+    train = write_folder_fixture(tmp_path / "train", regions=2, tiles=4, size=16, seed=2)
+    a = _bundle(tmp_path / "maml.bundle", load_regions(train))
+    out = tmp_path / "report"
+    rc = main([str(a), "--regions", str(held), "--shots", "1", "--tasks", "2", "--query", "1",
+               "--out", str(out), "--baselines", "unadapted,scratch,pretrain",
+               "--pretrain-regions", str(train), "--val-regions", str(train),
+               "--pretrain-steps", "3", "--tuning-tasks", "1"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["summary"]) == {"maml", "unadapted", "scratch", "pretrain+finetune"}
+    assert set(data["paired_miou"]) == {"unadapted", "scratch", "pretrain+finetune"}
+    setup = data["meta"]["baselines"]
+    assert "(validation)" in setup["scratch"] and setup["pretrain+finetune"].startswith("3 outer")
+    assert "Baseline scratch" in (out / "report.md").read_text()
+
+
+def test_baseline_errors(tmp_path, capsys):
+    held = write_folder_fixture(tmp_path / "held", regions=2, tiles=4, size=16)
+    a = _bundle(tmp_path / "maml.bundle", load_regions(held))
+    assert main([str(a), "--regions", str(held), "--baselines", "oracle"]) == 2
+    assert "unknown baselines ['oracle']" in capsys.readouterr().err
+    assert main([str(a), "--regions", str(held), "--baselines", "pretrain", "--tasks", "1"]) == 2
+    assert "--pretrain-regions" in capsys.readouterr().err
