@@ -127,6 +127,7 @@ class FoldDataModule(RegionTaskDataModule):
             "query": s.query, "tile_size": s.tile_size, "meta_batch_size": s.meta_batch_size,
             "batches_per_epoch": s.batches_per_epoch, "val_tasks": s.val_tasks,
             "val_shots": 5, "test_tasks": 0, "augment": s.augment, "seed": seed,
+            "sparse_support": None,
         })  # fmt: skip
         self.shot_range = (int(s.train_shots[0]), int(s.train_shots[-1]))
         self.train_regions, self.val_regions, self.test_regions = (

@@ -297,7 +297,7 @@ class RegionTaskDataModule(L.LightningDataModule):
                 augment=hp.augment if split == "train" else None,
                 ignore_index=self.ignore_index,
                 seed=task_seed(hp.seed, split, 0),
-                sparse=hp.sparse_support,
+                sparse=hp.get("sparse_support"),  # subclasses may save fewer hparams
             )
         return self._samplers[split]
 

@@ -14,7 +14,7 @@ from typing import Any
 from landcover.bench.omniglot.core import Budget
 
 MAX_WAY = 20
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
+DEFAULT_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "omniglot"
 DATA_FILES = ("images_background_small1.zip", "images_background_small2.zip")
 
 
