@@ -39,7 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from landcover.bench.api_sweep import adapt_for, sweep_level, sweep_plot, sweep_table
+from landcover.bench.api_sweep import (
+    adapt_for,
+    sweep_level,
+    sweep_plot,
+    sweep_table,
+    wait_for_adaptation,
+)
 
 BENCH_NAME = "api"
 BENCH_HELP = "REST service on a real uvicorn (loopback): adapt/predict latency, predict req/s"
@@ -194,17 +200,8 @@ def _adapt_once(client: Any, files: list[Any]) -> tuple[float, float, str]:
                     files=files)  # fmt: skip
     r.raise_for_status()
     aid = r.json()["id"]
-    while True:  # 25 polls/s: under the service's default rate limit of 30/s per key
-        r = client.get(f"/v1/adaptations/{aid}", headers={"X-API-Key": KEY})
-        if r.status_code == 429:
-            time.sleep(float(r.headers.get("retry-after", "1")))
-            continue
-        body = r.json()
-        if body["status"] in ("done", "failed"):
-            break
-        time.sleep(0.04)
-    if body["status"] != "done":
-        raise RuntimeError(f"adaptation failed: {body['reason']}")
+    # 25 polls/s: under the service's default rate limit of 30/s per key
+    body = wait_for_adaptation(client, aid, {"X-API-Key": KEY}, interval=0.04)
     return time.perf_counter() - start, float(body["timings"]["adapt_s"]), aid
 
 

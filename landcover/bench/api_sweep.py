@@ -56,18 +56,30 @@ def adapt_for(base: str, key: str, files: list[Any]) -> tuple[str, str]:
                         files=files)  # fmt: skip
         r.raise_for_status()
         aid = r.json()["id"]
-        while True:
-            r = client.get(f"/v1/adaptations/{aid}", headers=headers)
-            if r.status_code == 429:
-                time.sleep(float(r.headers.get("retry-after", "1")))
-                continue
-            body = r.json()
-            if body["status"] in ("done", "failed"):
-                break
-            time.sleep(0.05)
+        wait_for_adaptation(client, aid, headers, interval=0.05)
+    return key, aid
+
+
+def wait_for_adaptation(
+    client: Any, aid: str, headers: dict[str, str], *, interval: float
+) -> dict[str, Any]:
+    """Poll adaptation ``aid`` until it is done (honouring 429 ``Retry-After``); its body.
+
+    Raises:
+        RuntimeError: The adaptation failed.
+    """
+    while True:
+        r = client.get(f"/v1/adaptations/{aid}", headers=headers)
+        if r.status_code == 429:
+            time.sleep(float(r.headers.get("retry-after", "1")))
+            continue
+        body = r.json()
+        if body["status"] in ("done", "failed"):
+            break
+        time.sleep(interval)
     if body["status"] != "done":
         raise RuntimeError(f"adaptation failed: {body['reason']}")
-    return key, aid
+    return body
 
 
 def _pct(values: list[float], q: float) -> float:
