@@ -9,6 +9,7 @@ accepted support set is written atomically to storage, then the row is committed
 from __future__ import annotations
 
 import hashlib
+import pathlib
 import re
 import uuid
 from typing import Annotated, Literal
@@ -104,6 +105,23 @@ def owned(db: Session, owner: str, adaptation_id: str) -> Adaptation:
             "GET /v1/adaptations lists yours",
         )
     return row
+
+
+def stored_bundle(services: Services, row: Adaptation) -> pathlib.Path:
+    """The adapted bundle of a done adaptation ``row`` in the shared store.
+
+    Raises:
+        ApiError: 410 ``weights_missing`` when the file is gone from storage.
+    """
+    path = services.store.bundle_path(row.id)
+    if not path.is_file():
+        raise ApiError(
+            410,
+            f"the adapted weights of adaptation {row.id} are gone from storage; delete it and "
+            "create the adaptation again",
+            "weights_missing",
+        )
+    return path
 
 
 def read_owned(services: Services, owner: str, adaptation_id: str) -> Adaptation:
@@ -352,14 +370,7 @@ def predict(
             "until its status is 'done', then predict",
             "adaptation_not_done",
         )
-    path = services.store.bundle_path(row.id)
-    if not path.is_file():
-        raise ApiError(
-            410,
-            f"the adapted weights of adaptation {row.id} are gone from storage; delete it and "
-            "create the adaptation again",
-            "weights_missing",
-        )
+    path = stored_bundle(services, row)
     per_pixel = (
         services.engine.flops_per_pixel(row.model) if row.model in services.engine.names() else None
     )
@@ -408,7 +419,6 @@ def predict(
 def download_model(
     owner: Owner,
     services: Svc,
-    db: Db,
     adaptation_id: AdaptationId,
     format: Annotated[
         Literal["onnx", "bundle"],
@@ -421,17 +431,14 @@ def download_model(
     """The adapted model as a file; the ONNX export is made once and kept with the weights."""
     from landcover.inference.onnx_export import export_onnx
 
-    row = owned(db, owner, adaptation_id)
+    row = read_owned(services, owner, adaptation_id)  # no connection held during the export
     if row.status != JobStatus.done.value:
         raise Conflict(
             f"adaptation {row.id} is {row.status}, not done; poll GET /v1/adaptations/{row.id} "
             "until its status is 'done', then download the model",
             "adaptation_not_done",
         )
-    path = services.store.bundle_path(row.id)
-    if not path.is_file():
-        raise ApiError(410, f"the adapted weights of adaptation {row.id} are gone from storage; "
-                       "delete it and create the adaptation again", "weights_missing")  # fmt: skip
+    path = stored_bundle(services, row)
     if format == "bundle":
         return FileResponse(path, media_type="application/octet-stream",
                             filename=f"{row.id}.bundle")  # fmt: skip
