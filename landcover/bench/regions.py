@@ -48,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="LightningCLI YAML of defaults")
     parser.add_argument("--out", type=Path, default=Path("runs/regions"), help="report folder")
     parser.add_argument("--folds", type=int, default=None, help="k folds (default: one per region)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (e.g. 0,1,2)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument(
+        "--only-folds", default=None,
+        help="comma-separated fold numbers (1-based) to run, e.g. 1 to try settings quickly",
+    )  # fmt: skip
     parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5,10)")
     parser.add_argument("--tasks", type=int, default=None, help="test tasks per shot and fold")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs")
@@ -87,7 +91,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         s.batches_per_epoch = int(data.get("batches_per_epoch", s.batches_per_epoch))
         s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
         inner = int(s.learner_options.get("steps", 5))
-        s.maml_steps = sorted({inner, 2 * inner})
+        s.maml_steps = sorted({1, inner, 2 * inner})
     if args.quick:
         s.tile_size, s.shots, s.tasks_per_shot, s.epochs = 16, [1, 2], 2, 1
         s.batches_per_epoch, s.meta_batch_size, s.query, s.train_shots = 2, 2, 2, [1, 2]
@@ -183,13 +187,20 @@ def _run(args: argparse.Namespace) -> int:
             f"regions {small} have fewer {s.tile_size}-px tiles than the most shots + 1 "
             f"({max(s.shots) + 1}); use smaller --tile-size or fewer --shots"
         )
-    splits = fold_splits(list(regions), args.folds)
+    splits = list(enumerate(fold_splits(list(regions), args.folds)))
+    if args.only_folds:
+        wanted = {int(x) for x in str(args.only_folds).split(",") if x.strip()}
+        if not wanted <= set(range(1, len(splits) + 1)):
+            raise ValueError(
+                f"--only-folds must name folds in 1..{len(splits)}; got {sorted(wanted)}"
+            )
+        splits = [(j, split) for j, split in splits if j + 1 in wanted]
     progress = not args.no_progress
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     total = len(seeds) * len(splits)
     for seed in seeds:
-        for j, (test, val) in enumerate(splits):
+        for j, (test, val) in splits:
             done = len(runs)
             so_far = time.perf_counter() - start
             print(f"[{done + 1}/{total}] seed {seed}, fold {j + 1}: test {test}, val {val} "

@@ -27,7 +27,6 @@ import lightning as L
 
 from landcover.geo.normalize import compute_band_stats
 from landcover.geo.region import Region, TileRef
-from landcover.inference.sliding import window_starts
 from landcover.training.datamodule import RegionTaskDataModule
 
 
@@ -59,7 +58,7 @@ class RegionsSettings:
     tile_size: int = 64
     shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
     query: int = 4
-    tasks_per_shot: int = 20
+    tasks_per_shot: int = 4
     epochs: int = 10
     batches_per_epoch: int = 25
     meta_batch_size: int = 4
@@ -75,23 +74,37 @@ class RegionsSettings:
     finetune_rates: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     finetune_steps: list[int] = field(default_factory=lambda: [10, 30])
     maml_steps: list[int] = field(default_factory=lambda: [5, 10])
-    tuning_tasks: int = 4
+    tuning_tasks: int = 2
     val_tasks: int = 8
     augment: str = "flips"
 
 
-def grid_region(region: Region, size: int) -> Region:
-    """The region with every image cut into ``size`` tiles.
+def grid_starts(length: int, size: int) -> list[int]:
+    """Starts of non-overlapping ``size`` tiles along ``length`` pixels.
 
-    The last row and column of tiles are shifted back to the image's edge; tiles with no
-    labeled pixel are dropped. The source region should cache its images.
+    A remainder of at least half a tile gets one more tile, shifted back to the edge (it
+    overlaps its neighbour by at most half); a smaller remainder is left out, so that a
+    support tile and a query tile of one task never share most of their pixels.
+    """
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, size))
+    if length - (starts[-1] + size) >= size / 2:
+        starts.append(length - size)
+    return starts
+
+
+def grid_region(region: Region, size: int) -> Region:
+    """The region with every image cut into a grid of ``size`` tiles (:func:`grid_starts`).
+
+    Tiles with no labeled pixel are dropped. The source region should cache its images.
     """
     tiles: list[TileRef] = []
     for i, ref in enumerate(region.tiles):
         mask = region[i]["mask"]
         h, w = mask.shape
-        for r in window_starts(h, size, 0):
-            for c in window_starts(w, size, 0):
+        for r in grid_starts(h, size):
+            for c in grid_starts(w, size):
                 if not bool((mask[r : r + size, c : c + size] < region.scheme.num_classes).any()):
                     continue
 
@@ -155,8 +168,10 @@ def run_fold(
 
     seed_everything(seed, workers=True, verbose=False)
     timings: dict[str, float] = {}
+    # no re-adapted train metrics, one validation at the end: the budget goes to training
     common = {"max_epochs": s.epochs, "arch": s.arch, "model_options": s.model_options,
-              "outer_lr": s.outer_lr, "progress": progress}  # fmt: skip
+              "outer_lr": s.outer_lr, "progress": progress, "train_metrics_every": 0,
+              "val_every": s.epochs}  # fmt: skip
     t = time.perf_counter()
     maml = fit_learner("mamlpp", s.learner_options, dm, run_dir / "mamlpp", **common)
     timings["train_mamlpp"] = time.perf_counter() - t

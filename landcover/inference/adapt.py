@@ -209,7 +209,9 @@ def adapt_bundle(
         guard: Choose the steps on held-out support and never keep a state worse than no
             adaptation (:mod:`landcover.inference.adapt_guard`); ``False`` runs exactly
             ``steps`` steps.
-        max_pixels: Pixel budget of the support crop pool (``None``: every crop).
+        max_pixels: Pixel budget of the support crop pool (``None``: every crop), in
+            pixels the network computes on: a model run at ``stride`` (see
+            :mod:`landcover.models.small_unet`) gets ``stride**2`` times more input pixels.
 
     Returns:
         The adapted bundle, the support mIoU before and after, and the time taken.
@@ -233,6 +235,8 @@ def adapt_bundle(
         steps = bundle.inner_steps
     if steps is not None and int(steps) < 0:
         raise BundleError(f"steps must be >= 0; got {steps}")
+    if max_pixels is not None:  # the budget is in the network's pixels (1/stride² of the input's)
+        max_pixels = int(max_pixels) * int(bundle.model.get("options", {}).get("stride", 1)) ** 2
     x, y, tile_of = crop_pool(
         imgs, msks, bundle.tile_size, bundle.ignore_index, max_pixels=max_pixels
     )

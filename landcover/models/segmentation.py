@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -27,20 +28,34 @@ class SegmentationHead(nn.Module):
         decoder: Module mapping the encoder's feature list to one ``(N, E, H, W)`` map.
         embedding_channels: ``E``, the number of channels of the decoder's output.
         num_classes: Number of output classes.
+        stride: With ``stride > 1`` the decoder works at ``1 / stride`` of the input
+            resolution and ``features[0]`` is a tensor of the input's size: logits and
+            embeddings are upsampled bilinearly to it (logits after the classifier, which
+            is ``stride**2`` times cheaper than classifying upsampled embeddings and equal
+            to it, as a 1x1 convolution commutes with bilinear interpolation).
     """
 
-    def __init__(self, decoder: nn.Module, embedding_channels: int, num_classes: int) -> None:
+    def __init__(
+        self, decoder: nn.Module, embedding_channels: int, num_classes: int, stride: int = 1
+    ) -> None:
         super().__init__()
         self.decoder = decoder
         self.classifier = nn.Conv2d(embedding_channels, num_classes, kernel_size=1)
+        self.stride = int(stride)
+
+    def _upsample(self, x: Tensor, features: list[Tensor]) -> Tensor:
+        if self.stride == 1:
+            return x
+        size = features[0].shape[-2:]
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def embed(self, features: list[Tensor]) -> Tensor:
         """Per-pixel embeddings ``(N, E, H, W)`` (the classifier's input)."""
-        return self.decoder(features)
+        return self._upsample(self.decoder(features), features)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         """Class logits ``(N, num_classes, H, W)``."""
-        return self.classifier(self.decoder(features))
+        return self._upsample(self.classifier(self.decoder(features)), features)
 
 
 class SegmentationModel(nn.Module):

@@ -39,6 +39,7 @@ def make_trainer(
     *,
     progress: bool = True,
     validate: bool = True,
+    val_every: int = 1,
     **trainer_options: Any,
 ) -> L.Trainer:
     """A Lightning trainer set up for meta-learning (see :mod:`landcover.training.cli`).
@@ -48,6 +49,7 @@ def make_trainer(
         max_epochs: Epochs.
         progress: Show Lightning's progress bar.
         validate: Run validation (and keep the best checkpoint by ``val/miou_after``).
+        val_every: Validate (and checkpoint) every this many epochs.
         **trainer_options: Further ``lightning.Trainer`` arguments.
 
     Returns:
@@ -57,7 +59,7 @@ def make_trainer(
     ckpt = MetaCheckpoint(
         dirpath=run_dir / "checkpoints",
         save_last=True,
-        every_n_epochs=1,
+        every_n_epochs=max(1, int(val_every)),
         save_top_k=1 if validate else 0,
         monitor="val/miou_after" if validate else None,
         mode="max",
@@ -77,6 +79,7 @@ def make_trainer(
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 5,
         "limit_val_batches": 1.0 if validate else 0,
+        "check_val_every_n_epoch": max(1, int(val_every)),
     }
     options.update(trainer_options)
     return L.Trainer(**options)
@@ -95,9 +98,15 @@ def fit_learner(
     eval_steps: int | None = None,
     validate: bool = True,
     progress: bool = True,
+    train_metrics_every: int = 10,
+    val_every: int = 1,
     **trainer_options: Any,
 ) -> MetaLearningModule:
     """Train one learner with the shared module and trainer (same data, same budget).
+
+    ``train_metrics_every`` (0: never) re-adapts one training task every that many steps
+    to log train mIoU before and after adaptation; ``val_every`` validates every that many
+    epochs. Both cost adaptations that are not training: benchmarks turn them down.
 
     Returns:
         The trained module (its ``learner`` and ``data_meta``); the run's checkpoints are in
@@ -113,10 +122,12 @@ def fit_learner(
         ignore_index=datamodule.ignore_index,
         outer_lr=outer_lr,
         eval_steps=eval_steps,
+        train_metrics_every=train_metrics_every,
     )
     trainer = make_trainer(
-        run_dir, max_epochs, progress=progress, validate=validate, **trainer_options
-    )
+        run_dir, max_epochs, progress=progress, validate=validate, val_every=val_every,
+        **trainer_options,
+    )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     return module
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 from landcover.bench.regions import fold_splits
+from landcover.bench.regions_core import grid_starts
 from landcover.cli import main as landcover
 from landcover.geo.fixtures import write_folder_fixture
 
@@ -23,6 +25,25 @@ def test_fold_splits_leave_one_out_and_k_folds() -> None:
         fold_splits(["a", "b"], None)
     with pytest.raises(ValueError, match="no training region"):
         fold_splits(["a", "b", "c"], 2)
+
+
+def test_grid_tiles_do_not_share_most_of_their_pixels() -> None:
+    assert grid_starts(544, 256) == [0, 256]  # a 32-px remainder is left out
+    assert grid_starts(509, 256) == [0, 253]  # a 253-px remainder gets an edge tile
+    assert grid_starts(1099, 256) == [0, 256, 512, 768]
+    assert grid_starts(200, 256) == [0]  # smaller than a tile: one (padded) tile
+    for length in range(256, 1200, 7):
+        starts = grid_starts(length, 256)
+        assert all(b - a >= 128 for a, b in itertools.pairwise(starts))
+        assert starts[-1] + 256 <= length
+
+
+def test_only_folds_checks_its_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_folder_fixture(tmp_path / "d", regions=3, tiles=2, size=32, image_format="png")
+    argv = ["bench", "regions", str(root), "--quick", "--only-folds", "4", "--no-progress",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert landcover(argv) == 2
+    assert "--only-folds must name folds in 1..3" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -25,9 +25,13 @@ def per_step() -> ModelBundle:
                        mean=[100.0, 200.0, 300.0, 400.0], std=[10.0, 20.0, 30.0, 40.0])  # fmt: skip
 
 
-@pytest.mark.parametrize("learner", ["mamlpp", "maml"])
-def test_onnxruntime_logits_equal_torch(learner: str) -> None:
-    bundle = tiny_bundle(4, 3, learner=learner, seed=3)  # maml: GroupNorm small U-Net
+@pytest.mark.parametrize(
+    ("learner", "options"),
+    [("mamlpp", None), ("maml", None), ("mamlpp", {"width": 4, "stride": 4})],
+)
+def test_onnxruntime_logits_equal_torch(learner: str, options: dict | None) -> None:
+    # maml: GroupNorm small U-Net; stride 4: pooled input, upsampled logits
+    bundle = tiny_bundle(4, 3, learner=learner, seed=3, model_options=options)
     predictor = Predictor.from_bundle(bundle)
     runner = OrtRunner(bundle)
     gen = torch.Generator().manual_seed(1)

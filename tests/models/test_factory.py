@@ -14,6 +14,7 @@ CASES = [
     ("small_unet", {}),
     ("small_unet", {"norm": "group", "width": 8, "depth": 2}),
     ("small_unet", {"norm": "none", "depth": 0}),
+    ("small_unet", {"width": 4, "depth": 2, "stride": 4}),
     ("smp:resnet18", {"encoder_depth": 3}),
     ("smp:resnet18", {"encoder_depth": 4, "norm": "group"}),
     ("smp:efficientnet-b0", {"encoder_depth": 3}),
