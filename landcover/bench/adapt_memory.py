@@ -1,11 +1,12 @@
 """``landcover bench adapt-memory``: adapting on full-size tiles in bounded memory and time.
 
 Five support tiles of 2000×2000 px (3 bands, 5 classes, smooth random structure) adapt a
-bundle with the network and learner of ``configs/folder.yaml`` (small U-Net width 16,
-depth 4, BatchNorm; MAML++ with 5 inner steps; 64 px tiles). Cutting every tile into
-64-px crops gives 5 × 32 × 32 = 5120 crops; before the crop pool all of them went into one
-inner step (8.5 GB for five 1817×2061 tiles, issue 11). The pool keeps at most
-``POOL_PIXELS`` pixels of crops (:func:`landcover.inference.adapt.crop_pool`), and the
+bundle with the network, learner and tile size of ``configs/folder.yaml`` (read from it when
+it is there; else the small U-Net width 8, depth 3, stride 4, MAML++ with 3 inner steps,
+256-px tiles). Cutting every tile into crops gives thousands of them (5120 at 64 px);
+before the crop pool all of them went into one inner step (8.5 GB for five 1817×2061 tiles,
+issue 11). The pool keeps at most ``POOL_PIXELS`` network pixels of crops
+(:func:`landcover.inference.adapt.crop_pool`; ``stride**2`` input pixels each), and the
 guard tries several step counts on held-out support.
 
 Each configuration runs in a fresh subprocess; its peak resident memory is ``ru_maxrss`` of
@@ -28,10 +29,26 @@ from typing import Any
 BENCH_NAME = "adapt-memory"
 BENCH_HELP = "peak RSS and time of adapting on 5 tiles of 2000x2000 px (crop pool budget)"
 
-#: Network and learner of configs/folder.yaml.
-MODEL = {"width": 16, "depth": 4, "norm": "batch"}
-LEARNER = {"steps": 5, "inner_lr": 0.1, "bn": "transductive"}
-TILE = 64
+#: Network, learner and tile size of configs/folder.yaml (used when the file is absent).
+MODEL = {"width": 8, "depth": 3, "norm": "batch", "stride": 4}
+LEARNER = {"steps": 3, "inner_lr": 0.1, "bn": "transductive"}
+TILE = 256
+CONFIG = Path("configs/folder.yaml")
+
+
+def folder_settings(config: Path = CONFIG) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """``(model_options, learner_options, tile_size)`` of the shipped folder config."""
+    import yaml
+
+    if not config.is_file():
+        return dict(MODEL), dict(LEARNER), TILE
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    return (
+        dict(model.get("model_options") or MODEL),
+        dict(model.get("learner_options") or LEARNER),
+        int(data.get("tile_size") or TILE),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +84,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         images.append(img)
         masks.append(mask)
         del coarse
-    bundle = tiny_bundle(3, k, learner="mamlpp", learner_options=LEARNER, model_options=MODEL,
-                         tile_size=TILE, mean=80.0, std=60.0)  # fmt: skip
+    model, learner, tile = spec["model"], spec["learner"], spec["tile"]
+    bundle = tiny_bundle(3, k, learner="mamlpp", learner_options=learner, model_options=model,
+                         tile_size=tile, mean=80.0, std=60.0)  # fmt: skip
     start = time.perf_counter()
     result = adapt_bundle(bundle, images, masks, max_pixels=spec["budget"])
     seconds = time.perf_counter() - start
@@ -100,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
     from landcover.inference.adapt import POOL_PIXELS
 
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [POOL_PIXELS]
+    model, learner, tile = folder_settings()
     rows = []
     for budget in budgets:
-        spec = {"tiles": args.tiles, "size": args.size, "budget": budget, "threads": args.threads}
+        spec = {"tiles": args.tiles, "size": args.size, "budget": budget, "threads": args.threads,
+                "model": model, "learner": learner, "tile": tile}  # fmt: skip
         print(f"adapting {args.tiles} tiles of {args.size}² px, pool budget {budget} px ...",
               file=sys.stderr, flush=True)  # fmt: skip
         rows.append(_measure(spec))
@@ -119,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
           f"{'met' if target else 'NOT met' if default else 'not measured'}")  # fmt: skip
     payload = {
         "bench": BENCH_NAME,
-        "model": MODEL,
-        "learner": {"name": "mamlpp", **LEARNER},
-        "tile_size": TILE,
+        "model": model,
+        "learner": {"name": "mamlpp", **learner},
+        "tile_size": tile,
         "threads": args.threads,
         "rows": rows,
         "product_budget_pixels": POOL_PIXELS,
