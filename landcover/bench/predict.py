@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from landcover.bench import predict_scene as ps
+    from landcover.bench import predict_vectors as pv
 
     torch.set_num_threads(args.threads)
     window = args.window or (256 if args.quick else 512)
@@ -295,8 +296,9 @@ def run(args: argparse.Namespace) -> int:
         result["engines"] = eng
         save()
         scene_path.unlink()
-        land = ps.landscape(d / "landscape.tif", 256 if args.quick else 1024)
-        vec = result["vectors"] = ps.vectors(_bundle(d / "landscape.bundle", land), land, d)
+        vec = result["vectors"] = pv.vectors(
+            d, 256 if args.quick else 1024, _bundle, steps=10 if args.quick else pv.TRAIN_STEPS
+        )
         save()
         thr = result["throughput"] = _throughput(bundle, tput_raster, d / "tput_out.tif",
                                                  window, args.device)  # fmt: skip
@@ -360,15 +362,21 @@ def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: lis
         "vs torch: against --engine torch with the same windows (engine and precision); "
         "vs exact: against one window over the whole crop (no window borders)"
     )
-    print(f"\nvector output of the {vec['map']} map")
-    print(f"{'case':<28} {'min area px':>11} {'simplify px':>11} {'polygons':>8} "
-          f"{'agreement':>9} {'s':>6}")  # fmt: skip
-    for r in vec["rows"]:
+    for v in (vec, vec["speckle"]):
+        acc = "" if v["map_accuracy"] is None else f", accuracy {v['map_accuracy']:.4f}"
+        print(f"\nvector output of the {v['map']} map ({v['source']}{acc}; the truth has "
+              f"{v['truth_polygons']} regions)")  # fmt: skip
+        print(f"{'case':<34} {'polygons':>8} {'agree map':>9} {'agree sieved':>12} "
+              f"{'accuracy':>8} {'overlap/gap px':>14} {'s':>6}")  # fmt: skip
+        for r in v["rows"]:
+            print(f"{r['case']:<34} {r['polygons']:>8} {r['pixel_agreement']:>9.4f} "
+                  f"{r['agreement_with_sieved']:>12.4f} {r['accuracy']:>8.4f} "
+                  f"{r['overlap_px']:>6.2f}/{r['gap_px']:<7.2f} {r['seconds']:>6.2f}")  # fmt: skip
         print(
-            f"{r['case']:<28} {r['min_area_px']:>11} {r['simplify_px']:>11} "
-            f"{r['polygons']:>8} {r['pixel_agreement']:>9.4f} {r['seconds']:>6.2f}"
+            f"{v['polygons_before']} -> {v['polygons_after']} polygons with the defaults "
+            f"({v['reduction']:.1f}x fewer) at agreement {v['agreement_after']:.4f}; any map "
+            f"with 10x fewer regions agrees on at most {v['best_agreement_at_10x']:.4f}"
         )
-    print(f"{vec['reduction']:.1f}x fewer polygons with the defaults")
     print(f"\npeak memory of the fast path (VmHWM of a fresh process, reset after warm-up; "
           f"window budget = {fw} rows x {mem_width})")  # fmt: skip
     print(f"{'case':<20} {'raster':>11} {'RSS before':>10} {'peak RSS':>9} {'growth':>7} "

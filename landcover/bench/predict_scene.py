@@ -9,9 +9,8 @@
 - *Engines*: a crop of the scene through the reference path (``--engine torch`` with the
   default window and overlap) and the fast paths; pixel agreement of their class maps with
   the reference (the fast path must agree on >= 0.999 of the pixels).
-- *Vectors*: the 1024² map's polygons as they are (every pixel region) against the
-  default minimum mapping unit and simplification: polygon counts and the pixel agreement
-  of the rasterised polygons with the class map.
+
+The vector part is :mod:`landcover.bench.predict_vectors`.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 #: The fast path's window and overlap (as ``landcover predict --engine onnxruntime``).
 FAST_WINDOW, FAST_OVERLAP = 1024, 128
@@ -104,73 +101,6 @@ def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[st
     for r in rows:
         del r["path"]
     return rows
-
-
-def vectors(bundle: Path, raster: Path, out: Path) -> dict[str, Any]:
-    """Polygon counts as-is vs generalised, and the agreement of the rasterised polygons."""
-    import rasterio
-    import rasterio.features
-
-    from landcover.inference.bundle import ModelBundle
-    from landcover.inference.predict import Predictor, predict_raster
-    from landcover.inference.vectorize import EXACT, VectorOptions, polygons
-
-    b = ModelBundle.load(bundle)
-    classes_path = out / "vector_map.tif"
-    probs_path = out / "vector_probs.tif"
-    predict_raster(Predictor.from_bundle(b), raster, classes_path, probabilities=probs_path,
-                   progress=False)  # fmt: skip
-    with rasterio.open(classes_path) as src:
-        arr, transform, crs = src.read(1), src.transform, src.crs
-    with rasterio.open(probs_path) as src:
-        probs = np.nan_to_num(src.read())
-    result: dict[str, Any] = {"map": f"{arr.shape[1]}x{arr.shape[0]}", "rows": []}
-    defaults = VectorOptions()
-    cases = [("every pixel region (before)", EXACT)]
-    cases += [(f"min area {n} px", VectorOptions(min_area_px=n)) for n in (4, 8)]
-    cases += [("defaults (after)", defaults)]
-    cases += [(f"min area {n} px", VectorOptions(min_area_px=n)) for n in (32, 64)]
-    cases += [("16 px, not simplified", VectorOptions(min_area_px=16, simplify=0.0))]
-    for label, opts in cases:
-        start = time.perf_counter()
-        geoms, attrs = polygons(arr, b.scheme(), transform=transform, crs=crs, options=opts,
-                                probabilities=probs)  # fmt: skip
-        seconds = time.perf_counter() - start
-        burnt = rasterio.features.rasterize(
-            ((g, a["class_id"]) for g, a in zip(geoms, attrs)), out_shape=arr.shape,
-            transform=transform, fill=255, dtype="uint8",
-        )  # fmt: skip
-        valid = arr != 255
-        result["rows"].append({
-            "case": label, "min_area_px": opts.min_area_px, "simplify_px": opts.simplify,
-            "polygons": len(geoms), "seconds": seconds,
-            "pixel_agreement": float((burnt[valid] == arr[valid]).mean()),
-        })  # fmt: skip
-    before, after = result["rows"][0], result["rows"][3]
-    result["reduction"] = before["polygons"] / max(after["polygons"], 1)
-    return result
-
-
-def landscape(path: Path, size: int = 1024) -> Path:
-    """A ``size``² 4-band image of a procedural landscape (fields, forest, rivers, roads).
-
-    From :func:`landcover.geo.synthetic.generate_region`: the map to vectorise should have
-    the structure of land cover, not of the white noise of :func:`_write_raster`.
-    """
-    import rasterio
-    from affine import Affine
-
-    from landcover.geo.synthetic import SynthConfig, generate_region
-
-    n = size // 64
-    region = generate_region(SynthConfig(regions=1, tiles_per_region=n * n, tile_size=64), 0)
-    image = region.images.reshape(n, n, 4, 64, 64).transpose(2, 0, 3, 1, 4)
-    profile = {"driver": "GTiff", "width": n * 64, "height": n * 64, "count": 4,
-               "dtype": "uint16", "crs": "EPSG:32632", "tiled": True,
-               "transform": Affine(10, 0, 300_000, 0, -10, 5_000_000)}  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image.reshape(4, n * 64, n * 64))
-    return path
 
 
 def scene_row(spec: dict[str, Any], size: int) -> dict[str, Any]:

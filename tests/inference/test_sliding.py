@@ -34,10 +34,10 @@ def test_window_starts_rejects_bad_overlap() -> None:
 
 
 def test_ramp_shape() -> None:
-    w = ramp(32, 8, 0)
-    assert torch.all(w[:2] == 0) and torch.all(w[2:8] > 0) and torch.all(w[8:] == 1)
-    assert torch.all(w[2:8].diff() > 0)  # rises monotonically
-    assert torch.equal(ramp(32, 0, 8), ramp(32, 8, 0).flip(0))
+    w = ramp(32, 16, 0)  # 3/8 of the overlap at 0, a rise over its middle quarter, then 1
+    assert torch.all(w[:6] == 0) and torch.all(w[6:10] > 0) and torch.all(w[10:] == 1)
+    assert torch.all(w[6:10].diff() > 0)  # rises monotonically
+    assert torch.equal(ramp(32, 0, 16), ramp(32, 16, 0).flip(0))
     assert torch.equal(ramp(10, 0, 0), torch.ones(10))
 
 
