@@ -159,7 +159,12 @@ def sweep(
         )  # fmt: skip
         sieved = sieve_map(classes, opts.min_area_px)
         arr = np.array(geoms, dtype=object)
-        union = shapely.coverage_union_all(arr) if len(arr) else None
+        if opts.simplify == 0:  # GDAL's outlines, noded at every pixel corner
+            arr = shapely.segmentize(arr, np.sqrt(px))
+        try:
+            union = shapely.coverage_union_all(arr) if len(arr) else None
+        except shapely.errors.GEOSException:  # not a noded coverage: the general union
+            union = shapely.union_all(arr)
         area_sum = float(shapely.area(arr).sum()) / px
         union_area = float(union.area) / px if union is not None else 0.0
         rows.append({

@@ -12,7 +12,11 @@ therefore follows the usual map-generalisation recipe:
 3. **Simplification** of the polygons as one coverage, so that neighbours keep sharing
    their edges (no gaps, no overlaps): GEOS' coverage simplification
    (:func:`shapely.coverage_simplify`, Visvalingam & Whyatt 1993 area-based line
-   generalisation) with a tolerance of ``simplify`` pixels.
+   generalisation) with a tolerance of ``simplify`` pixels. GDAL's outlines have vertices
+   only where they turn, so a neighbour's corner can lie inside an edge; such a coverage
+   is not *noded* and GEOS then leaves gaps and overlaps. The outlines are therefore
+   segmentised to a vertex at every pixel corner first (in pixel coordinates, exact in
+   floating point) and moved into the CRS only after simplification.
 
 Attributes of every polygon: ``class_id``, ``class_name``, ``color``, ``area_m2`` (pixels
 x pixel area before simplification; ``null`` without a CRS) and ``mean_prob`` (mean
