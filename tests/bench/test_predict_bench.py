@@ -44,7 +44,9 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
                               "--json", str(tmp_path / "b.json")])  # fmt: skip
     assert bench.run(args) == 0
     printed = capsys.readouterr().out
-    assert "overhead" in printed and "4x budget" in printed and "polygons with the defaults" in printed
+    assert (
+        "overhead" in printed and "4x budget" in printed and "polygons with the defaults" in printed
+    )
     data = json.loads((tmp_path / "b.json").read_text())
     cases = [r["case"] for r in data["memory"]]
     assert cases == ["model, no raster", "at budget", "4x budget"]
