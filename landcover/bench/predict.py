@@ -16,7 +16,7 @@ Measurements on synthetic 4-band uint16 GeoTIFFs and the default CPU model (smal
    copy of the strip) and fill GDAL's block cache, so 4x costs a little more than 1x;
    8x must cost what 4x costs. Holding a raster's image and probabilities in memory would
    need the "in-memory need" column on top. Measured for the fast path (``--engine
-   onnxruntime``, window 1024, overlap 128).
+   onnxruntime``, its default window and overlap).
 3. *Scene*, *engines* and *vectors* (:mod:`landcover.bench.predict_scene`): a whole
    10980² scene through the fast path (time, peak memory), the engines against the
    reference path on a crop (speed, agreement), and the polygon counts of the vector
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast-window",
         type=int,
         default=None,
-        help="window of the fast path (default 1024; also the memory budget)",
+        help="window of the fast path (default: that of predict --engine onnxruntime)",
     )
     parser.add_argument(
         "--only-scene",
