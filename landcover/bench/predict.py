@@ -16,7 +16,7 @@ Measurements on synthetic 4-band uint16 GeoTIFFs and the default CPU model (smal
    copy of the strip) and fill GDAL's block cache, so 4x costs a little more than 1x;
    8x must cost what 4x costs. Holding a raster's image and probabilities in memory would
    need the "in-memory need" column on top. Measured for the fast path (``--engine
-   onnxruntime``, window 1024, overlap 128).
+   onnxruntime``, its default window and overlap).
 3. *Scene*, *engines* and *vectors* (:mod:`landcover.bench.predict_scene`): a whole
    10980² scene through the fast path (time, peak memory), the engines against the
    reference path on a crop (speed, agreement), and the polygon counts of the vector
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast-window",
         type=int,
         default=None,
-        help="window of the fast path (default 1024; also the memory budget)",
+        help="window of the fast path (default: that of predict --engine onnxruntime)",
     )
     parser.add_argument(
         "--only-scene",
@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from landcover.bench import predict_scene as ps
+    from landcover.bench import predict_vectors as pv
 
     torch.set_num_threads(args.threads)
     window = args.window or (256 if args.quick else 512)
@@ -295,8 +296,9 @@ def run(args: argparse.Namespace) -> int:
         result["engines"] = eng
         save()
         scene_path.unlink()
-        land = ps.landscape(d / "landscape.tif", 256 if args.quick else 1024)
-        vec = result["vectors"] = ps.vectors(_bundle(d / "landscape.bundle", land), land, d)
+        vec = result["vectors"] = pv.vectors(
+            d, 256 if args.quick else 1024, _bundle, steps=10 if args.quick else pv.TRAIN_STEPS
+        )
         save()
         thr = result["throughput"] = _throughput(bundle, tput_raster, d / "tput_out.tif",
                                                  window, args.device)  # fmt: skip
@@ -342,33 +344,40 @@ def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: lis
     print(f"{sc['raster']:>13} {sc['seconds']:>8.1f} {sc['px_per_s']:>11,.0f} "
           f"{sc['peak_rss_mb']:>9.1f} {sc['growth_mb']:>7.1f}   "
           f"{'under' if sc['under_2_minutes'] else 'OVER'} 2 minutes")  # fmt: skip
-    print("\nengines on a crop of the scene (agreement of the class maps with the reference)")
+    print("\nengines on a crop of the scene (agreement of the class maps)")
     print(
         f"{'case':<22} {'engine':<12} {'prec':<5} {'window':>6} {'overlap':>7} {'s':>7} "
-        f"{'px/s':>11} {'speed-up':>8} {'vs ref':>8} {'vs torch':>8} {'vs exact':>8}"
+        f"{'px/s':>11} {'speed-up':>8} {'vs exact':>8} {'vs torch':>8} {'same win':>8}"
     )
     for r in eng:
-        print(f"{r['case']:<22} {r['engine']:<12} {r['precision']:<5} {r['window']:>6} "
+        print(f"{r['case']:<22} {r['engine']:<12} {r['precision']:<5} {r['window_used']:>6} "
               f"{r['overlap']:>7} {r['seconds']:>7.2f} {r['px_per_s']:>11,.0f} "
-              f"{r['speedup']:>7.2f}x {r['agreement_with_reference']:>8.5f} "
-              f"{r['agreement_with_torch_same_windows']:>8.5f} "
-              f"{r['agreement_with_exact']:>8.5f}")  # fmt: skip
+              f"{r['speedup']:>7.2f}x {r['agreement_with_exact']:>8.5f} "
+              f"{r['agreement_with_torch_default']:>8.5f} "
+              f"{r['agreement_with_torch_same_windows']:>8.5f}")  # fmt: skip
     notes = [r["note"] for r in eng if r["note"]]
     if notes:
         print("; ".join(notes))
     print(
-        "vs torch: against --engine torch with the same windows (engine and precision); "
-        "vs exact: against one window over the whole crop (no window borders)"
+        "vs exact: against the reference, one window over the whole crop (no window "
+        "borders); vs torch: torch with its default windows; same win: torch with the same "
+        "windows (engine and precision alone)"
     )
-    print(f"\nvector output of the {vec['map']} map")
-    print(f"{'case':<28} {'min area px':>11} {'simplify px':>11} {'polygons':>8} "
-          f"{'agreement':>9} {'s':>6}")  # fmt: skip
-    for r in vec["rows"]:
+    for v in (vec, vec["speckle"]):
+        acc = "" if v["map_accuracy"] is None else f", accuracy {v['map_accuracy']:.4f}"
+        print(f"\nvector output of the {v['map']} map ({v['source']}{acc}; the truth has "
+              f"{v['truth_polygons']} regions)")  # fmt: skip
+        print(f"{'case':<34} {'polygons':>8} {'agree map':>9} {'agree sieved':>12} "
+              f"{'accuracy':>8} {'overlap/gap px':>14} {'s':>6}")  # fmt: skip
+        for r in v["rows"]:
+            print(f"{r['case']:<34} {r['polygons']:>8} {r['pixel_agreement']:>9.4f} "
+                  f"{r['agreement_with_sieved']:>12.4f} {r['accuracy']:>8.4f} "
+                  f"{r['overlap_px']:>6.2f}/{r['gap_px']:<7.2f} {r['seconds']:>6.2f}")  # fmt: skip
         print(
-            f"{r['case']:<28} {r['min_area_px']:>11} {r['simplify_px']:>11} "
-            f"{r['polygons']:>8} {r['pixel_agreement']:>9.4f} {r['seconds']:>6.2f}"
+            f"{v['polygons_before']} -> {v['polygons_after']} polygons with the defaults "
+            f"({v['reduction']:.1f}x fewer) at agreement {v['agreement_after']:.4f}; any map "
+            f"with 10x fewer regions agrees on at most {v['best_agreement_at_10x']:.4f}"
         )
-    print(f"{vec['reduction']:.1f}x fewer polygons with the defaults")
     print(f"\npeak memory of the fast path (VmHWM of a fresh process, reset after warm-up; "
           f"window budget = {fw} rows x {mem_width})")  # fmt: skip
     print(f"{'case':<20} {'raster':>11} {'RSS before':>10} {'peak RSS':>9} {'growth':>7} "

@@ -36,10 +36,16 @@ def plot(result: dict[str, Any], out: str | Path) -> Path:
     vec = result.get("vectors")
     if vec:
         ax = axes[1]
-        rows = vec["rows"]
-        ax.plot([r["polygons"] for r in rows], [r["pixel_agreement"] for r in rows], "o")
-        for r in rows:
-            ax.annotate(r["case"], (r["polygons"], r["pixel_agreement"]), fontsize=7)
+        for v, label in ((vec, "trained model"), (vec.get("speckle"), "untrained (speckle)")):
+            if not v:
+                continue
+            rows = v["rows"]
+            ax.plot([r["polygons"] for r in rows], [r["pixel_agreement"] for r in rows], "o",
+                    label=label)  # fmt: skip
+            for r in rows:
+                ax.annotate(f"{r['min_area_px']}/{r['simplify_px']:g}",
+                            (r["polygons"], r["pixel_agreement"]), fontsize=6)  # fmt: skip
+        ax.legend(fontsize=7, title="labels: min area px / simplify px", title_fontsize=7)
         ax.set_xscale("log")
         ax.axhline(0.97, color="grey", ls="--", lw=0.8)
         ax.set_xlabel("polygons (log)")

@@ -2,16 +2,16 @@
 
 - *Scene*: a Sentinel-2-sized raster (10980 x 10980, 4 bands, uint16, tiled; written once
   per run to a temporary folder, strip by strip) through the fast path of
-  ``landcover predict --engine onnxruntime --precision int8`` (window 1024, overlap 128,
-  int8 calibrated on the raster, all threads), in a
+  ``landcover predict --engine onnxruntime`` (its default window, balanced to the raster,
+  and overlap; all threads), in a
   fresh process whose peak memory (``VmHWM``, reset after warm-up) is reported next to the
   time.
-- *Engines*: a crop of the scene through the reference path (``--engine torch`` with the
-  default window and overlap) and the fast paths; pixel agreement of their class maps with
-  the reference (the fast path must agree on >= 0.999 of the pixels).
-- *Vectors*: the 1024² map's polygons as they are (every pixel region) against the
-  default minimum mapping unit and simplification: polygon counts and the pixel agreement
-  of the rasterised polygons with the class map.
+- *Engines*: a crop of the scene through the reference, *exact* inference (one window
+  over the whole crop, torch: no window borders), torch with the default windows, and the
+  fast paths; pixel agreement of their class maps with the reference (the fast path must
+  agree on >= 0.999 of the pixels) and with torch on the same windows.
+
+The vector part is :mod:`landcover.bench.predict_vectors`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-#: The fast path's window and overlap (as ``landcover predict --engine onnxruntime``).
-FAST_WINDOW, FAST_OVERLAP = 1024, 128
+# The fast path's window and overlap: ``landcover predict --engine onnxruntime``'s defaults.
+from landcover.inference.predict_cli import FAST_OVERLAP, FAST_WINDOW
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,12 +70,12 @@ def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[st
     ref_window = default_window(b)
     with rasterio.open(raster) as src:
         whole = max(src.width, src.height)
-    cases = [
-        ("reference (default)", "torch", ref_window, ref_window // 4, "fp32"),
+    cases = [  # the reference: one window over the whole crop (no window borders at all)
+        ("exact (reference)", "torch", whole, 0, "fp32"),
+        ("torch, default windows", "torch", ref_window, ref_window // 4, "fp32"),
         ("torch, fast windows", "torch", FAST_WINDOW, FAST_OVERLAP, "fp32"),
         ("fast path", "onnxruntime", FAST_WINDOW, FAST_OVERLAP, "fp32"),
         ("fast path, int8 asked", "onnxruntime", FAST_WINDOW, FAST_OVERLAP, "int8"),
-        ("one window (exact)", "torch", whole, 0, "fp32"),
     ]
     rows: list[dict[str, Any]] = []
     for label, engine, window, overlap, precision in cases:
@@ -91,86 +89,20 @@ def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[st
         seconds = time.perf_counter() - start
         rows.append({"case": label, "engine": engine, "precision": predictor.precision,
                      "note": note, "window_used": res.info["window"],
-                     "window": window, "overlap": overlap,
+                     "window": window, "overlap": overlap, "workers": predictor.workers,
                      "overlap_factor": (window / (window - overlap)) ** 2,
                      "seconds": seconds, "px_per_s": res.width * res.height / seconds,
                      "path": str(path)})  # fmt: skip
-    reference, torch_same, exact = (Path(rows[i]["path"]) for i in (0, 1, -1))
+    exact, torch_default, torch_same = (Path(rows[i]["path"]) for i in (0, 1, 2))
     for r in rows:
-        r["agreement_with_reference"] = agreement(reference, Path(r["path"]))
+        r["agreement_with_reference"] = agreement(exact, Path(r["path"]))
+        r["agreement_with_exact"] = r["agreement_with_reference"]
+        r["agreement_with_torch_default"] = agreement(torch_default, Path(r["path"]))
         r["agreement_with_torch_same_windows"] = agreement(torch_same, Path(r["path"]))
-        r["agreement_with_exact"] = agreement(exact, Path(r["path"]))
-        r["speedup"] = rows[0]["seconds"] / r["seconds"]
+        r["speedup"] = rows[1]["seconds"] / r["seconds"]  # against torch's default windows
     for r in rows:
         del r["path"]
     return rows
-
-
-def vectors(bundle: Path, raster: Path, out: Path) -> dict[str, Any]:
-    """Polygon counts as-is vs generalised, and the agreement of the rasterised polygons."""
-    import rasterio
-    import rasterio.features
-
-    from landcover.inference.bundle import ModelBundle
-    from landcover.inference.predict import Predictor, predict_raster
-    from landcover.inference.vectorize import EXACT, VectorOptions, polygons
-
-    b = ModelBundle.load(bundle)
-    classes_path = out / "vector_map.tif"
-    probs_path = out / "vector_probs.tif"
-    predict_raster(Predictor.from_bundle(b), raster, classes_path, probabilities=probs_path,
-                   progress=False)  # fmt: skip
-    with rasterio.open(classes_path) as src:
-        arr, transform, crs = src.read(1), src.transform, src.crs
-    with rasterio.open(probs_path) as src:
-        probs = np.nan_to_num(src.read())
-    result: dict[str, Any] = {"map": f"{arr.shape[1]}x{arr.shape[0]}", "rows": []}
-    defaults = VectorOptions()
-    cases = [("every pixel region (before)", EXACT)]
-    cases += [(f"min area {n} px", VectorOptions(min_area_px=n)) for n in (4, 8)]
-    cases += [("defaults (after)", defaults)]
-    cases += [(f"min area {n} px", VectorOptions(min_area_px=n)) for n in (32, 64)]
-    cases += [("16 px, not simplified", VectorOptions(min_area_px=16, simplify=0.0))]
-    for label, opts in cases:
-        start = time.perf_counter()
-        geoms, attrs = polygons(arr, b.scheme(), transform=transform, crs=crs, options=opts,
-                                probabilities=probs)  # fmt: skip
-        seconds = time.perf_counter() - start
-        burnt = rasterio.features.rasterize(
-            ((g, a["class_id"]) for g, a in zip(geoms, attrs)), out_shape=arr.shape,
-            transform=transform, fill=255, dtype="uint8",
-        )  # fmt: skip
-        valid = arr != 255
-        result["rows"].append({
-            "case": label, "min_area_px": opts.min_area_px, "simplify_px": opts.simplify,
-            "polygons": len(geoms), "seconds": seconds,
-            "pixel_agreement": float((burnt[valid] == arr[valid]).mean()),
-        })  # fmt: skip
-    before, after = result["rows"][0], result["rows"][3]
-    result["reduction"] = before["polygons"] / max(after["polygons"], 1)
-    return result
-
-
-def landscape(path: Path, size: int = 1024) -> Path:
-    """A ``size``² 4-band image of a procedural landscape (fields, forest, rivers, roads).
-
-    From :func:`landcover.geo.synthetic.generate_region`: the map to vectorise should have
-    the structure of land cover, not of the white noise of :func:`_write_raster`.
-    """
-    import rasterio
-    from affine import Affine
-
-    from landcover.geo.synthetic import SynthConfig, generate_region
-
-    n = size // 64
-    region = generate_region(SynthConfig(regions=1, tiles_per_region=n * n, tile_size=64), 0)
-    image = region.images.reshape(n, n, 4, 64, 64).transpose(2, 0, 3, 1, 4)
-    profile = {"driver": "GTiff", "width": n * 64, "height": n * 64, "count": 4,
-               "dtype": "uint16", "crs": "EPSG:32632", "tiled": True,
-               "transform": Affine(10, 0, 300_000, 0, -10, 5_000_000)}  # fmt: skip
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image.reshape(4, n * 64, n * 64))
-    return path
 
 
 def scene_row(spec: dict[str, Any], size: int) -> dict[str, Any]:

@@ -101,18 +101,47 @@ def _swap_call(module: nn.Module, params: Any, buffers: Any, args: Any) -> Any:
             slots[attr] = old
 
 
-def _trace(module: nn.Module, example: Tensor, dynamic: dict[str, dict[int, str]]) -> bytes:
+def _interpolate_by_scale(original: Any) -> Any:
+    """``F.interpolate`` that turns ``size=2x the input`` into ``scale_factor=2``.
+
+    U-Net decoders upsample to the skip connection's size, which traces to a ``Resize``
+    whose output size is computed from shapes at run time; ONNX Runtime runs that one in
+    plain NCHW, with layout conversions around it. With a constant scale it becomes an
+    ``Upsample`` in ONNX Runtime's blocked NCHWc layout like the convolutions, and the
+    whole network runs in that layout (about 1.2x faster on CPU). Only for graphs whose
+    inputs are multiples of the network's size divisor (every upsampling doubles).
+    """
+
+    def interpolate(x: Tensor, size: Any = None, scale_factor: Any = None, **kw: Any) -> Tensor:
+        if size is not None and scale_factor is None and x.dim() == 4:
+            h, w = (int(v) for v in (size if isinstance(size, tuple | list | torch.Size)
+                                     else (size, size)))  # fmt: skip
+            if (h, w) == (2 * int(x.shape[-2]), 2 * int(x.shape[-1])):
+                return original(x, scale_factor=2.0, **kw)
+        return original(x, size=size, scale_factor=scale_factor, **kw)
+
+    return interpolate
+
+
+def _trace(
+    module: nn.Module, example: Tensor, dynamic: dict[str, dict[int, str]], *,
+    fixed_scale: bool = False,
+) -> bytes:  # fmt: skip
+    import torch.nn.functional as F
+
     from landcover.meta import functional
 
     buf = io.BytesIO()
-    original = functional.functional_call
+    original, interpolate = functional.functional_call, F.interpolate
     functional.functional_call = lambda m, tensors, args, strict=False: _swap_call(
         m, tensors[0], tensors[1], args
     )
+    if fixed_scale:
+        F.interpolate = _interpolate_by_scale(interpolate)
     try:
         return _export(module, example, dynamic, buf)
     finally:
-        functional.functional_call = original
+        functional.functional_call, F.interpolate = original, interpolate
 
 
 def _export(
@@ -135,11 +164,15 @@ def _export(
 
 
 def onnx_bytes(bundle: ModelBundle, window: int = 256) -> bytes:
-    """The logits graph of a bundle (dynamic batch, height and width) as bytes."""
+    """The logits graph of a bundle (dynamic batch, height and width) as bytes.
+
+    Its height and width must be multiples of the network's size divisor (the predictor
+    pads windows to them): upsamplings are exported with a constant scale of 2.
+    """
     module = _modules(bundle)
     example = torch.zeros(1, bundle.num_bands, window, window)
     axes = {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}
-    data = _trace(module, example, axes)
+    data = _trace(module, example, axes, fixed_scale=True)
     _check_same(module, ort_session(data, 1), bundle.num_bands)
     return data
 

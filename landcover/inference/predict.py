@@ -12,7 +12,9 @@ nodata, whether or not the raster declares a nodata value.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from tqdm import tqdm
 
 from landcover.inference.bundle import ModelBundle, find_model
 from landcover.inference.errors import BundleError
-from landcover.inference.sliding import StripBlender, WindowPlan
+from landcover.inference.sliding import StripBlender, WindowPlan, pad_to
 from landcover.meta.protocol import AdaptedState
 
 #: Class-map value of pixels where the input has no data.
@@ -47,6 +49,11 @@ class Predictor:
     in (:mod:`landcover.inference.onnx_export`), with ONNX Runtime's graph optimisations
     (BatchNorm folded into the convolutions, fused activations).
 
+    ``workers``: windows computed at once by the sliding-window paths. The onnxruntime
+    engine computes one window per thread (``threads`` workers, each single-threaded:
+    no synchronisation inside a window, no spinning threads competing with the reader
+    and writer); torch one window at a time with ``threads`` intra-op threads.
+
     Thread-safe: ``torch.func.functional_call`` swaps tensors into the module while it
     runs, so concurrent forwards through one predictor (the service caches predictors)
     are serialised by a lock.
@@ -59,6 +66,7 @@ class Predictor:
         state: AdaptedState,
         device: torch.device,
         engine: str = "torch",
+        threads: int | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}; got {engine!r}")
@@ -71,22 +79,31 @@ class Predictor:
         self.num_classes = len(bundle.class_names)
         self._lock = threading.Lock()
         self._ort: Any = None
+        self.workers = 1
         if engine == "onnxruntime":
             from landcover.inference.onnx_export import OrtRunner
 
             if device.type != "cpu":
                 raise ValueError("the onnxruntime engine runs on the CPU; use --device cpu")
-            self._ort = OrtRunner(bundle)
+            self.workers = max(1, int(threads or torch.get_num_threads()))
+            self._ort = OrtRunner(bundle, threads=1 if self.workers > 1 else None)
 
     @classmethod
     def from_bundle(
-        cls, bundle: ModelBundle, device: str | torch.device = "cpu", engine: str = "torch"
+        cls,
+        bundle: ModelBundle,
+        device: str | torch.device = "cpu",
+        engine: str = "torch",
+        threads: int | None = None,
     ) -> Predictor:
-        """Load the learner and the adapted state (an empty state for meta bundles)."""
+        """Load the learner and the adapted state (an empty state for meta bundles).
+
+        ``threads``: CPU threads of the onnxruntime engine (default: torch's).
+        """
         device = torch.device(device)
         learner = bundle.build_learner(device)
         state = bundle.adapted_state(device) if bundle.kind == "adapted" else AdaptedState()
-        return cls(bundle, learner, state, device, engine)
+        return cls(bundle, learner, state, device, engine, threads)
 
     def use_int8(self, src: str | Path) -> str:
         """Quantise the ONNX graph to int8, calibrated on windows of raster ``src``.
@@ -107,6 +124,11 @@ class Predictor:
         windows = calibration_windows(
             src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy()
         )
+        d = self.size_divisor  # the graph takes multiples of the size divisor
+        h, w = windows.shape[-2] // d * d, windows.shape[-1] // d * d
+        if h == 0 or w == 0:
+            raise ValueError(f"the raster is too small for int8 calibration (< {d} px)")
+        windows = np.ascontiguousarray(windows[..., :h, :w])
         used = self._ort.use_int8(windows)
         agree = self._ort.int8_agreement
         return (f"int8: class maps agree with float32 on {agree:.5f} of the calibration "
@@ -191,6 +213,34 @@ def _window_batches(
             yield chunk, torch.stack(parts)
 
 
+def _ordered_map(fn: Callable[[Any], Any], items: Iterator[Any], workers: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``workers`` threads, in order, at most ``2 * workers`` in flight.
+
+    Items that are ``None`` pass through without a call (row ends). The networks release
+    the GIL while they run, so windows are computed in parallel, one per core.
+    """
+    if workers <= 1:
+        yield from (None if it is None else fn(it) for it in items)
+        return
+    pending: deque[Future[Any] | None] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="landcover-infer") as pool:
+        try:
+            for it in items:
+                pending.append(None if it is None else pool.submit(fn, it))
+                while len([f for f in pending if f is not None]) > 2 * workers or (
+                    pending and pending[0] is None
+                ):
+                    f = pending.popleft()
+                    yield None if f is None else f.result()
+            while pending:
+                f = pending.popleft()
+                yield None if f is None else f.result()
+        finally:
+            for f in pending:
+                if f is not None:
+                    f.cancel()
+
+
 def blend_rows(
     predictor: Predictor,
     plan: WindowPlan,
@@ -202,25 +252,52 @@ def blend_rows(
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Yield ``(first_row, blended, valid (n, W))`` strip by strip.
 
+    The windows of all strips stream through :attr:`Predictor.workers` threads (ONNX
+    Runtime: one window per core) and are blended in order, so the result does not depend
+    on the number of threads. Blended rows are cropped to the raster (the plan's padding
+    removed).
+
     Args:
         predictor: The bundle's predictor.
         plan: The windows.
-        strips: ``(image (C, win_h, W), valid (win_h, W))`` for each row of windows.
+        strips: ``(image (C, win_h, width), valid (win_h, width))`` for each row of
+            windows, in the plan's padded width (:func:`~landcover.inference.sliding.pad_to`).
         batch_size: Windows per forward pass.
         bar: Progress bar advanced by windows.
         argmax: Yield ``(n, W)`` uint8 class indices instead of ``(K, n, W)``
             probabilities.
     """
     blender = StripBlender(plan, predictor.num_classes)
-    for r, (strip, valid) in enumerate(strips):
-        for chunk, batch in _window_batches(strip, valid, plan, batch_size):
-            probs = predictor.probabilities(batch)
+    valids: deque[Tensor] = deque()
+
+    def jobs() -> Iterator[Tensor | None]:
+        for strip, valid in strips:
+            valids.append(valid)
+            for chunk, batch in _window_batches(strip, valid, plan, batch_size):
+                cols.append(chunk)
+                yield batch
+            cols.append(None)
+            yield None  # the end of a row of windows
+
+    cols: deque[list[int] | None] = deque()
+    r = done = 0
+    for probs in _ordered_map(predictor.probabilities, jobs(), predictor.workers):
+        chunk = cols.popleft()
+        if chunk is not None:
             for c, p in zip(chunk, probs):
                 blender.add(r, c, p)
-        if bar is not None:
-            bar.update(len(plan.col_starts))
+            done += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+            continue
+        if bar is not None:  # windows without data count as done
+            bar.update(len(plan.col_starts) - done)
+        done = 0
         start, blended = blender.finish_row(r, argmax=argmax)
-        yield start, blended, valid[: blended.shape[-2]]
+        valid = valids.popleft()
+        n = min(blended.shape[-2], plan.raster_h - start)
+        r += 1
+        yield start, blended[..., :n, : plan.raster_w], valid[:n, : plan.raster_w]
 
 
 def predict_array(
@@ -252,12 +329,15 @@ def predict_array(
     h, w = image.shape[-2:]
     window = window or default_window(predictor.bundle)
     overlap = window // 4 if overlap is None else overlap
-    plan = WindowPlan.make(h, w, window, overlap)
+    plan = WindowPlan.make(h, w, window, overlap, predictor.size_divisor)
     ok = finite_mask(image)
     if valid is not None:
         ok &= valid.bool()
     probs = torch.empty(predictor.num_classes, h, w)
-    strips = ((image[:, y0 : y0 + plan.win_h], ok[y0 : y0 + plan.win_h]) for y0 in plan.row_starts)
+    padded = torch.from_numpy(pad_to(image.numpy(), plan.height, plan.width))
+    ok_p = torch.from_numpy(pad_to(ok.numpy(), plan.height, plan.width))
+    strips = ((padded[:, y0 : y0 + plan.win_h], ok_p[y0 : y0 + plan.win_h])
+              for y0 in plan.row_starts)  # fmt: skip
     for start, blended, _ in blend_rows(predictor, plan, strips, batch_size):
         probs[:, start : start + blended.shape[1]] = blended
     classes = probs.argmax(0)

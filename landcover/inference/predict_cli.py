@@ -18,7 +18,7 @@ from landcover.inference.predict import ENGINES, Predictor, predict_raster
 from landcover.inference.vectorize import VectorOptions
 
 #: Window and overlap of ``--engine onnxruntime`` when not given (the fast scene path).
-FAST_WINDOW, FAST_OVERLAP = 1024, 128
+FAST_WINDOW, FAST_OVERLAP = 704, 80
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,15 +46,18 @@ from landcover.inference.predict import (
     Predictor,
     blend_rows,
     default_window,
-    finite_mask,
 )
-from landcover.inference.sliding import WindowPlan, balanced_window
+from landcover.inference.sliding import WindowPlan, balanced_window, pad_to
 from landcover.inference.vectorize import VectorOptions
 
 __all__ = ["RasterPrediction", "VectorOptions", "predict_raster"]
 
 #: Strips buffered between the pipeline's stages.
 QUEUE_DEPTH = 2
+#: GDAL's block cache during prediction (default: 5 % of the RAM): each input block is
+#: read about once and output blocks are written row by row, so a small cache suffices
+#: and the peak memory does not grow with the raster.
+GDAL_CACHE_BYTES = 256 * 2**20
 _DONE = object()
 
 
@@ -158,22 +161,29 @@ class _Writer:
 
 
 def _strips(src_path: str | Path, plan: WindowPlan) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Raw bands and validity of each strip of windows (one open dataset throughout)."""
+    """Raw bands and validity of each strip of windows (one open dataset throughout).
+
+    Strips are mirrored at the bottom and right edge to the plan's padded size
+    (:func:`~landcover.inference.sliding.pad_to`).
+    """
     with warnings.catch_warnings():  # rasters without georeferencing are fine here
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         src = rasterio.open(src_path)
     with src:
         all_valid = all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums)
         for y0 in plan.row_starts:
-            win = Window(0, y0, src.width, plan.win_h)
+            win = Window(0, y0, src.width, min(plan.win_h, src.height - y0))
             try:
                 data = src.read(window=win)
-                valid = torch.from_numpy(
+                valid = (
                     np.ones(data.shape[1:], bool) if all_valid else src.dataset_mask(window=win) > 0
                 )
             except rasterio.errors.RasterioIOError as err:
                 raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", src_path) from None
-            yield data, valid & finite_mask(data)
+            if not np.issubdtype(data.dtype, np.integer):
+                valid &= np.isfinite(data).all(axis=0)
+            yield (pad_to(data, plan.win_h, plan.width),
+                   torch.from_numpy(pad_to(valid, plan.win_h, plan.width)))  # fmt: skip
 
 
 def predict_raster(
@@ -229,8 +239,11 @@ def predict_raster(
     window = window or default_window(predictor.bundle)
     overlap = window // 4 if overlap is None else overlap
     if balance:
-        window = balanced_window(profile.height, profile.width, window, overlap)
-    plan = WindowPlan.make(profile.height, profile.width, window, overlap)
+        d = predictor.size_divisor
+        window = balanced_window(-(-profile.height // d) * d, -(-profile.width // d) * d,
+                                 window, overlap, multiple=max(8, d))  # fmt: skip
+    plan = WindowPlan.make(profile.height, profile.width, window, overlap,
+                           predictor.size_divisor)  # fmt: skip
     scheme = predictor.bundle.scheme()
     vectors = geojson is not None or gpkg is not None
     tmp_dir = tempfile.TemporaryDirectory(prefix="landcover-vec-") if vectors else None
@@ -262,11 +275,13 @@ def predict_raster(
                disable=not progress, smoothing=0.1)  # fmt: skip
     writer = _Writer(write)
     try:
-        strips = _in_thread(_strips(src, plan))
-        for row in blend_rows(predictor, plan, strips, batch_size, bar, argmax=not keep_probs):
-            writer.submit(*row)
-        writer.close()
-        paths = [w.close() for w in writers]
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            strips = _in_thread(_strips(src, plan))
+            for row in blend_rows(predictor, plan, strips, batch_size, bar,
+                                  argmax=not keep_probs):  # fmt: skip
+                writer.submit(*row)
+            writer.close()
+            paths = [w.close() for w in writers]
     except BaseException:
         writer.abort()
         for w in writers:

@@ -5,8 +5,10 @@ class probabilities are multiplied by a weight that falls smoothly to (almost) z
 towards the sides shared with a neighbouring window and stays 1 on sides that lie on the
 raster's border; the blended probability of a pixel is the weighted mean over the windows
 that cover it. Predictions near a window's border (where the convolutions saw zero
-padding) count little, the outer quarter of each overlap not at all, and no seam appears
-where windows meet. This is the
+padding) do not count (the outer 3/8 of each overlap), the two windows cross-fade over the
+middle quarter of their overlap, and no seam appears where windows meet. With windows on
+the network's pooling grid (:class:`WindowPlan`) a network whose receptive radius fits in
+the margin gives exactly its whole-raster output. This is the
 "smooth tiling" of overlap-tile strategies (Ronneberger et al. 2015, section 2; Huang et
 al. 2018, "Tiling and stitching segmentation output for remote sensing", who show that
 weighted blending of overlapping tiles removes the edge artefacts of naive stitching).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -69,19 +72,23 @@ def ramp(length: int, before: int, after: int) -> Tensor:
     """1-D blending weight over a window of ``length`` pixels.
 
     On a side shared with a neighbour over ``n`` pixels (``before`` at the start,
-    ``after`` at the end) the outer ``m = n // 4`` pixels get weight 0 (the neighbour's
-    interior covers them, so border artefacts of zero padding never enter the blend) and
-    the next ``n - m`` pixels rise as ``sin²(π/2 · (j + 1) / (n - m + 1))``; the weight is
-    1 elsewhere. Sides on the raster's border (``0``) are not tapered.
+    ``after`` at the end) the outer ``m = 3n // 8`` pixels get weight 0 (the neighbour's
+    interior covers them, so border artefacts of zero padding never enter the blend), the
+    next ``n - 2m`` pixels rise as ``sin²(π/2 · (j + 1) / (n - 2m + 1))`` and the inner
+    ``m`` pixels of the overlap keep weight 1, as does the rest of the window: the two
+    windows cross-fade over the middle quarter of their overlap. Sides on the raster's
+    border (``0``) are not tapered. A network whose receptive radius is at most ``m``
+    pixels therefore blends to exactly its full-image output.
     """
     w = torch.ones(length, dtype=torch.float64)
     for n, flip in ((min(before, length), False), (min(after, length), True)):
         if n <= 0:
             continue
-        m = n // 4
-        j = torch.arange(n - m, dtype=torch.float64)
+        m = 3 * n // 8
+        j = torch.arange(n - 2 * m, dtype=torch.float64)
         r = torch.cat([torch.zeros(m, dtype=torch.float64),
-                       torch.sin(0.5 * math.pi * (j + 1) / (n - m + 1)) ** 2])  # fmt: skip
+                       torch.sin(0.5 * math.pi * (j + 1) / (n - 2 * m + 1)) ** 2,
+                       torch.ones(m, dtype=torch.float64)])  # fmt: skip
         if flip:
             w[length - n :] = w[length - n :] * r.flip(0)
         else:
@@ -91,15 +98,24 @@ def ramp(length: int, before: int, after: int) -> Tensor:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Where the windows of a ``height x width`` raster go.
+    """Where the windows of a ``raster_h x raster_w`` raster go.
+
+    The windows tile the raster padded at the bottom and right to ``height x width``, a
+    multiple of the network's size divisor (as one forward pass over the whole raster
+    pads it; the pixels are mirrored, :func:`pad_to`). With a window and an overlap
+    that are multiples of the divisor too, every window starts on the network's pooling
+    grid, so inside its blending margin it computes exactly what the whole-raster forward
+    pass computes there.
 
     Attributes:
-        height: Raster rows.
-        width: Raster columns.
+        height: Rows of the padded raster.
+        width: Columns of the padded raster.
         win_h: Window rows (``min(window, height)``).
         win_w: Window columns (``min(window, width)``).
         row_starts: Top row of each row of windows.
         col_starts: Left column of each column of windows.
+        raster_h: Rows of the raster.
+        raster_w: Columns of the raster.
     """
 
     height: int
@@ -108,19 +124,29 @@ class WindowPlan:
     win_w: int
     row_starts: tuple[int, ...]
     col_starts: tuple[int, ...]
+    raster_h: int
+    raster_w: int
 
     @classmethod
-    def make(cls, height: int, width: int, window: int, overlap: int) -> WindowPlan:
-        """Plan windows of ``window`` pixels overlapping by ``overlap`` pixels."""
+    def make(
+        cls, height: int, width: int, window: int, overlap: int, multiple: int = 1
+    ) -> WindowPlan:
+        """Plan windows of ``window`` pixels overlapping by ``overlap`` pixels.
+
+        ``multiple``: pad the raster to a multiple of this (the network's size divisor).
+        """
         if height < 1 or width < 1:
             raise ValueError(f"cannot tile an empty raster ({height} x {width})")
+        hp, wp = -(-height // multiple) * multiple, -(-width // multiple) * multiple
         return cls(
+            hp,
+            wp,
+            min(window, hp),
+            min(window, wp),
+            tuple(window_starts(hp, window, overlap)),
+            tuple(window_starts(wp, window, overlap)),
             height,
             width,
-            min(window, height),
-            min(window, width),
-            tuple(window_starts(height, window, overlap)),
-            tuple(window_starts(width, window, overlap)),
         )
 
     def __len__(self) -> int:
@@ -145,6 +171,19 @@ class WindowPlan:
         if row + 1 < len(self.row_starts):
             return start, self.row_starts[row + 1]
         return start, self.height
+
+
+def pad_to(data: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Pad ``(..., h, w)`` at the bottom and right to ``rows x cols`` by mirroring.
+
+    Mirrored without repeating the edge (``reflect``), as the predictor pads a window to
+    the network's size divisor; ``edge`` where the image is too small to mirror.
+    """
+    ph, pw = rows - data.shape[-2], cols - data.shape[-1]
+    if ph <= 0 and pw <= 0:
+        return data
+    mode = "reflect" if ph < data.shape[-2] and pw < data.shape[-1] else "edge"
+    return np.pad(data, [(0, 0)] * (data.ndim - 2) + [(0, ph), (0, pw)], mode=mode)
 
 
 class StripBlender:

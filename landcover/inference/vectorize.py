@@ -12,7 +12,11 @@ therefore follows the usual map-generalisation recipe:
 3. **Simplification** of the polygons as one coverage, so that neighbours keep sharing
    their edges (no gaps, no overlaps): GEOS' coverage simplification
    (:func:`shapely.coverage_simplify`, Visvalingam & Whyatt 1993 area-based line
-   generalisation) with a tolerance of ``simplify`` pixels.
+   generalisation) with a tolerance of ``simplify`` pixels. GDAL's outlines have vertices
+   only where they turn, so a neighbour's corner can lie inside an edge; such a coverage
+   is not *noded* and GEOS then leaves gaps and overlaps. The outlines are therefore
+   segmentised to a vertex at every pixel corner first (in pixel coordinates, exact in
+   floating point) and moved into the CRS only after simplification.
 
 Attributes of every polygon: ``class_id``, ``class_name``, ``color``, ``area_m2`` (pixels
 x pixel area before simplification; ``null`` without a CRS) and ``mean_prob`` (mean
@@ -93,6 +97,20 @@ def pixel_area_m2(transform: Affine, crs: CRS | None, height: int) -> float | No
     return area * crs.linear_units_factor[1] ** 2
 
 
+def sieve_map(classes: np.ndarray, size: int, nodata: int = 255) -> np.ndarray:
+    """The class map with regions smaller than ``size`` pixels merged into a neighbour.
+
+    GDAL's sieve filter (4-connected regions, each merged into its largest neighbour);
+    nodata pixels neither grow nor are grown into. Returns a new uint8 array.
+    """
+    arr = np.array(classes, dtype=np.uint8, order="C")
+    if size > 1:
+        valid = arr != nodata
+        arr = rasterio.features.sieve(arr, size=size, mask=valid, connectivity=4)
+        arr[~valid] = nodata
+    return arr
+
+
 def polygons(
     classes: np.ndarray,
     scheme: ClassScheme,
@@ -118,23 +136,19 @@ def polygons(
     Returns:
         Shapely polygons (in the raster's CRS) and one attribute dict per polygon.
     """
-    arr = np.ascontiguousarray(classes.astype(np.uint8))
     transform = transform or Affine.identity()
-    px_area = pixel_area_m2(transform, crs, arr.shape[0])
+    px_area = pixel_area_m2(transform, crs, classes.shape[0])
+    arr = sieve_map(classes, options.threshold_px(px_area), nodata)
     valid = arr != nodata
-    size = options.threshold_px(px_area)
-    if size > 1:
-        arr = rasterio.features.sieve(arr, size=size, mask=valid, connectivity=4)
-        arr[~valid] = nodata
-    shapes = list(rasterio.features.shapes(arr, mask=valid, connectivity=4, transform=transform))
+    # polygons in pixel coordinates (integer corners, exact in floating point); to the CRS last
+    shapes = list(rasterio.features.shapes(arr, mask=valid, connectivity=4))
     if not shapes:
         return [], []
     geoms = [shapely.geometry.shape(g) for g, _ in shapes]
     values = [int(v) for _, v in shapes]
     labels = rasterio.features.rasterize(
-        ((g, i + 1) for i, g in enumerate(geoms)), out_shape=arr.shape, transform=transform,
-        fill=0, dtype="int32",
-    )  # fmt: skip
+        ((g, i + 1) for i, g in enumerate(geoms)), out_shape=arr.shape, fill=0, dtype="int32"
+    )
     counts = np.bincount(labels.ravel(), minlength=len(geoms) + 1)[1:]
     means: np.ndarray | None = None
     if probabilities is not None:
@@ -142,11 +156,22 @@ def polygons(
         sums = np.bincount(labels.ravel(), weights=p.ravel().astype(np.float64),
                            minlength=len(geoms) + 1)[1:]  # fmt: skip
         means = sums / np.maximum(counts, 1)
+    cover = np.array(geoms, dtype=object)
     if options.simplify > 0:
-        px_size = math.sqrt(abs(transform.a * transform.e - transform.b * transform.d))
-        tol = options.simplify * px_size
-        geoms = list(shapely.coverage_simplify(np.array(geoms, dtype=object), tol,
-                                               simplify_boundary=True))  # fmt: skip
+        # GDAL's outlines have vertices only where they turn, so a neighbour's corner may
+        # lie inside an edge: the coverage is not noded, and GEOS' coverage simplification
+        # then leaves gaps and overlaps. A vertex at every pixel corner nodes it.
+        cover = shapely.coverage_simplify(shapely.segmentize(cover, 1.0), options.simplify,
+                                          simplify_boundary=True)  # fmt: skip
+    if transform != Affine.identity():
+        t = transform
+        cover = shapely.transform(
+            cover,
+            lambda xy: np.c_[
+                t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f
+            ],
+        )
+    geoms = list(cover)
     attrs = []
     for i, idx in enumerate(values):
         r, g, b = scheme.colors[idx] if idx < len(scheme.colors) else (0, 0, 0)

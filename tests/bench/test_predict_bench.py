@@ -44,7 +44,9 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
                               "--json", str(tmp_path / "b.json")])  # fmt: skip
     assert bench.run(args) == 0
     printed = capsys.readouterr().out
-    assert "overhead" in printed and "4x budget" in printed and "fewer polygons" in printed
+    assert (
+        "overhead" in printed and "4x budget" in printed and "polygons with the defaults" in printed
+    )
     data = json.loads((tmp_path / "b.json").read_text())
     cases = [r["case"] for r in data["memory"]]
     assert cases == ["model, no raster", "at budget", "4x budget"]
@@ -53,6 +55,13 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert data["scene"]["raster"] == "320x320" and data["scene"]["seconds"] > 0
     engines = {r["case"]: r for r in data["engines"]}
     assert engines["fast path"]["agreement_with_torch_same_windows"] > 0.999
-    assert engines["reference (default)"]["agreement_with_reference"] == 1.0
-    before, after = data["vectors"]["rows"][0], data["vectors"]["rows"][3]
-    assert before["pixel_agreement"] == 1.0 and after["polygons"] < before["polygons"]
+    assert engines["exact (reference)"]["agreement_with_reference"] == 1.0
+    for vec in (data["vectors"], data["vectors"]["speckle"]):
+        before = vec["rows"][0]
+        assert before["pixel_agreement"] == 1.0 and before["min_area_px"] == 0
+        assert vec["polygons_after"] <= vec["polygons_before"] == before["polygons"]
+        for r in vec["rows"]:  # the polygons tile the map: no overlap, no gap
+            assert abs(r["overlap_px"]) < 1e-6 and abs(r["gap_px"]) < 1e-6
+            if r["simplify_px"] > 0:
+                assert r["coverage_valid"]
+    assert 0.0 < data["vectors"]["map_accuracy"] <= 1.0

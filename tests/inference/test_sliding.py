@@ -34,10 +34,10 @@ def test_window_starts_rejects_bad_overlap() -> None:
 
 
 def test_ramp_shape() -> None:
-    w = ramp(32, 8, 0)
-    assert torch.all(w[:2] == 0) and torch.all(w[2:8] > 0) and torch.all(w[8:] == 1)
-    assert torch.all(w[2:8].diff() > 0)  # rises monotonically
-    assert torch.equal(ramp(32, 0, 8), ramp(32, 8, 0).flip(0))
+    w = ramp(32, 16, 0)  # 3/8 of the overlap at 0, a rise over its middle quarter, then 1
+    assert torch.all(w[:6] == 0) and torch.all(w[6:10] > 0) and torch.all(w[10:] == 1)
+    assert torch.all(w[6:10].diff() > 0)  # rises monotonically
+    assert torch.equal(ramp(32, 0, 16), ramp(32, 16, 0).flip(0))
     assert torch.equal(ramp(10, 0, 0), torch.ones(10))
 
 
@@ -156,3 +156,20 @@ def test_balanced_window_computes_fewer_pixels() -> None:
     assert w % 8 == 0 and 1024 <= w <= 2048
     assert cost(w) < cost(2048) and cost(w) <= min(cost(v) for v in range(1024, 2049, 8))
     assert balanced_window(500, 700, 2048, 128) >= 700  # one window covers a small raster
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_pooling_network_blends_to_its_whole_image_output(engine: str) -> None:
+    """A U-Net with pooling (size divisor 4) on a raster whose sides are not multiples
+    of 4: the raster is mirrored to a multiple, every window starts on the pooling grid,
+    and inside the 3/8 margin every window computes what the whole-image pass computes,
+    so the blend equals one forward pass over the whole image."""
+    bundle = tiny_bundle(3, 3, model_options={"width": 4, "depth": 2, "norm": "none"},
+                         mean=10.0, std=5.0, learner="mamlpp", seed=2)  # fmt: skip
+    pred = Predictor.from_bundle(bundle, engine=engine)
+    assert pred.size_divisor == 4
+    torch.manual_seed(5)
+    image = torch.rand(3, 150, 203) * 40
+    full = pred.probabilities(image[None])[0]  # pads to 152 x 204 by mirroring
+    out = predict_array(pred, image, window=96, overlap=64, batch_size=2).probabilities
+    torch.testing.assert_close(out, full, rtol=0, atol=2e-5)

@@ -89,3 +89,36 @@ def test_geojson_file_in_wgs84(tmp_path: Path, shared_data: Path) -> None:
         _check_polygon(f["geometry"])
         for lon, lat in f["geometry"]["coordinates"][0]:
             assert left - 1e-6 <= lon <= right + 1e-6 and bottom - 1e-6 <= lat <= top + 1e-6
+
+
+def test_default_generalisation_keeps_agreement_and_topology() -> None:
+    """Speckle goes, the map stays: >= 5x fewer polygons, >= 0.97 agreement, and the
+    polygons still tile the map (no gaps, no overlaps between neighbours)."""
+    import rasterio.features
+    import shapely
+
+    from landcover.inference.vectorize import VectorOptions, polygons, sieve_map
+
+    rng = np.random.default_rng(4)
+    arr = rng.integers(0, 3, size=(8, 8)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+    speck = rng.random(arr.shape) < 0.01  # salt-and-pepper: 1 % of the pixels
+    arr[speck] = (arr[speck] + rng.integers(1, 3, int(speck.sum()))) % 3
+    transform = rasterio.transform.from_origin(500_000, 1_280, 10, 10)
+    exact, _ = polygons(arr, SCHEME, transform=transform, options=EXACT)
+    geoms, attrs = polygons(arr, SCHEME, transform=transform, options=VectorOptions())
+    assert len(geoms) * 5 <= len(exact)
+    shapes = ((g, a["class_id"]) for g, a in zip(geoms, attrs))
+    burnt = rasterio.features.rasterize(shapes, out_shape=arr.shape, transform=transform, fill=255)
+    assert (burnt == arr).mean() >= 0.97
+    assert (burnt == sieve_map(arr, VectorOptions().min_area_px)).mean() >= 0.98
+    cover = np.array(geoms, dtype=object)
+    assert all(g.is_valid for g in geoms) and shapely.coverage_is_valid(cover)
+    union = shapely.coverage_union_all(cover)
+    total = arr.size * 100.0  # m² of the 10 m pixels
+    assert float(shapely.area(cover).sum()) == pytest.approx(union.area, rel=1e-9)  # no overlap
+    assert union.area == pytest.approx(total, rel=1e-9)  # no gap
+    # simplifying each polygon on its own (not as a coverage) breaks the shared edges
+    alone = shapely.simplify(cover, 10.0)
+    assert not shapely.coverage_is_valid(alone) or shapely.coverage_union_all(
+        alone
+    ).area != pytest.approx(float(shapely.area(alone).sum()), rel=1e-9)
