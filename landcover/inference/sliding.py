@@ -133,10 +133,16 @@ class WindowPlan:
     ) -> WindowPlan:
         """Plan windows of ``window`` pixels overlapping by ``overlap`` pixels.
 
-        ``multiple``: pad the raster to a multiple of this (the network's size divisor).
+        ``multiple``: pad the raster to a multiple of this (the network's size divisor), and
+        round ``window`` and ``overlap`` up to multiples of it, so that every window starts
+        on the network's pooling grid (a model run at ``stride`` 4 with depth 3 pools by 32:
+        a window off that grid computes other numbers than the whole-image pass).
         """
         if height < 1 or width < 1:
             raise ValueError(f"cannot tile an empty raster ({height} x {width})")
+        if multiple > 1:
+            window = -(-window // multiple) * multiple
+            overlap = min(-(-overlap // multiple) * multiple, window - multiple)
         hp, wp = -(-height // multiple) * multiple, -(-width // multiple) * multiple
         return cls(
             hp,
