@@ -27,7 +27,7 @@ def per_step() -> ModelBundle:
 
 @pytest.mark.parametrize(
     ("learner", "options"),
-    [("mamlpp", None), ("maml", None), ("mamlpp", {"width": 4, "stride": 4})],
+    [("mamlpp", None), ("maml", None), ("mamlpp", {"width": 4, "depth": 2, "stride": 4})],
 )
 def test_onnxruntime_logits_equal_torch(learner: str, options: dict | None) -> None:
     # maml: GroupNorm small U-Net; stride 4: pooled input, upsampled logits
