@@ -1,9 +1,10 @@
 """``landcover bench adapt-memory``: adapting on full-size tiles in bounded memory and time.
 
 Five support tiles of 2000×2000 px (3 bands, 5 classes, smooth random structure) adapt a
-bundle with the network, learner and tile size of ``configs/folder.yaml`` (read from it when
-it is there; else the small U-Net width 8, depth 3, stride 4, MAML++ with 3 inner steps,
-256-px tiles). Cutting every tile into crops gives thousands of them (5120 at 64 px);
+bundle with the network, learner and tile size of ``configs/folder.yaml`` (read by
+:func:`landcover.bench.regions.config_settings`, as the regions bench reads it; shipped: small
+U-Net width 8, depth 3, stride 4, MAML++ with 3 inner steps, 256-px tiles). Cutting every
+tile into crops gives thousands of them (5120 at 64 px);
 before the crop pool all of them went into one inner step (8.5 GB for five 1817×2061 tiles,
 issue 11). The pool keeps at most ``POOL_PIXELS`` network pixels of crops
 (:func:`landcover.inference.adapt.crop_pool`; ``stride**2`` input pixels each), and the
@@ -28,27 +29,6 @@ from typing import Any
 
 BENCH_NAME = "adapt-memory"
 BENCH_HELP = "peak RSS and time of adapting on 5 tiles of 2000x2000 px (crop pool budget)"
-
-#: Network, learner and tile size of configs/folder.yaml (used when the file is absent).
-MODEL = {"width": 8, "depth": 3, "norm": "batch", "stride": 4}
-LEARNER = {"steps": 3, "inner_lr": 0.1, "bn": "transductive"}
-TILE = 256
-CONFIG = Path("configs/folder.yaml")
-
-
-def folder_settings(config: Path = CONFIG) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """``(model_options, learner_options, tile_size)`` of the shipped folder config."""
-    import yaml
-
-    if not config.is_file():
-        return dict(MODEL), dict(LEARNER), TILE
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    model, data = cfg.get("model") or {}, cfg.get("data") or {}
-    return (
-        dict(model.get("model_options") or MODEL),
-        dict(model.get("learner_options") or LEARNER),
-        int(data.get("tile_size") or TILE),
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     from landcover.inference.adapt import POOL_PIXELS
 
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else [POOL_PIXELS]
-    model, learner, tile = folder_settings()
+    from landcover.bench.regions import config_settings
+
+    settings = config_settings()  # configs/folder.yaml's model, as the regions bench reads it
+    model, learner, tile = settings.model_options, settings.learner_options, settings.tile_size
     rows = []
     for budget in budgets:
         spec = {"tiles": args.tiles, "size": args.size, "budget": budget, "threads": args.threads,

@@ -65,14 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def settings_from(args: argparse.Namespace) -> Any:
-    """Bench settings: dataclass defaults, then the config file, then the flags."""
+def config_settings(config: Path | None = None) -> Any:
+    """Bench settings: dataclass defaults, then the config file.
+
+    ``config`` defaults to ``configs/folder.yaml`` when it is there (the settings a user
+    gets); ``landcover bench adapt-memory`` reads its model from here too.
+    """
     import yaml
 
     from landcover.bench.regions_core import RegionsSettings
 
     s = RegionsSettings()
-    config = args.config
     if config is None and Path("configs/folder.yaml").is_file():
         config = Path("configs/folder.yaml")
     if config is not None:
@@ -92,6 +95,12 @@ def settings_from(args: argparse.Namespace) -> Any:
         s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
         inner = int(s.learner_options.get("steps", 5))
         s.maml_steps = sorted({1, inner, 2 * inner})
+    return s
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """Bench settings: :func:`config_settings`, then the flags."""
+    s = config_settings(args.config)
     if args.quick:
         s.tile_size, s.shots, s.tasks_per_shot, s.epochs = 16, [1, 2], 2, 1
         s.batches_per_epoch, s.meta_batch_size, s.query, s.train_shots = 2, 2, 2, [1, 2]

@@ -56,10 +56,11 @@ def make_trainer(
         The trainer.
     """
     run_dir = Path(run_dir)
+    val_every = max(1, int(val_every))
     ckpt = MetaCheckpoint(
         dirpath=run_dir / "checkpoints",
         save_last=True,
-        every_n_epochs=max(1, int(val_every)),
+        every_n_epochs=val_every,
         save_top_k=1 if validate else 0,
         monitor="val/miou_after" if validate else None,
         mode="max",
@@ -79,7 +80,7 @@ def make_trainer(
         "num_sanity_val_steps": 0,
         "log_every_n_steps": 5,
         "limit_val_batches": 1.0 if validate else 0,
-        "check_val_every_n_epoch": max(1, int(val_every)),
+        "check_val_every_n_epoch": val_every,
     }
     options.update(trainer_options)
     return L.Trainer(**options)
