@@ -20,6 +20,14 @@ Options shared by the family:
 * ``body_once``: when only ``head.*`` parameters adapt and the model has ``body`` and
   ``head`` submodules with ``forward(x) == head(body(x))``, compute ``body(x)`` once per
   task and run only the head in the inner loop (``"auto"``: whenever possible).
+* ``proto_init``: Proto-MAML (Triantafillou et al. 2020, "Meta-Dataset", section 3.2): before
+  the inner loop, the rows of the final 1x1 classifier (``head.classifier``) of every class
+  present in the support are set from the support's class prototypes (masked average pooling
+  of the per-pixel embeddings), ``w_k = 2 c_k``, ``b_k = -||c_k||^2``, so the first step
+  starts from the Prototypical Network's decision rule instead of one fixed head for every
+  task; absent classes keep the meta-learned rows. The prototypes are computed from the
+  meta-parameters, so the meta-gradient reaches the body through them (first order too).
+  Zero inner steps use no prototypes (the meta-model itself).
 * ``task_batch``: how :meth:`MAML.meta_backward` runs the tasks of a meta-batch:
   ``"loop"`` (default: one task at a time, one backward per task), ``"grouped"`` (all
   tasks through one forward per inner step with per-task weights as grouped convolutions,
@@ -48,9 +56,13 @@ from landcover.meta.functional import (
     sub_dict,
 )
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.meta.protonet import class_prototypes
 from landcover.meta.stacking import task_metrics
 from landcover.meta.task_batching import TASK_BATCH_MODES, TaskBatching
 from landcover.tasks.task import Task
+
+#: The classifier tensors that ``proto_init`` sets per task.
+PROTO_NAMES = ("head.classifier.weight", "head.classifier.bias")
 
 
 class MAML(TaskBatching, Learner):
@@ -69,6 +81,8 @@ class MAML(TaskBatching, Learner):
         vmap: Batch a meta-batch's tasks with :func:`torch.func.vmap` (same as
             ``task_batch="vmap"``).
         task_batch: ``"loop"``, ``"grouped"`` or ``"vmap"`` (see the module docstring).
+        proto_init: Initialise the classifier from the support prototypes before the
+            inner loop (Proto-MAML; see the module docstring).
     """
 
     #: Policy used by ``bn="auto"`` for models with BatchNorm.
@@ -88,6 +102,7 @@ class MAML(TaskBatching, Learner):
         per_step_affine: bool = True,
         vmap: bool = False,
         task_batch: str = "loop",
+        proto_init: bool = False,
     ) -> None:
         super().__init__(loss_fn)
         if task_batch not in TASK_BATCH_MODES:
@@ -120,6 +135,9 @@ class MAML(TaskBatching, Learner):
         self.body_once = self._resolve_body_once(body_once)
         if self.task_batch == "grouped":
             self._check_grouped()
+        self.proto_init = bool(proto_init)
+        if self.proto_init:
+            self._check_proto_init()
 
     # ----------------------------------------------------------------- configuration
     def _select(self, names: list[str], adapt: Sequence[str] | str | None) -> list[str]:
@@ -148,6 +166,54 @@ class MAML(TaskBatching, Learner):
         if option and reasons:
             raise ValueError(f"body_once=True is impossible: {'; '.join(reasons)}")
         return bool(option)
+
+    def _check_proto_init(self) -> None:
+        head = getattr(self.model, "head", None)
+        classifier = getattr(head, "classifier", None)
+        if not (
+            isinstance(getattr(head, "decoder", None), nn.Module)
+            and isinstance(classifier, nn.Conv2d)
+            and classifier.kernel_size == (1, 1)
+            and classifier.bias is not None
+        ):
+            raise ValueError(
+                "proto_init needs a segmentation model whose head is a decoder followed by a "
+                "1x1 Conv2d 'classifier' with a bias (landcover.models.build_model)"
+            )
+        missing = [n for n in PROTO_NAMES if n not in self.adapt_names]
+        if missing:
+            raise ValueError(
+                f"proto_init sets {list(PROTO_NAMES)} per task, so they must adapt; "
+                f"{missing} are not in adapt"
+            )
+        if self.task_batch != "loop":
+            raise ValueError("proto_init runs tasks one at a time: use task_batch='loop'")
+
+    def _proto_head(
+        self, meta: TensorDict, fast: TensorDict, feats: Any, support_y: Tensor, training: bool
+    ) -> TensorDict:
+        """Fast tensors with the classifier rows of present classes set from prototypes."""
+        over, buffers = self.bn.tensors(0)
+        params = {**meta, **over, **fast}
+        if not self.body_once:
+            feats = self._call(
+                self.model.body, sub_dict(params, "body."), sub_dict(buffers, "body."),
+                feats, fast, training,
+            )  # fmt: skip
+        emb = self._call(
+            self.model.head.decoder, sub_dict(params, "head.decoder."),
+            sub_dict(buffers, "head.decoder."), feats, fast, training,
+        )  # fmt: skip
+        weight, bias = fast[PROTO_NAMES[0]], fast[PROTO_NAMES[1]]
+        ignore = int(getattr(self.loss_fn, "ignore_index", 255))
+        protos, present = class_prototypes(emb, support_y, weight.shape[0], ignore_index=ignore)
+        keep = present.to(protos.dtype)
+        w = keep[:, None] * 2 * protos + (1 - keep[:, None]) * weight.flatten(1)
+        b = keep * -protos.pow(2).sum(1) + (1 - keep) * bias
+        # the other fast tensors become aliases: the inner gradient is taken w.r.t. them
+        # with the classifier held as its own variable, not through the prototypes
+        aliases = {n: v.view_as(v) for n, v in fast.items()}
+        return {**aliases, PROTO_NAMES[0]: w.reshape(weight.shape), PROTO_NAMES[1]: b}
 
     # ----------------------------------------------------------------- hooks
     def _rate(self, name: str, step: int) -> Tensor | float:
@@ -241,6 +307,8 @@ class MAML(TaskBatching, Learner):
         """
         fast = self._batch_fast(self._init_fast(meta))
         feats = self._encode(meta, support_x, training)
+        if self.proto_init and steps > 0:
+            fast = self._proto_head(meta, fast, feats, support_y, training)
         step_losses: list[Tensor] = []
         for i in range(steps):
 
