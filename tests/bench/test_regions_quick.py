@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from landcover.bench.regions import fold_splits
-from landcover.bench.regions_core import grid_starts
+from landcover.bench.regions.core import grid_starts
 from landcover.cli import main as landcover
 from landcover.geo.fixtures import write_folder_fixture
 

@@ -224,7 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Meta-train the four methods, score them, draw the pictures, write the Markdown."""
-    from landcover.bench.landscape_plots import render
+    from landcover.bench.landscape.plots import render
 
     torch.manual_seed(args.seed)
     iterations, n_test = (150, 40) if args.quick else (500, 200)

@@ -5,7 +5,7 @@ users' dataset (region folders, or any format ``landcover data inspect`` reads):
 fold MAML++, pretrain+finetune, scratch and the masked-prototype head are trained on the
 same tiles for the same outer steps, the baselines' fine-tuning rate and steps are tuned on
 a validation region, and every method is scored on the same test tasks at 1 / 2 / 5 / 10
-shots, next to the unadapted meta-model (see :mod:`landcover.bench.regions_core`). Folds
+shots, next to the unadapted meta-model (see :mod:`landcover.bench.regions.core`). Folds
 and seeds are pooled task by task, so every comparison stays paired.
 
 Writes into ``--out``: ``report.md`` (tables with 95% intervals, MAML++ minus each baseline,
@@ -73,7 +73,7 @@ def config_settings(config: Path | None = None) -> Any:
     """
     import yaml
 
-    from landcover.bench.regions_core import RegionsSettings
+    from landcover.bench.regions.core import RegionsSettings
 
     s = RegionsSettings()
     if config is None and Path("configs/folder.yaml").is_file():
@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from landcover.bench.regions_core import FoldDataModule, grid_region, run_fold
-    from landcover.bench.regions_report import merge_results, write_regions_report
+    from landcover.bench.regions.core import FoldDataModule, grid_region, run_fold
+    from landcover.bench.regions.report import merge_results, write_regions_report
     from landcover.geo.datasets import detect_kind, load_regions
 
     s = settings_from(args)

@@ -204,7 +204,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write JSON and PNG."""
-    from landcover.bench.strokes_report import plot, table
+    from landcover.bench.strokes.report import plot, table
 
     if not args.root.is_dir():
         print(f"landcover bench strokes: no data at {args.root}; pass --root DUBAI_FOLDER")

@@ -11,7 +11,7 @@
   fast paths; pixel agreement of their class maps with the reference (the fast path must
   agree on >= 0.999 of the pixels) and with torch on the same windows.
 
-The vector part is :mod:`landcover.bench.predict_vectors`.
+The vector part is :mod:`landcover.bench.predict.vectors`.
 """
 
 from __future__ import annotations

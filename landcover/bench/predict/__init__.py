@@ -17,7 +17,7 @@ Measurements on synthetic 4-band uint16 GeoTIFFs and the default CPU model (smal
    8x must cost what 4x costs. Holding a raster's image and probabilities in memory would
    need the "in-memory need" column on top. Measured for the fast path (``--engine
    onnxruntime``, its default window and overlap).
-3. *Scene*, *engines* and *vectors* (:mod:`landcover.bench.predict_scene`): a whole
+3. *Scene*, *engines* and *vectors* (:mod:`landcover.bench.predict.scene`): a whole
    10980² scene through the fast path (time, peak memory), the engines against the
    reference path on a crop (speed, agreement), and the polygon counts of the vector
    output before/after generalisation with the agreement of the rasterised polygons.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -250,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the bench, print the tables, write JSON."""
     import torch
 
-    from landcover.bench import predict_scene as ps
-    from landcover.bench import predict_vectors as pv
+    from landcover.bench.predict import scene as ps
+    from landcover.bench.predict import vectors as pv
 
     torch.set_num_threads(args.threads)
     window = args.window or (256 if args.quick else 512)
@@ -320,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         save()
     _print(args, thr, window, rows, fw, mem_width, result["scene"], eng, vec)
     if args.json:
-        from landcover.bench.predict_plots import plot
+        from landcover.bench.predict.plots import plot
 
         png = plot(result, Path(args.json).with_suffix(".png"))
         print(f"wrote {args.json} and {png}")
@@ -394,11 +393,6 @@ def _print(args: argparse.Namespace, thr: dict[str, Any], window: int, rows: lis
 
 def ps_overlap() -> int:
     """The fast path's overlap (for the table header)."""
-    from landcover.bench.predict_scene import FAST_OVERLAP
+    from landcover.bench.predict.scene import FAST_OVERLAP
 
     return FAST_OVERLAP
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(_child(json.loads(sys.argv[2]))))

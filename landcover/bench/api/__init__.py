@@ -13,7 +13,7 @@ train your MAML"), 4 bands, 128 px tiles, 5 inner steps. It measures
 * throughput: predict requests per second with 8 concurrent clients;
 * sweep: 1, 8, 32, 64 concurrent clients of predicts and status polls over 4 API keys,
   with p50/p95 latency, 429 and 5xx counts and the slowest ``/ready`` per level
-  (:mod:`landcover.bench.api_sweep`).
+  (:mod:`landcover.bench.api.sweep`).
 
 It prints tables and writes JSON (``--json``) with a PNG of the sweep beside it. The
 server is always terminated.
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from landcover.bench.api_sweep import (
+from landcover.bench.api.sweep import (
     adapt_for,
     sweep_level,
     sweep_plot,
