@@ -1,0 +1,174 @@
+r"""Probes behind the regions log (``docs/results/regions/README.md``), sessions 4 on.
+
+Two questions the full bench is too slow to ask, on ``../shared/data/dubai-aerial``:
+
+* ``budget``: how high does one method go on fold 1 (test Tile 1, validation Tile 2,
+  training Tiles 3-4) with far more outer steps than the bench gives? ``--train oracle``
+  trains on the test region's own tiles instead (the query tiles included): an upper
+  reference for the network, not a few-shot result. Scores 8 test tasks at 1 and 5 shots,
+  unadapted and adapted (fine-tuning rate/steps or MAML++ test steps chosen on validation).
+* ``variant``: MAML++ with changed learner options on the *same* test tasks as the final
+  run's seed (``dubai_final/metrics.json``), so its per-task margin over that run's
+  pretrain+finetune row is paired.
+
+Run from the repository root, under the CPU lock, e.g.::
+
+    flock /tmp/landcover-cpu.lock .venv/bin/python docs/results/regions/probe.py \
+        budget pretrain --epochs 30 --width 8 --train cross
+    flock /tmp/landcover-cpu.lock .venv/bin/python docs/results/regions/probe.py \
+        variant proto --seed 0 --folds 0,1,2,3 --options '{proto_init: true}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch import seed_everything
+
+from landcover.bench.regions import config_settings, fold_splits
+from landcover.bench.regions.core import FoldDataModule, RegionsSettings, grid_region
+from landcover.geo.datasets import load_regions
+from landcover.tasks.scoring import score_task
+from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
+
+ROOT = Path("../shared/data/dubai-aerial")
+CLASSES = Path("configs/classes/dubai-aerial.yaml")
+FINAL = Path("docs/results/regions/dubai_final/metrics.json")
+
+
+def _regions(s: RegionsSettings) -> dict[str, Any]:
+    raw = load_regions(ROOT, kind="folder", classes=CLASSES, cache=True)
+    return {r.name: grid_region(r, s.tile_size) for r in sorted(raw, key=lambda r: r.name)}
+
+
+def _common(s: RegionsSettings) -> dict[str, Any]:
+    return {"max_epochs": s.epochs, "arch": s.arch, "model_options": s.model_options,
+            "outer_lr": s.outer_lr, "progress": False, "train_metrics_every": 0,
+            "val_every": s.epochs}  # fmt: skip
+
+
+def _mean_miou(learner: Any, dm: FoldDataModule, shots: int, steps: int | None, n: int) -> float:
+    scores = [
+        score_task(learner, dm.eval_task("test", i, shots=shots), steps, dm.num_classes,
+                   dm.ignore_index)[0]["miou"]
+        for i in range(n)
+    ]  # fmt: skip
+    return float(np.nanmean(scores))
+
+
+def budget(args: argparse.Namespace) -> dict[str, Any]:
+    """One method on fold 1 with ``--epochs`` x 20 outer steps."""
+    s = config_settings(Path("configs/folder.yaml"))
+    s.epochs = args.epochs
+    s.model_options = {**s.model_options, "width": args.width}
+    regions = _regions(s)
+    names = list(regions)
+    test, val = names[0], names[1]
+    train = [regions[n] for n in names[2:]] if args.train == "cross" else [regions[test]]
+    dm = FoldDataModule(train, [regions[val]], [regions[test]], s, 0)
+    seed_everything(0, workers=True, verbose=False)
+    t = time.perf_counter()
+    run = Path(args.out) / f"budget_{args.method}_{args.train}"
+    if args.method == "pretrain":
+        module = fit_learner("pretrain", {}, dm, run, validate=False, **_common(s))
+        learner, grid = choose_finetune(
+            "pretrain", module.learner.model, dm, rates=s.finetune_rates,
+            steps=s.finetune_steps, tasks=s.tuning_tasks,
+        )  # fmt: skip
+        steps = None
+    else:
+        module = fit_learner("mamlpp", s.learner_options, dm, run, **_common(s))
+        learner = module.learner
+        steps, grid = choose_steps(learner, dm, s.maml_steps, tasks=s.tuning_tasks)
+    out: dict[str, Any] = {"method": args.method, "train": args.train, "epochs": args.epochs,
+                           "width": args.width, "train_s": time.perf_counter() - t,
+                           "validation_grid": grid}  # fmt: skip
+    for k in (1, 5):
+        out[f"unadapted_{k}"] = _mean_miou(learner, dm, k, 0, 8)
+        out[f"adapted_{k}"] = _mean_miou(learner, dm, k, steps, 8)
+    return out
+
+
+def variant(args: argparse.Namespace) -> dict[str, Any]:
+    """MAML++ with ``--options`` on the final run's test tasks of ``--seed``."""
+    s = config_settings(Path("configs/folder.yaml"))
+    s.learner_options.update(yaml.safe_load(args.options) or {})
+    inner = int(s.learner_options.get("steps", 5))
+    s.maml_steps = sorted({1, inner, 2 * inner})
+    regions = _regions(s)
+    final = json.loads(FINAL.read_text(encoding="utf-8"))
+    order = [(r["seed"], r["fold"]) for r in final["folds"]]
+    per_run = final["meta"]["tasks_per_shot"]
+    wanted = [int(x) for x in args.folds.split(",")]
+    out: dict[str, Any] = {"label": args.label, "options": args.options, "folds": {}}
+    for j, (test, val) in enumerate(fold_splits(list(regions), None)):
+        if j not in wanted:
+            continue
+        train = [r for n, r in regions.items() if n not in test and n not in val]
+        dm = FoldDataModule(train, [regions[n] for n in val], [regions[n] for n in test], s,
+                            args.seed)  # fmt: skip
+        seed_everything(args.seed, workers=True, verbose=False)
+        t = time.perf_counter()
+        run = Path(args.out) / f"{args.label}_s{args.seed}_f{j}"
+        maml = fit_learner("mamlpp", s.learner_options, dm, run, **_common(s))
+        steps, grid = choose_steps(maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks)
+        at = order.index((args.seed, j)) * per_run
+        res: dict[str, Any] = {"train_s": time.perf_counter() - t, "steps": steps, "grid": grid}
+        for k in final["meta"]["shots"]:
+            ours = [
+                score_task(maml.learner, dm.eval_task("test", i, shots=k), steps,
+                           dm.num_classes, dm.ignore_index)[0]["miou"]
+                for i in range(per_run)
+            ]  # fmt: skip
+            base = {m: final["per_task"][m][str(k)]["miou"][at : at + per_run]
+                    for m in ("MAML++", "pretrain+finetune")}  # fmt: skip
+            res[str(k)] = {
+                "variant": float(np.mean(ours)),
+                "final_MAML++": float(np.mean(base["MAML++"])),
+                "final_pretrain+finetune": float(np.mean(base["pretrain+finetune"])),
+                "margin_vs_pretrain": float(np.mean(np.subtract(ours, base["pretrain+finetune"]))),
+            }
+        out["folds"][str(j)] = res
+        print(json.dumps({j: res}), flush=True)
+    shots = [str(k) for k in final["meta"]["shots"]]
+    for key in ("variant", "final_MAML++", "margin_vs_pretrain"):
+        out[f"mean_{key}"] = {k: float(np.mean([f[k][key] for f in out["folds"].values()]))
+                              for k in shots}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    """Parse the command line, run one probe, print its JSON (and write ``--json``)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="probe", required=True)
+    b = sub.add_parser("budget")
+    b.add_argument("method", choices=["pretrain", "mamlpp"])
+    b.add_argument("--epochs", type=int, default=30)
+    b.add_argument("--width", type=int, default=8)
+    b.add_argument("--train", choices=["cross", "oracle"], default="cross")
+    v = sub.add_parser("variant")
+    v.add_argument("label")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--folds", default="0,1,2,3")
+    v.add_argument("--options", default="{}", help="YAML mapping of MAML++ options")
+    for q in (b, v):
+        q.add_argument("--out", default="/tmp/regions_probe", help="run folders")
+        q.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    result = budget(args) if args.probe == "budget" else variant(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
