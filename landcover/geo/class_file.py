@@ -240,6 +240,13 @@ def scheme_fields(data: Any, source: str | Path | None = None) -> dict[str, Any]
         v = e.get("value")
         values.append(None if v is None else _int(v, source, f"{where}.value"))
         c = e.get("color")
+        if c is None and "color" in e:
+            raise _fail(
+                source,
+                f"{where}.color",
+                "is empty; in YAML quote a hex colour (color: '#3C1098'): an unquoted # "
+                "starts a comment",
+            )
         colors.append(None if c is None else _rgb(c, source, f"{where}.color"))
     has_value = [v is not None for v in values]
     has_color = [c is not None for c in colors]

@@ -121,6 +121,9 @@ def test_hex_colours_in_our_own_schema(tmp_path: Path) -> None:
     assert s.ignore_values == (GREY, (0, 0, 0))
     path.write_text("classes: [{name: a, color: '#3C1098'}]\nignore: '#9b9b9b'\n")
     assert ClassScheme.from_file(path).ignore_values == (GREY,)
+    path.write_text("classes:\n  - name: a\n    color: #3C1098\n")  # a YAML comment
+    with pytest.raises(GeoDataError, match=r"'classes\[0\].color'.*quote a hex colour"):
+        ClassScheme.from_file(path)
 
 
 @pytest.mark.parametrize(
