@@ -1,5 +1,6 @@
-"""Schema of a class file: check every field of ``classes.yaml`` / ``classes.json``.
+"""A class file: read ``classes.yaml`` / ``classes.json`` safely and check every field.
 
+:func:`load_class_file` parses it (size-capped, YAML without aliases);
 :meth:`landcover.geo.classes.ClassScheme.from_dict` calls :func:`scheme_fields` on the
 parsed content. Every mistake raises :class:`~landcover.geo.errors.GeoDataError` naming the
 file and the field (``classes[2].color``, ``ignore[1]``, ...) with what was expected and an
@@ -39,11 +40,14 @@ unlabeled`` of our own layout stay classes), since a dataset may well mean them 
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from landcover.geo.errors import GeoDataError
 
@@ -289,3 +293,55 @@ def scheme_fields(data: Any, source: str | Path | None = None) -> dict[str, Any]
         "ignore_index": ignore_index,
         "threshold": threshold,
     }
+
+
+#: Largest class file read (a class file lists a few classes; see :func:`load_class_file`).
+MAX_CLASS_FILE_BYTES = 64 * 1024
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``).
+
+    Aliases let a few hundred bytes expand into gigabytes ("billion laughs"); a class file
+    never needs them.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in a class file", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (with an ellipsis), for quoting in errors."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_class_file(path: Path) -> Any:
+    """Parse a class file safely: size-capped, YAML without aliases, short error excerpts.
+
+    Raises:
+        GeoDataError: The file is over :data:`MAX_CLASS_FILE_BYTES`, unreadable, uses YAML
+            aliases, or is not valid YAML/JSON (the message quotes at most a short excerpt).
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_CLASS_FILE_BYTES:
+            raise GeoDataError(
+                f"class file is {size} bytes, over the limit of {MAX_CLASS_FILE_BYTES}; a "
+                "class file lists a few classes",
+                path,
+            )
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_CLASS_FILE_BYTES + 1).decode("utf-8")
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise GeoDataError(f"cannot read class file: {excerpt(str(err))}", path) from None
+    except RecursionError:
+        raise GeoDataError("cannot read class file: nested too deeply", path) from None

@@ -27,6 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from landcover.geo.class_file import MAX_CLASS_FILE_BYTES as MAX_CLASS_FILE_BYTES
+from landcover.geo.class_file import excerpt as excerpt
+from landcover.geo.class_file import load_class_file, scheme_fields
 from landcover.geo.errors import GeoDataError, MaskValueError
 
 #: Class index of unlabeled pixels in every mask the readers return.
@@ -293,8 +296,6 @@ class ClassScheme:
         Raises:
             GeoDataError: A malformed field; the message names ``source`` and the field.
         """
-        from landcover.geo.class_file import scheme_fields
-
         fields = scheme_fields(data, source)
         try:
             return cls(**fields, source=None if source is None else Path(source))
@@ -344,55 +345,3 @@ class ClassScheme:
             source=self.source,
         )
         return scheme, lut
-
-
-#: Largest class file read (a class file lists a few classes; see :func:`load_class_file`).
-MAX_CLASS_FILE_BYTES = 64 * 1024
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases (``*name``).
-
-    Aliases let a few hundred bytes expand into gigabytes ("billion laughs"); a class file
-    never needs them.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not allowed in a class file", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-def excerpt(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters (with an ellipsis), for quoting in errors."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def load_class_file(path: Path) -> Any:
-    """Parse a class file safely: size-capped, YAML without aliases, short error excerpts.
-
-    Raises:
-        GeoDataError: The file is over :data:`MAX_CLASS_FILE_BYTES`, unreadable, uses YAML
-            aliases, or is not valid YAML/JSON (the message quotes at most a short excerpt).
-    """
-    try:
-        size = path.stat().st_size
-        if size > MAX_CLASS_FILE_BYTES:
-            raise GeoDataError(
-                f"class file is {size} bytes, over the limit of {MAX_CLASS_FILE_BYTES}; a "
-                "class file lists a few classes",
-                path,
-            )
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_CLASS_FILE_BYTES + 1).decode("utf-8")
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.load(text, Loader=_NoAliasLoader)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise GeoDataError(f"cannot read class file: {excerpt(str(err))}", path) from None
-    except RecursionError:
-        raise GeoDataError("cannot read class file: nested too deeply", path) from None

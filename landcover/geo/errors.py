@@ -112,10 +112,8 @@ def mismatch_summary(problems: Sequence[Exception]) -> list[str]:
             for v, n in err.counts.items():
                 counts[v] = counts.get(v, 0) + n
         kind = errors[0].kind
-        text = (
-            f"{len(errors)} mask(s) hold {kind} in no class and no ignore entry of the class "
-            f"file {class_file or '(none)'}"
-        )
+        of = f"the class file {class_file}" if class_file is not None else "the class scheme"
+        text = f"{len(errors)} mask(s) hold {kind} in no class and no ignore entry of {of}"
         if all(e.matched == 0 for e in errors):
             text += (
                 f"; not one of their pixels has a class's {kind[:-1]}, so the class file's "
