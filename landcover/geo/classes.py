@@ -27,6 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from landcover.geo.class_file import MAX_CLASS_FILE_BYTES as MAX_CLASS_FILE_BYTES
+from landcover.geo.class_file import excerpt as excerpt
+from landcover.geo.class_file import load_class_file, scheme_fields
 from landcover.geo.errors import GeoDataError, MaskValueError
 
 #: Class index of unlabeled pixels in every mask the readers return.
@@ -71,6 +74,8 @@ class ClassScheme:
         ignore_index: Class index given to unlabeled pixels (255 by default).
         threshold: For colour masks, threshold each channel at this level first (DeepGlobe
             masks are JPEG-like, not pure 0/255, and are read with 128).
+        source: The class file the scheme was read from (named in mask errors), if any; not
+            part of the scheme's identity.
     """
 
     names: tuple[str, ...]
@@ -80,6 +85,7 @@ class ClassScheme:
     ignore_value: int | tuple[int, ...] | tuple[tuple[int, int, int], ...] | None = None
     ignore_index: int = IGNORE_INDEX
     threshold: int | None = None
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -150,13 +156,18 @@ class ClassScheme:
         return len(self.names)
 
     # ------------------------------------------------------------------ encoding
-    def encode(self, raw: np.ndarray, source: str | Path | None = None) -> np.ndarray:
+    def encode(
+        self, raw: np.ndarray, source: str | Path | None = None, *,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Turn a raw mask into class indices.
 
         Args:
             raw: ``(H, W)`` integer mask (value encoding) or ``(3, H, W)`` / ``(H, W, 3)``
                 RGB mask (colour encoding).
             source: File the mask came from, named in errors.
+            weights: Pixels each raw entry stands for (a palette's used colours), ``(H, W)``;
+                only the pixel counts of errors use it. Default: one pixel each.
 
         Returns:
             ``(H, W)`` int64 class indices, :attr:`ignore_index` for unlabeled pixels.
@@ -177,7 +188,7 @@ class ClassScheme:
             assert self.values is not None
             table = {int(v): i for i, v in enumerate(self.values)}
             table.update({int(v): self.ignore_index for v in self.ignore_values})
-            return self._lookup(raw, table, source, lambda v: int(v))
+            return self._lookup(raw, table, source, lambda v: int(v), weights)
         rgb = self._as_rgb(raw, source)
         if self.threshold is not None:
             rgb = (rgb >= self.threshold).astype(np.uint8) * np.uint8(255)
@@ -186,7 +197,7 @@ class ClassScheme:
         )  # fmt: skip
         table = {_pack(c): i for i, c in enumerate(self.colors)}
         table.update({_pack(c): self.ignore_index for c in self.ignore_values})
-        return self._lookup(codes, table, source, _unpack)
+        return self._lookup(codes, table, source, _unpack, weights)
 
     def _as_rgb(self, raw: np.ndarray, source: str | Path | None) -> np.ndarray:
         if raw.ndim == 3 and raw.shape[0] in (3, 4):
@@ -200,8 +211,9 @@ class ClassScheme:
         )
 
     def _lookup(
-        self, codes: np.ndarray, table: Mapping[int, int], source: Any, show: Any
-    ) -> np.ndarray:
+        self, codes: np.ndarray, table: Mapping[int, int], source: Any, show: Any,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Map raw codes through ``table`` by binary search over the few known codes."""
         keys = np.array(sorted(table), dtype=np.int64)
         out_of = np.array([table[int(k)] for k in keys], dtype=np.int64)
@@ -217,9 +229,19 @@ class ClassScheme:
             result = np.where(keys[pos] == flat, out_of[pos], -1)
         bad = result < 0
         if bad.any():
-            uniq, counts = np.unique(flat[bad], return_counts=True)
-            counted = {show(int(u)): int(n) for u, n in zip(uniq, counts)}
-            raise MaskValueError(source, counted, self.describe_values())
+            w = np.ones(flat.shape, np.int64) if weights is None else weights.reshape(-1)
+            uniq, inverse = np.unique(flat[bad], return_inverse=True)
+            counts = np.bincount(inverse.reshape(-1), weights=w[bad], minlength=len(uniq))
+            raise MaskValueError(
+                source,
+                {show(int(u)): int(n) for u, n in zip(uniq, counts)},
+                self.describe_values(),
+                pixels=int(w.sum()),
+                matched=int(w[(result >= 0) & (result < self.num_classes)].sum()),
+                class_file=self.source,
+                kind="colours" if self.encoding == "color" else "values",
+                ignore=self.ignore_values,
+            )
         return result.reshape(codes.shape)
 
     def describe_values(self) -> str:
@@ -274,11 +296,9 @@ class ClassScheme:
         Raises:
             GeoDataError: A malformed field; the message names ``source`` and the field.
         """
-        from landcover.geo.class_file import scheme_fields
-
         fields = scheme_fields(data, source)
         try:
-            return cls(**fields)
+            return cls(**fields, source=None if source is None else Path(source))
         except GeoDataError as err:
             raise GeoDataError(str(err), source) from None
 
@@ -322,57 +342,6 @@ class ClassScheme:
             ignore_value=self.ignore_value,
             ignore_index=self.ignore_index,
             threshold=self.threshold,
+            source=self.source,
         )
         return scheme, lut
-
-
-#: Largest class file read (a class file lists a few classes; see :func:`load_class_file`).
-MAX_CLASS_FILE_BYTES = 64 * 1024
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases (``*name``).
-
-    Aliases let a few hundred bytes expand into gigabytes ("billion laughs"); a class file
-    never needs them.
-    """
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not allowed in a class file", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-def excerpt(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters (with an ellipsis), for quoting in errors."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def load_class_file(path: Path) -> Any:
-    """Parse a class file safely: size-capped, YAML without aliases, short error excerpts.
-
-    Raises:
-        GeoDataError: The file is over :data:`MAX_CLASS_FILE_BYTES`, unreadable, uses YAML
-            aliases, or is not valid YAML/JSON (the message quotes at most a short excerpt).
-    """
-    try:
-        size = path.stat().st_size
-        if size > MAX_CLASS_FILE_BYTES:
-            raise GeoDataError(
-                f"class file is {size} bytes, over the limit of {MAX_CLASS_FILE_BYTES}; a "
-                "class file lists a few classes",
-                path,
-            )
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_CLASS_FILE_BYTES + 1).decode("utf-8")
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.load(text, Loader=_NoAliasLoader)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise GeoDataError(f"cannot read class file: {excerpt(str(err))}", path) from None
-    except RecursionError:
-        raise GeoDataError("cannot read class file: nested too deeply", path) from None

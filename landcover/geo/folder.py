@@ -126,7 +126,8 @@ def decode_palette(
         indices = indices[0]
     if scheme.encoding == "value":
         return scheme.encode(indices, source)
-    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
+    hist = np.bincount(indices.ravel(), minlength=256)
+    used = np.flatnonzero(hist)
     missing = [int(i) for i in used if int(i) not in palette]
     if missing:
         raise GeoDataError(
@@ -135,7 +136,8 @@ def decode_palette(
             source,
         )
     colours = np.array([list(palette[int(i)])[:3] for i in used], dtype=np.uint8)
-    classes = scheme.encode(colours.T[:, None, :], source)[0]  # (3, 1, n) -> (n,)
+    # (3, 1, n) -> (n,); errors count each colour's pixels, not its palette entries
+    classes = scheme.encode(colours.T[:, None, :], source, weights=hist[used][None, :])[0]
     lut = np.full(max(256, int(used.max()) + 1), scheme.ignore_index, dtype=np.int64)
     lut[used] = classes
     return lut[indices]

@@ -18,6 +18,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from landcover.geo.errors import MaskValueError, mismatch_summary
 from landcover.geo.region import Region
 
 #: Classes shown as one column each; larger schemes get a single list column.
@@ -107,17 +108,25 @@ def print_summary(summaries: Sequence[RegionSummary], title: str = "", width: in
 
 
 def print_problems(problems: Sequence[Exception], width: int = 160) -> None:
-    """Print every problem found (one row per file) to stderr."""
+    """Print every problem found (one row per file) to stderr.
+
+    Masks with values or colours the class file lacks get a short row each (the values and
+    their pixel counts); what they share (the class file, the values summed over all of
+    them, what to do) follows the table once per class file (:func:`mismatch_summary`).
+    """
     table = Table(title=f"{len(problems)} problem(s); fix them all, then run again")
     table.add_column("file", overflow="fold")
     table.add_column("problem", overflow="fold")
     for err in problems:
         path = getattr(err, "path", None)
-        text = str(err)
+        text = err.short if isinstance(err, MaskValueError) else str(err)
         if path is not None and text.startswith(f"{path}: "):
             text = text[len(f"{path}: ") :]
         table.add_row(str(path) if path is not None else "", text)
-    Console(width=width, stderr=True).print(table)
+    console = Console(width=width, stderr=True)
+    console.print(table)
+    for paragraph in mismatch_summary(problems):
+        console.print(paragraph, markup=False, highlight=False)
 
 
 def composite(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:

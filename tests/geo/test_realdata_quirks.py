@@ -98,7 +98,7 @@ def test_several_ignore_values_for_value_masks() -> None:
         ("classes: [{name: a, value: one}]", "'classes[0].value'"),
         ("classes: [{name: a, value: 1.5}]", "'classes[0].value'"),
         ("classes: [{name: a, value: 1}, {name: b}]", "'classes[1]'"),
-        ("classes: [{title: a, value: 1}]", "'classes[0].title'"),
+        ("classes: [{nom: a, value: 1}]", "'classes[0].nom'"),
         ("classes: [a, b]", "'classes[0]'"),
         ("classes: {a: 1}", "'classes'"),
         ("classes: []", "'classes'"),
