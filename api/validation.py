@@ -173,7 +173,14 @@ def read_support(
         region = read_region_folder(staged.folder, scheme, validate=True, cache=True)
         samples = list(region)
     except MaskValueError as err:
-        raise _bad(staged, err, "mask_values") from None
+        # the service's classes are the model's, not a class file the user could swap
+        what = err.kind[:-1]
+        message = (
+            f"{err.path}: {err.short}. This model's classes are {err.valid}; paint every "
+            f"labelled pixel with one of these {err.kind} (or an ignore {what}) and send the "
+            "tiles again"
+        )
+        raise BadInput(staged.explain(message), "mask_values") from None
     except GeoDataError as err:
         code = "size_mismatch" if "must match their images" in str(err) else "invalid_tile"
         raise _bad(staged, err, code) from None

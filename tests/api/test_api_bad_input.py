@@ -81,8 +81,12 @@ def test_band_count_differs(client: TestClient, data_dir: Path) -> None:
 def test_mask_values_outside_classes(client: TestClient, data_dir: Path) -> None:
     mask = np.ones((32, 32), np.uint8)
     mask[:4] = 9
-    rejected(client, data_dir, 422, "mask_values", ["'a.png'", "9 (128 px)", "1 (water)"],
-             files=files_with(GOOD_IMG, png_bytes(mask)))  # fmt: skip
+    body = rejected(client, data_dir, 422, "mask_values",
+                    ["'a.png'", "9 (128 px)", "1 (water)", "This model's classes are"],
+                    files=files_with(GOOD_IMG, png_bytes(mask)))  # fmt: skip
+    # the service's classes come from the model: no command-line advice, no server paths
+    assert "--classes" not in body["detail"] and "class file" not in body["detail"]
+    assert str(data_dir) not in body["detail"]
 
 
 def test_all_nodata_tile(client: TestClient, data_dir: Path) -> None:
