@@ -5,21 +5,19 @@ from __future__ import annotations
 import io
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from api.settings import Settings
 from landcover.geo.classes import ClassScheme
-from landcover.inference.bundle import ModelBundle
-from landcover.meta.registry import build_learner
-from landcover.models import build_model
+from landcover.inference.testing import tiny_bundle
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
@@ -33,25 +31,18 @@ SCHEME = ClassScheme(
     ignore_value=0,
 )
 
+#: The tiny U-Net of the test bundles (``tiny_bundle``'s, with two GroupNorm groups).
+TINY_UNET = {"width": 4, "depth": 2, "norm": "group", "groups": 2}
+
 
 def make_bundle(path: Path, bands: int = 3, tile: int = 32) -> Path:
-    """An untrained small U-Net + MAML learner, saved as a real bundle."""
-    torch.manual_seed(0)
-    model = build_model("small_unet", bands, SCHEME.num_classes, width=4, depth=2, norm="group",
-                        groups=2)  # fmt: skip
-    learner = build_learner(
-        "maml", model, torch.nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1, steps=2
+    """An untrained small U-Net + MAML learner, saved as a real bundle (bands ``B1..``)."""
+    bundle = tiny_bundle(bands, SCHEME.num_classes, model_options=TINY_UNET, tile_size=tile,
+                         mean=100.0, std=50.0)  # fmt: skip
+    bands_ = [f"B{i + 1}" for i in range(bands)]
+    return replace(bundle, bands=bands_, classes=SCHEME.to_dict(), inner_steps=2, info={}).save(
+        path
     )
-    bundle = ModelBundle.from_learner(
-        learner,
-        bands=[f"B{i + 1}" for i in range(bands)],
-        mean=[100.0] * bands,
-        std=[50.0] * bands,
-        classes=SCHEME,
-        tile_size=tile,
-        inner_steps=2,
-    )
-    return bundle.save(path)
 
 
 #: The database of the running test (set by the ``data_dir`` fixture; ``None``: SQLite).
