@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from api.settings import Settings
+from landcover.bench.api import free_port, start_server, stop_server
 from landcover.geo.classes import ClassScheme
 from landcover.inference.testing import tiny_bundle
 
@@ -129,6 +132,28 @@ def query_raster(size: int = 80, nodata_block: bool = True) -> bytes:
     if nodata_block:
         image[:, :10, :10] = 0
     return tiff_bytes(image, nodata=0)
+
+
+@contextlib.contextmanager
+def served(root: Path, env: dict[str, str]) -> Iterator[str]:
+    """``landcover serve`` in a subprocess with :func:`make_bundle`'s bundle as ``tiny``.
+
+    Args:
+        root: Folder for the bundle (``models/``), the service's data and ``server.log``.
+        env: Extra environment of the server (``LANDCOVER_*`` settings); keys A and B.
+
+    Yields:
+        The server's base URL; the server is stopped on exit, whatever happened.
+    """
+    make_bundle(root / "models" / "tiny.bundle")
+    port = free_port()
+    proc = start_server(port, root / "data", root / "models", [KEY_A, KEY_B], env=env,
+                        log=root / "server.log")  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
+        assert proc.poll() is not None
 
 
 def wait_status(
