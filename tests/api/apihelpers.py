@@ -157,15 +157,19 @@ def served(root: Path, env: dict[str, str]) -> Iterator[str]:
 
 
 def wait_status(
-    client: Any, adaptation_id: str, headers: dict[str, str] = HEADERS, timeout: float = 60.0
+    client: Any,
+    adaptation_id: str,
+    headers: dict[str, str] = HEADERS,
+    timeout: float = 60.0,
+    interval: float = 0.05,
 ) -> dict[str, Any]:
-    """Poll an adaptation until it is done or failed."""
+    """Poll an adaptation every ``interval`` seconds until it is done or failed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(f"/v1/adaptations/{adaptation_id}", headers=headers).json()
         if body["status"] in ("done", "failed"):
             return body
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"adaptation {adaptation_id} did not finish in {timeout} s: {body}")
 
 

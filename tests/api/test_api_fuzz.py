@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         with httpx.Client(base_url=base, timeout=60) as c:
             aid = c.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                          files=pair_files(2)).json()["id"]  # fmt: skip
-            assert wait_status(c, aid)["status"] == "done"
+            assert wait_status(c, aid, interval=0.1)["status"] == "done"
         yield base, aid
 
 

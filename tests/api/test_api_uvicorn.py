@@ -39,7 +39,7 @@ def test_flow_against_uvicorn(server: str) -> None:
         r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                         files=pair_files(3))  # fmt: skip
         assert r.status_code == 202, r.text
-        done = wait_status(client, r.json()["id"], timeout=120.0)
+        done = wait_status(client, r.json()["id"], timeout=120.0, interval=0.1)
         assert done["status"] == "done"
         p = client.post(f"/v1/adaptations/{done['id']}/predict", headers=HEADERS,
                         files={"raster": ("q.tif", query_raster(70))})  # fmt: skip
@@ -63,7 +63,7 @@ def test_twenty_concurrent_adaptations(server: str) -> None:
     ids = [r.json()["id"] for r in responses]
     assert len(set(ids)) == 20
     with httpx.Client(base_url=server, timeout=60) as client:
-        finished = [wait_status(client, aid, timeout=120.0) for aid in ids]
+        finished = [wait_status(client, aid, timeout=120.0, interval=0.1) for aid in ids]
         assert [f["status"] for f in finished] == ["done"] * 20, finished
         assert [f["tiles"] for f in finished] == [1 + i % 3 for i in range(20)]
         listed = client.get("/v1/adaptations?limit=500", headers=HEADERS).json()["items"]
