@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from landcover.evaluation.fewshot import Method, evaluate_fewshot
+from landcover.evaluation.fewshot import Method, evaluate_test_split
 from landcover.evaluation.report import atomic_write_text, markdown_table, write_report
 
 #: Generator knobs of the demo's regions (fields of ``SynthConfig``; others at defaults).
@@ -178,14 +178,8 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
         "pretrain+finetune": Method(pre_ft),
         "scratch": Method(scratch),
     }
-    result = evaluate_fewshot(
-        methods,
-        lambda k, i: dm.eval_task("test", i, shots=k),
-        num_classes=dm.num_classes,
-        shots=s.shots,
-        tasks_per_shot=s.tasks_per_shot,
-        ignore_index=dm.ignore_index,
-        progress=progress,
+    result = evaluate_test_split(
+        methods, dm, shots=s.shots, tasks_per_shot=s.tasks_per_shot, progress=progress
     )
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0

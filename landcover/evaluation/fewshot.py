@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -33,6 +33,7 @@ __all__ = [
     "TaskSource",
     "adapt_and_predict",
     "evaluate_fewshot",
+    "evaluate_test_split",
     "score_task",
 ]
 
@@ -183,3 +184,52 @@ def evaluate_fewshot(
             bar.update(1)
     bar.close()
     return result
+
+
+class SplitTasks(Protocol):
+    """What :func:`evaluate_test_split` reads of a data module (``RegionTaskDataModule``)."""
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the scheme."""
+        ...
+
+    @property
+    def ignore_index(self) -> int:
+        """Value of unlabeled pixels."""
+        ...
+
+    def eval_task(self, split: str, index: int, shots: int | None = None) -> Task:
+        """The deterministic evaluation task ``index`` of ``split`` with ``shots`` shots."""
+        ...
+
+
+def evaluate_test_split(
+    methods: Mapping[str, Method],
+    dm: SplitTasks,
+    *,
+    shots: Sequence[int],
+    tasks_per_shot: int,
+    progress: bool = True,
+) -> FewShotResult:
+    """:func:`evaluate_fewshot` on a data module's ``"test"`` tasks, with its classes.
+
+    Args:
+        methods: ``{name: Method}``; names become rows of the report.
+        dm: The data module whose held-out test regions supply the tasks.
+        shots: Numbers of labeled support tiles.
+        tasks_per_shot: Tasks sampled per shot count.
+        progress: Show a tqdm bar.
+
+    Returns:
+        The per-task scores and examples.
+    """
+    return evaluate_fewshot(
+        methods,
+        lambda k, i: dm.eval_task("test", i, shots=k),
+        num_classes=dm.num_classes,
+        shots=shots,
+        tasks_per_shot=tasks_per_shot,
+        ignore_index=dm.ignore_index,
+        progress=progress,
+    )

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landcover.meta.embedding import feature_dim_of, flat_embedding
-from landcover.meta.protocol import AdaptedState, Learner, TaskResult
-from landcover.tasks.task import Task
+from landcover.meta.embedding import feature_dim_of
+from landcover.meta.feature_classifier import FeatureClassifier
+from landcover.meta.protocol import AdaptedState
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -35,7 +35,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CNP(Learner):
+class CNP(FeatureClassifier):
     """Conditional Neural Process classifier behind the learner protocol.
 
     Args:
@@ -55,17 +55,12 @@ class CNP(Learner):
         max_way: int = 20,
         hidden: int = 128,
     ) -> None:
-        super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
-        self.encoder = encoder
+        super().__init__(encoder, loss_fn)
         self.max_way = max_way
         feature_dim = feature_dim_of(encoder, feature_dim)
         self.h = mlp([feature_dim + max_way, hidden, hidden, hidden])
         self.project = nn.Linear(feature_dim, hidden)
         self.g = mlp([feature_dim + 3 * hidden, hidden, hidden, 1])
-
-    def embed(self, x: Tensor) -> Tensor:
-        """Flattened embeddings ``(n, D)``."""
-        return flat_embedding(self.encoder, x)
 
     def adapt(
         self,
@@ -102,11 +97,3 @@ class CNP(Learner):
             r.expand(n, k, -1),
         ]
         return self.g(torch.cat(parts, dim=2)).squeeze(2)
-
-    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
-        """Query cross-entropy given the aggregated support set."""
-        state = self.adapt(task.support_x, task.support_y, create_graph=training)
-        logits = self.predict(state, task.query_x)
-        loss = self.loss_fn(logits, task.query_y)
-        acc = float((logits.argmax(1) == task.query_y).float().mean())
-        return TaskResult(loss, float(loss.detach()), {"accuracy": acc})

@@ -180,14 +180,7 @@ class IMAML(MAML):
         detached = {k: v.detach() for k, v in meta.items()}
         names = self.adapt_names
         with torch.enable_grad():
-            fast, _ = self._inner(
-                detached,
-                task.support_x,
-                task.support_y,
-                self.default_steps,
-                create_graph=False,
-                training=training,
-            )
+            fast = self._fast_weights(detached, task.support_x, task.support_y, training=training)
             phi = {n: fast[n].detach().requires_grad_() for n in names}
             out = self._forward(detached, phi, task.query_x, None, training)
             q_loss = self.loss_fn(out, task.query_y)
@@ -237,15 +230,7 @@ class IMAML(MAML):
         names = self.adapt_names
 
         def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
-            fast, _ = self._inner(
-                detached,
-                sx,
-                sy,
-                self.default_steps,
-                create_graph=False,
-                training=True,
-                functional=True,
-            )
+            fast = self._fast_weights(detached, sx, sy, training=True, functional=True)
             phi = {n: fast[n] for n in names}
 
             def query_loss(p: TensorDict) -> Tensor:

@@ -327,6 +327,38 @@ class MAML(TaskBatching, Learner):
                 step_losses.append(self._losses(out, query[1]))
         return fast, step_losses
 
+    def _fast_weights(
+        self,
+        meta: TensorDict,
+        support_x: Tensor,
+        support_y: Tensor,
+        *,
+        training: bool,
+        steps: int | None = None,
+        functional: bool = False,
+    ) -> TensorDict:
+        """Fast tensors after the inner loop, first order (no graph through the steps).
+
+        Args:
+            meta: Meta-parameters (usually detached).
+            support_x: Support inputs.
+            support_y: Support targets.
+            training: Learner mode for BatchNorm.
+            steps: Inner steps; default the trained number.
+            functional: Take gradients with :func:`torch.func.grad` (under ``vmap``).
+        """
+        steps = self.default_steps if steps is None else steps
+        fast, _ = self._inner(
+            meta,
+            support_x,
+            support_y,
+            steps,
+            create_graph=False,
+            training=training,
+            functional=functional,
+        )
+        return fast
+
     def _objective(
         self, meta: TensorDict, task: Task, *, training: bool, functional: bool
     ) -> tuple[Tensor, Tensor, Tensor]:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landcover.meta.class_labels import dense_class_count
 from landcover.meta.meta_lstm import preprocess
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.tasks.task import Task
@@ -145,17 +146,7 @@ class MetaNetwork(Learner):
         create_graph: bool = False,
     ) -> AdaptedState:
         """Fast weights and memory from the support set (``steps`` ignored: no inner loop)."""
-        if support_y.dtype not in (torch.int64, torch.int32) or support_y.dim() != 1:
-            raise ValueError(
-                "MetaNetwork classifies: support_y must be 1-D integer labels; got "
-                f"{support_y.dtype} of shape {tuple(support_y.shape)}"
-            )
-        n_way = int(support_y.max()) + 1
-        if n_way > self.max_way or sorted(set(support_y.tolist())) != list(range(n_way)):
-            raise ValueError(
-                f"labels must be 0..N-1 with every class present and N <= max_way={self.max_way}; "
-                f"got classes {sorted(set(support_y.tolist()))}"
-            )
+        n_way = dense_class_count(support_y, "MetaNetwork", max_way=self.max_way)
         labels = support_y.long()
         with torch.set_grad_enabled(create_graph):
             feats = self.embed(support_x)

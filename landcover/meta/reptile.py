@@ -52,14 +52,7 @@ class Reptile(MAML):
         """Surrogate with gradient ``theta - phi``; the query loss is logged at ``phi``."""
         meta = named_params(self.model)
         with torch.enable_grad():
-            fast, _ = self._inner(
-                meta,
-                task.support_x,
-                task.support_y,
-                self.default_steps,
-                create_graph=False,
-                training=training,
-            )
+            fast = self._fast_weights(meta, task.support_x, task.support_y, training=training)
         fast = {k: v.detach() for k, v in fast.items()}
         with torch.no_grad():
             out = self._forward(
@@ -81,15 +74,7 @@ class Reptile(MAML):
         detached = named_params(self.model, detach=True)
 
         def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
-            fast, _ = self._inner(
-                detached,
-                sx,
-                sy,
-                self.default_steps,
-                create_graph=False,
-                training=True,
-                functional=True,
-            )
+            fast = self._fast_weights(detached, sx, sy, training=True, functional=True)
             out = self._forward(detached, fast, self._encode(detached, qx, True), None, True)
             return self._surrogate(meta, fast), self.loss_fn(out, qy)
 

@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landcover.meta.embedding import flat_embedding
-from landcover.meta.protocol import AdaptedState, Learner, TaskResult
-from landcover.tasks.task import Task
+from landcover.meta.feature_classifier import FeatureClassifier
+from landcover.meta.protocol import AdaptedState
 
 
 def ridge_solve(
@@ -61,7 +60,7 @@ def _with_ones(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
 
 
-class RidgeHead(Learner):
+class RidgeHead(FeatureClassifier):
     """R2-D2: ridge-regression head on a meta-learned encoder.
 
     Args:
@@ -84,10 +83,9 @@ class RidgeHead(Learner):
         bias: float = 0.0,
         learn_lambda: bool = True,
     ) -> None:
-        super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
         if lam <= 0:
             raise ValueError(f"ridge lambda must be > 0; got {lam}")
-        self.encoder = encoder
+        super().__init__(encoder, loss_fn)
         log_lam = torch.tensor(math.log(lam))
         if learn_lambda:
             self.log_lam = nn.Parameter(log_lam)
@@ -100,10 +98,6 @@ class RidgeHead(Learner):
     def lam(self) -> Tensor:
         """The current regulariser ``lambda``."""
         return self.log_lam.exp()
-
-    def embed(self, x: Tensor) -> Tensor:
-        """Flattened embeddings ``(n, d)``."""
-        return flat_embedding(self.encoder, x)
 
     def adapt(
         self,
@@ -129,11 +123,3 @@ class RidgeHead(Learner):
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Logits ``alpha * [f(x), 1] W + beta``."""
         return self.scale * (_with_ones(self.embed(x)) @ state.extras["weights"]) + self.bias
-
-    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
-        """Query cross-entropy after the closed-form fit on the support set."""
-        state = self.adapt(task.support_x, task.support_y, create_graph=training)
-        logits = self.predict(state, task.query_x)
-        loss = self.loss_fn(logits, task.query_y)
-        acc = float((logits.argmax(1) == task.query_y).float().mean())
-        return TaskResult(loss, float(loss.detach()), {"accuracy": acc})

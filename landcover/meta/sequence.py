@@ -33,15 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landcover.meta.embedding import feature_dim_of, flat_embedding
-from landcover.meta.protocol import AdaptedState, Learner, TaskResult
+from landcover.meta.embedding import feature_dim_of
+from landcover.meta.feature_classifier import FeatureClassifier
+from landcover.meta.protocol import AdaptedState
 from landcover.tasks.task import Task
 
 #: The label schemes of :class:`SequenceLearner`.
 LABEL_SCHEMES = ("offset", "pairs")
 
 
-class SequenceLearner(Learner):
+class SequenceLearner(FeatureClassifier):
     """Base of learners that read the support set as a sequence.
 
     Args:
@@ -72,7 +73,6 @@ class SequenceLearner(Learner):
         labels: str = "offset",
         support_weight: float | None = None,
     ) -> None:
-        super().__init__(loss_fn if loss_fn is not None else nn.CrossEntropyLoss())
         if labels not in LABEL_SCHEMES:
             raise ValueError(f"labels must be one of {LABEL_SCHEMES}; got {labels!r}")
         if labels == "pairs" and support_weight:
@@ -82,16 +82,12 @@ class SequenceLearner(Learner):
             )
         if support_weight is None:
             support_weight = 1.0 if labels == "offset" else 0.0
-        self.encoder = encoder
+        super().__init__(encoder, loss_fn)
         self.feature_dim = feature_dim = feature_dim_of(encoder, feature_dim)
         self.max_way = max_way
         self.labels = labels
         self.support_weight = support_weight
         self.input_dim = feature_dim + max_way
-
-    def embed(self, x: Tensor) -> Tensor:
-        """Flattened embeddings ``(n, D)``."""
-        return flat_embedding(self.encoder, x)
 
     def sequence_inputs(self, emb: Tensor, labels: Tensor) -> Tensor:
         """Support step inputs, ``(S, D + max_way)``.
@@ -167,18 +163,13 @@ class SequenceLearner(Learner):
         inputs = self.query_inputs(self.embed(x), state.extras["last_label"])
         return self.decode_queries(state.extras["summary"], inputs)[:, : state.extras["n_way"]]
 
-    def task_loss(self, task: Task, *, training: bool = True) -> TaskResult:
-        """Query cross-entropy plus ``support_weight`` x the support-position loss."""
-        state = self.adapt(task.support_x, task.support_y, create_graph=training)
-        logits = self.predict(state, task.query_x)
-        query_loss = self.loss_fn(logits, task.query_y)
-        loss = query_loss
+    def auxiliary_loss(self, state: AdaptedState, task: Task) -> Tensor | None:
+        """``support_weight`` x the loss at the support positions (none when it is 0)."""
         if self.support_weight > 0:
-            loss = loss + self.support_weight * self.loss_fn(
+            return self.support_weight * self.loss_fn(
                 state.extras["support_logits"], task.support_y
             )
-        acc = float((logits.argmax(1) == task.query_y).float().mean())
-        return TaskResult(loss, float(query_loss.detach()), {"accuracy": acc})
+        return None
 
 
 def _detach(value: Any) -> Any:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from landcover.meta.class_labels import dense_class_count
 from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.meta.svm_qp import SVMSolution, project_rows, solve_cs_svm_dual
 from landcover.tasks.task import Task
@@ -79,18 +80,7 @@ class MetaOptSVM(Learner):
         create_graph: bool = False,
     ) -> AdaptedState:
         """Fit the SVM on the support embeddings (``steps`` is ignored: no inner loop)."""
-        if support_y.dtype not in (torch.int64, torch.int32) or support_y.dim() != 1:
-            raise ValueError(
-                "MetaOptSVM classifies: support_y must be a 1-D integer tensor of labels; "
-                f"got dtype {support_y.dtype} and shape {tuple(support_y.shape)}"
-            )
-        num_classes = int(support_y.max()) + 1
-        missing = set(range(num_classes)) - set(support_y.tolist())
-        if missing:
-            raise ValueError(
-                "labels must be 0..N-1 with every class in the support set; "
-                f"missing {sorted(missing)}"
-            )
+        num_classes = dense_class_count(support_y, "MetaOptSVM")
         with torch.set_grad_enabled(create_graph):
             emb = self.embed(support_x)
             sol = solve_cs_svm_dual(

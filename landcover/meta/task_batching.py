@@ -193,9 +193,7 @@ class TaskBatching:
         meta = named_params(me.model, detach=True)
 
         def one(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-            fast, _ = me._inner(
-                meta, sx, sy, steps, create_graph=False, training=False, functional=True
-            )
+            fast = me._fast_weights(meta, sx, sy, training=False, steps=steps, functional=True)
             return me._forward(meta, fast, me._encode(meta, qx, False), None, False)
 
         return torch.func.vmap(one)(support_x, support_y, query_x).detach()

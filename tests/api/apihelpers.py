@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import zipfile
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from api.settings import Settings
+from landcover.bench.api import free_port, start_server, stop_server
 from landcover.geo.classes import ClassScheme
-from landcover.inference.bundle import ModelBundle
-from landcover.meta.registry import build_learner
-from landcover.models import build_model
+from landcover.inference.testing import tiny_bundle
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-0123456789abcdef"
@@ -33,25 +34,18 @@ SCHEME = ClassScheme(
     ignore_value=0,
 )
 
+#: The tiny U-Net of the test bundles (``tiny_bundle``'s, with two GroupNorm groups).
+TINY_UNET = {"width": 4, "depth": 2, "norm": "group", "groups": 2}
+
 
 def make_bundle(path: Path, bands: int = 3, tile: int = 32) -> Path:
-    """An untrained small U-Net + MAML learner, saved as a real bundle."""
-    torch.manual_seed(0)
-    model = build_model("small_unet", bands, SCHEME.num_classes, width=4, depth=2, norm="group",
-                        groups=2)  # fmt: skip
-    learner = build_learner(
-        "maml", model, torch.nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1, steps=2
+    """An untrained small U-Net + MAML learner, saved as a real bundle (bands ``B1..``)."""
+    bundle = tiny_bundle(bands, SCHEME.num_classes, model_options=TINY_UNET, tile_size=tile,
+                         mean=100.0, std=50.0)  # fmt: skip
+    bands_ = [f"B{i + 1}" for i in range(bands)]
+    return replace(bundle, bands=bands_, classes=SCHEME.to_dict(), inner_steps=2, info={}).save(
+        path
     )
-    bundle = ModelBundle.from_learner(
-        learner,
-        bands=[f"B{i + 1}" for i in range(bands)],
-        mean=[100.0] * bands,
-        std=[50.0] * bands,
-        classes=SCHEME,
-        tile_size=tile,
-        inner_steps=2,
-    )
-    return bundle.save(path)
 
 
 #: The database of the running test (set by the ``data_dir`` fixture; ``None``: SQLite).
@@ -140,16 +134,42 @@ def query_raster(size: int = 80, nodata_block: bool = True) -> bytes:
     return tiff_bytes(image, nodata=0)
 
 
+@contextlib.contextmanager
+def served(root: Path, env: dict[str, str]) -> Iterator[str]:
+    """``landcover serve`` in a subprocess with :func:`make_bundle`'s bundle as ``tiny``.
+
+    Args:
+        root: Folder for the bundle (``models/``), the service's data and ``server.log``.
+        env: Extra environment of the server (``LANDCOVER_*`` settings); keys A and B.
+
+    Yields:
+        The server's base URL; the server is stopped on exit, whatever happened.
+    """
+    make_bundle(root / "models" / "tiny.bundle")
+    port = free_port()
+    proc = start_server(port, root / "data", root / "models", [KEY_A, KEY_B], env=env,
+                        log=root / "server.log")  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
+        assert proc.poll() is not None
+
+
 def wait_status(
-    client: Any, adaptation_id: str, headers: dict[str, str] = HEADERS, timeout: float = 60.0
+    client: Any,
+    adaptation_id: str,
+    headers: dict[str, str] = HEADERS,
+    timeout: float = 60.0,
+    interval: float = 0.05,
 ) -> dict[str, Any]:
-    """Poll an adaptation until it is done or failed."""
+    """Poll an adaptation every ``interval`` seconds until it is done or failed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(f"/v1/adaptations/{adaptation_id}", headers=headers).json()
         if body["status"] in ("done", "failed"):
             return body
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"adaptation {adaptation_id} did not finish in {timeout} s: {body}")
 
 

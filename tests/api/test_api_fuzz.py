@@ -22,16 +22,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
 import pytest
-from apihelpers import HEADERS, KEY_A, KEY_B, make_bundle, pair_files
-
-from landcover.bench.api import free_port, start_server, stop_server
+from apihelpers import HEADERS, KEY_A, pair_files, served, wait_status
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
@@ -43,8 +40,6 @@ LONG = EXAMPLES >= 1000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("fuzzed")
-    make_bundle(root / "models" / "tiny.bundle")
     env = {
         "LANDCOVER_MAX_ACTIVE_JOBS_PER_KEY": "100000",
         "LANDCOVER_MAX_ACTIVE_JOBS": "100000",
@@ -53,21 +48,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         "LANDCOVER_RATE_LIMIT": "100000/second",
         "LANDCOVER_PREDICT_CONCURRENCY": "2",
     }
-    port = free_port()
-    proc = start_server(port, root / "data", root / "models", [KEY_A, KEY_B], env=env,
-                        log=root / "server.log")  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with served(tmp_path_factory.mktemp("fuzzed"), env) as base:
         with httpx.Client(base_url=base, timeout=60) as c:
             aid = c.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                          files=pair_files(2)).json()["id"]  # fmt: skip
-            deadline = time.monotonic() + 60
-            while c.get(f"/v1/adaptations/{aid}", headers=HEADERS).json()["status"] != "done":
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            assert wait_status(c, aid, interval=0.1)["status"] == "done"
         yield base, aid
-    finally:
-        stop_server(proc)
 
 
 def test_schemathesis_reaches_the_core_without_server_errors(

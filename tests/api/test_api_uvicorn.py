@@ -7,7 +7,6 @@ terminated, whatever happens in the tests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,9 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import rasterio
-from apihelpers import CRS_UTM, HEADERS, KEY_A, KEY_B, make_bundle, pair_files, query_raster
-
-from landcover.bench.api import free_port, start_server, stop_server
+from apihelpers import CRS_UTM, HEADERS, KEY_B, pair_files, query_raster, served, wait_status
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -25,31 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("served")
-    make_bundle(root / "models" / "tiny.bundle")
     env = {
         "LANDCOVER_MAX_ACTIVE_JOBS_PER_KEY": "32",
         "LANDCOVER_JOB_WORKERS": "2",
         "LANDCOVER_POLL_S": "0.1",
     }
-    port = free_port()
-    proc = start_server(port, root / "data", root / "models", [KEY_A, KEY_B], env=env,
-                        log=root / "server.log")  # fmt: skip
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_server(proc)
-        assert proc.poll() is not None
-
-
-def _wait(client: httpx.Client, aid: str, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(f"/v1/adaptations/{aid}", headers=HEADERS).json()
-        if body["status"] in ("done", "failed"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{aid} not finished: {body}")
+    with served(tmp_path_factory.mktemp("served"), env) as base:
+        yield base
 
 
 def test_flow_against_uvicorn(server: str) -> None:
@@ -60,7 +39,7 @@ def test_flow_against_uvicorn(server: str) -> None:
         r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                         files=pair_files(3))  # fmt: skip
         assert r.status_code == 202, r.text
-        done = _wait(client, r.json()["id"])
+        done = wait_status(client, r.json()["id"], timeout=120.0, interval=0.1)
         assert done["status"] == "done"
         p = client.post(f"/v1/adaptations/{done['id']}/predict", headers=HEADERS,
                         files={"raster": ("q.tif", query_raster(70))})  # fmt: skip
@@ -84,7 +63,7 @@ def test_twenty_concurrent_adaptations(server: str) -> None:
     ids = [r.json()["id"] for r in responses]
     assert len(set(ids)) == 20
     with httpx.Client(base_url=server, timeout=60) as client:
-        finished = [_wait(client, aid) for aid in ids]
+        finished = [wait_status(client, aid, timeout=120.0, interval=0.1) for aid in ids]
         assert [f["status"] for f in finished] == ["done"] * 20, finished
         assert [f["tiles"] for f in finished] == [1 + i % 3 for i in range(20)]
         listed = client.get("/v1/adaptations?limit=500", headers=HEADERS).json()["items"]

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from landcover.meta.cnp import CNP
-from landcover.tasks.task import Task
+from tests.meta.blackbox import small_task
 
 
 def _cnp():
@@ -32,12 +32,7 @@ def test_depends_on_support_labels_and_shapes():
 
 def test_meta_gradient_and_too_many_classes():
     cnp = _cnp()
-    task = Task(
-        torch.randn(6, 5, dtype=torch.float64),
-        torch.tensor([0, 1, 2] * 2),
-        torch.randn(3, 5, dtype=torch.float64),
-        torch.tensor([0, 1, 2]),
-    )
+    task = small_task()
     cnp.meta_backward([task])
     assert all(p.grad is not None for p in cnp.parameters())
     try:

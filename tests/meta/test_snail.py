@@ -1,11 +1,16 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from landcover.meta.registry import build_learner
 from landcover.meta.snail import SNAIL
 from landcover.tasks.task import Task
+from tests.meta.blackbox import (
+    assert_label_first_seen,
+    assert_offset_query_is_appended_item,
+    assert_pairs_query_is_full_forward,
+    small_task,
+)
 
 _SIZES = {
     "feature_dim": 6,
@@ -52,14 +57,7 @@ def test_offset_sees_only_labels_of_earlier_items():
     m = _snail()
     emb = torch.randn(9, 6, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0])
-    ref = m.sequence_logits(emb, y)
-    for t in range(9):
-        y2 = y.clone()
-        y2[t] = (y[t] + 2) % 4
-        out = m.sequence_logits(emb, y2)
-        torch.testing.assert_close(out[: t + 1], ref[: t + 1])
-        if t + 1 < 9:
-            assert not torch.allclose(out[t + 1 :], ref[t + 1 :])
+    assert_label_first_seen(m, emb, y, lag=1, shift=2)
 
 
 def test_inputs_are_causal_too():
@@ -77,13 +75,7 @@ def test_inputs_are_causal_too():
 def test_offset_query_branch_equals_appending_query_to_sequence():
     m = _snail()
     sx, sy = _support()
-    qx = torch.randn(3, 5, dtype=torch.float64)
-    got = m.predict(m.adapt(sx, sy), qx)
-    for i in range(3):
-        seq = m.sequence_logits(
-            m.embed(torch.cat([sx, qx[i : i + 1]])), torch.cat([sy, torch.tensor([0])])
-        )
-        torch.testing.assert_close(got[i], seq[-1, :3])
+    assert_offset_query_is_appended_item(m, sx, sy, torch.randn(3, 5, dtype=torch.float64))
 
 
 # --- pairs scheme (Mishra et al.) ---
@@ -93,25 +85,13 @@ def test_pairs_support_position_sees_its_own_and_earlier_labels_only():
     m = _snail("pairs")
     emb = torch.randn(9, 6, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0])
-    ref = m.sequence_logits(emb, y)
-    for t in range(9):
-        y2 = y.clone()
-        y2[t] = (y[t] + 2) % 4
-        out = m.sequence_logits(emb, y2)
-        torch.testing.assert_close(out[:t], ref[:t])
-        assert not torch.allclose(out[t], ref[t])
+    assert_label_first_seen(m, emb, y, lag=0, shift=2)
 
 
 def test_pairs_query_branch_equals_full_causal_forward():
     m = _snail("pairs")
     sx, sy = _support()
-    qx = torch.randn(3, 5, dtype=torch.float64)
-    got = m.predict(m.adapt(sx, sy), qx)
-    support = torch.cat([m.embed(sx), F.one_hot(sy, 4).double()], dim=1)
-    for i in range(3):
-        query = torch.cat([m.embed(qx[i : i + 1]), torch.zeros(1, 4, dtype=torch.float64)], 1)
-        seq = m.encode_support(torch.cat([support, query]))[1]
-        torch.testing.assert_close(got[i], seq[-1, :3])
+    assert_pairs_query_is_full_forward(m, sx, sy, torch.randn(3, 5, dtype=torch.float64))
 
 
 def test_pairs_query_depends_on_every_support_label():
@@ -150,11 +130,6 @@ def test_pairs_trains_on_the_query_loss_only():
 @pytest.mark.parametrize("labels", ["offset", "pairs"])
 def test_meta_gradient_flows(labels):
     m = _snail(labels)
-    task = Task(
-        torch.randn(6, 5, dtype=torch.float64),
-        torch.tensor([0, 1, 2] * 2),
-        torch.randn(3, 5, dtype=torch.float64),
-        torch.tensor([0, 1, 2]),
-    )
+    task = small_task()
     m.meta_backward([task])
     assert all(p.grad is not None for p in m.layers.parameters())

@@ -9,20 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import numpy as np
 import rasterio
-import torch
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from landcover.geo.classes import ClassScheme
-from landcover.inference.bundle import ModelBundle
-from landcover.meta.registry import build_learner
-from landcover.models import build_model
+from landcover.inference.testing import tiny_bundle
 
 KEY = "web-test-key-0123456789abcdef"
 CHROMIUM = "/usr/bin/chromium"
@@ -42,24 +40,18 @@ SCHEME = ClassScheme(
     ignore_value=0,
 )
 
+#: The tiny U-Net of the test bundles (``tiny_bundle``'s, with two GroupNorm groups).
+TINY_UNET = {"width": 4, "depth": 2, "norm": "group", "groups": 2}
+
 
 def make_bundle(path: Path, bands: int = 3, tile: int = 32) -> Path:
     """An untrained small U-Net + MAML learner saved as a real bundle (model name = stem)."""
-    torch.manual_seed(0)
-    model = build_model("small_unet", bands, SCHEME.num_classes, width=4, depth=2, norm="group",
-                        groups=2)  # fmt: skip
-    learner = build_learner(
-        "maml", model, torch.nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1, steps=2
+    bundle = tiny_bundle(bands, SCHEME.num_classes, model_options=TINY_UNET, tile_size=tile,
+                         mean=100.0, std=50.0)  # fmt: skip
+    bands_ = ["B04", "B03", "B02"][:bands]
+    return replace(bundle, bands=bands_, classes=SCHEME.to_dict(), inner_steps=2, info={}).save(
+        path
     )
-    return ModelBundle.from_learner(
-        learner,
-        bands=["B04", "B03", "B02"][:bands],
-        mean=[100.0] * bands,
-        std=[50.0] * bands,
-        classes=SCHEME,
-        tile_size=tile,
-        inner_steps=2,
-    ).save(path)
 
 
 def class_map(size: int, seed: int) -> np.ndarray:

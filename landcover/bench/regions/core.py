@@ -162,7 +162,7 @@ def run_fold(
     """
     from lightning.pytorch import seed_everything
 
-    from landcover.evaluation.fewshot import Method, evaluate_fewshot
+    from landcover.evaluation.fewshot import Method, evaluate_test_split
     from landcover.models import build_model
     from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
 
@@ -200,14 +200,8 @@ def run_fold(
         "scratch": Method(scratch),
         "protonet": Method(proto.learner),
     }
-    result = evaluate_fewshot(
-        methods,
-        lambda k, i: dm.eval_task("test", i, shots=k),
-        num_classes=dm.num_classes,
-        shots=s.shots,
-        tasks_per_shot=s.tasks_per_shot,
-        ignore_index=dm.ignore_index,
-        progress=progress,
+    result = evaluate_test_split(
+        methods, dm, shots=s.shots, tasks_per_shot=s.tasks_per_shot, progress=progress
     )
     timings["evaluate"] = time.perf_counter() - t
     info = {
