@@ -78,8 +78,9 @@ def _advice(kind: str) -> str:
     if kind == "colours":
         return (
             "Give each of these colours its class (or list it under ignore) in a class file "
-            "and use that file (--classes FILE on the command line); `landcover data inspect "
-            "DATASET --classes FILE` checks every mask against it."
+            "and use that file (--classes FILE for `landcover data inspect` and `bench "
+            "regions`, --data.options '{classes: FILE}' for `landcover train`); `landcover "
+            "data inspect DATASET --classes FILE` checks every mask against it."
         )
     return (
         "Add the missing classes to the class file, declare them as the ignore value, or "
