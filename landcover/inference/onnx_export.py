@@ -27,6 +27,7 @@ import io
 import json
 import os
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ from torch import Tensor, nn
 from landcover import __version__
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
+from landcover.meta.functional import call_with
 from landcover.meta.protocol import AdaptedState
+from landcover.models.upsample import constant_scale_upsampling
 
 #: ONNX opset of the exported graphs.
 OPSET = 17
@@ -82,9 +85,11 @@ def _modules(bundle: ModelBundle) -> LogitsModule:
 def _swap_call(module: nn.Module, params: Any, buffers: Any, args: Any) -> Any:
     """``functional_call`` that the ONNX tracer accepts: swap tensors in, run, swap back.
 
-    ``torch.func.functional_call`` refuses traced modules; for export (no autograd, one
-    thread) the given tensors are put into the modules' parameter/buffer slots for the
-    duration of one forward and the module's own tensors restored afterwards.
+    ``torch.func.functional_call`` refuses traced modules; for export (no autograd; only
+    in the exporting thread, through :func:`~landcover.meta.functional.call_with`) the
+    given tensors are put into the module's parameter/buffer slots for the duration of
+    one forward and the module's own tensors restored afterwards. The module is the
+    exporter's own copy, built from the bundle.
     """
     saved: list[tuple[dict[str, Any], str, Any]] = []
     try:
@@ -101,47 +106,22 @@ def _swap_call(module: nn.Module, params: Any, buffers: Any, args: Any) -> Any:
             slots[attr] = old
 
 
-def _interpolate_by_scale(original: Any) -> Any:
-    """``F.interpolate`` that turns ``size=2x the input`` into ``scale_factor=2``.
-
-    U-Net decoders upsample to the skip connection's size, which traces to a ``Resize``
-    whose output size is computed from shapes at run time; ONNX Runtime runs that one in
-    plain NCHW, with layout conversions around it. With a constant scale it becomes an
-    ``Upsample`` in ONNX Runtime's blocked NCHWc layout like the convolutions, and the
-    whole network runs in that layout (about 1.2x faster on CPU). Only for graphs whose
-    inputs are multiples of the network's size divisor (every upsampling doubles).
-    """
-
-    def interpolate(x: Tensor, size: Any = None, scale_factor: Any = None, **kw: Any) -> Tensor:
-        if size is not None and scale_factor is None and x.dim() == 4:
-            h, w = (int(v) for v in (size if isinstance(size, tuple | list | torch.Size)
-                                     else (size, size)))  # fmt: skip
-            if (h, w) == (2 * int(x.shape[-2]), 2 * int(x.shape[-1])):
-                return original(x, scale_factor=2.0, **kw)
-        return original(x, size=size, scale_factor=scale_factor, **kw)
-
-    return interpolate
-
-
 def _trace(
     module: nn.Module, example: Tensor, dynamic: dict[str, dict[int, str]], *,
     fixed_scale: bool = False,
 ) -> bytes:  # fmt: skip
-    import torch.nn.functional as F
+    """Trace ``module`` to ONNX bytes; ``fixed_scale``: 2x upsamplings as constant scales.
 
-    from landcover.meta import functional
-
+    Both switches are context-local (:func:`landcover.meta.functional.call_with`,
+    :func:`landcover.models.upsample.constant_scale_upsampling`): models running in other
+    threads meanwhile (the service) are not affected.
+    """
     buf = io.BytesIO()
-    original, interpolate = functional.functional_call, F.interpolate
-    functional.functional_call = lambda m, tensors, args, strict=False: _swap_call(
-        m, tensors[0], tensors[1], args
-    )
-    if fixed_scale:
-        F.interpolate = _interpolate_by_scale(interpolate)
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(call_with(_swap_call))
+        if fixed_scale:
+            stack.enter_context(constant_scale_upsampling())
         return _export(module, example, dynamic, buf)
-    finally:
-        functional.functional_call, F.interpolate = original, interpolate
 
 
 def _export(

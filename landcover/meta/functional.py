@@ -18,7 +18,9 @@ identity, which is exactly first-order MAML's meta-gradient.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -26,6 +28,24 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 TensorDict = dict[str, Tensor]
+
+#: ``(module, params, buffers, args) -> output`` used by :func:`call` instead of
+#: :func:`torch.func.functional_call` in this thread / asyncio task (see :func:`call_with`).
+_CALL: ContextVar[Callable[..., Any] | None] = ContextVar("landcover_call", default=None)
+
+
+@contextmanager
+def call_with(fn: Callable[..., Any]) -> Iterator[None]:
+    """Within the block, :func:`call` runs ``fn(module, params, buffers, args)``.
+
+    Context-local (a :class:`~contextvars.ContextVar`): the ONNX exporter traces a learner
+    with a call the tracer accepts without changing how other threads' learners run.
+    """
+    token = _CALL.set(fn)
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
 
 
 def named_params(module: nn.Module, *, detach: bool = False) -> TensorDict:
@@ -54,6 +74,9 @@ def call(
     Returns:
         Whatever ``module.forward`` returns.
     """
+    override = _CALL.get()
+    if override is not None:
+        return override(module, params, buffers, args)
     return functional_call(module, (dict(params), dict(buffers)), args, strict=False)
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from landcover.models.upsample import upsample_to
 
 
 class SegmentationHead(nn.Module):
@@ -47,7 +48,7 @@ class SegmentationHead(nn.Module):
         if self.stride == 1:
             return x
         size = features[0].shape[-2:]
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return upsample_to(x, size)
 
     def embed(self, features: list[Tensor]) -> Tensor:
         """Per-pixel embeddings ``(N, E, H, W)`` (the classifier's input)."""

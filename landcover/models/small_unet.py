@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from landcover.models.norm import DEFAULT_GROUPS, check_norm, make_norm
 from landcover.models.segmentation import SegmentationHead, SegmentationModel
+from landcover.models.upsample import upsample_to
 
 #: Options of ``build_model("small_unet", ...)`` and their defaults.
 SMALL_UNET_DEFAULTS: dict[str, Any] = {
@@ -114,7 +115,7 @@ class SmallUNetDecoder(nn.Module):
             features = features[1:]
         x = features[-1]
         for block, skip in zip(self.blocks, reversed(features[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = upsample_to(x, skip.shape[-2:])
             x = block(torch.cat([x, skip], dim=1))
         return x
 
