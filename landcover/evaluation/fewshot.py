@@ -211,6 +211,7 @@ def evaluate_test_split(
     shots: Sequence[int],
     tasks_per_shot: int,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> FewShotResult:
     """:func:`evaluate_fewshot` on a data module's ``"test"`` tasks, with its classes.
 
@@ -220,6 +221,7 @@ def evaluate_test_split(
         shots: Numbers of labeled support tiles.
         tasks_per_shot: Tasks sampled per shot count.
         progress: Show a tqdm bar.
+        device: Where adaptation and prediction run.
 
     Returns:
         The per-task scores and examples.
@@ -232,4 +234,5 @@ def evaluate_test_split(
         tasks_per_shot=tasks_per_shot,
         ignore_index=dm.ignore_index,
         progress=progress,
+        device=device,
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
@@ -143,6 +144,7 @@ def choose_finetune(
     shots: Sequence[int] = (1, 5),
     tasks: int = 8,
     progress: bool = False,
+    device: torch.device | str = "cpu",
 ) -> tuple[Learner, dict[str, float]]:
     """Choose a baseline's fine-tuning rate and step count on the validation regions.
 
@@ -159,6 +161,7 @@ def choose_finetune(
         shots: Shot counts of the validation tasks.
         tasks: Validation tasks per shot count.
         progress: Show a progress bar.
+        device: Where the validation tasks adapt (the model is moved there).
 
     Returns:
         ``(learner built with the best rate and step count, {"lr=..,steps=..": mean mIoU})``.
@@ -172,7 +175,7 @@ def choose_finetune(
     }
     settings = {f"lr={lr:g},steps={s}": (lr, int(s)) for lr in learners for s in steps}
     methods = {key: (learners[lr], n) for key, (lr, n) in settings.items()}
-    grid = _validation_grid(methods, datamodule, shots, tasks, progress)
+    grid = _validation_grid(methods, datamodule, shots, tasks, progress, device)
     lr, n = settings[max(grid, key=lambda key: grid[key])]
     chosen = build_learner(name, model, loss_fn, finetune_lr=lr, steps=n)
     return chosen.eval(), grid
@@ -186,8 +189,11 @@ def choose_steps(
     shots: Sequence[int] = (1, 5),
     tasks: int = 8,
     progress: bool = False,
+    device: torch.device | str = "cpu",
 ) -> tuple[int, dict[str, float]]:
     """Choose a learner's test-time inner-step count on the validation regions.
+
+    ``device``: where the validation tasks adapt (the learner is moved there).
 
     Returns:
         ``(best step count, {"steps=..": mean validation mIoU})``.
@@ -196,7 +202,7 @@ def choose_steps(
         raise ValueError("choose_steps needs at least one candidate step count")
     counts = {f"steps={int(s)}": int(s) for s in candidates}
     methods = {key: (learner, n) for key, n in counts.items()}
-    grid = _validation_grid(methods, datamodule, shots, tasks, progress)
+    grid = _validation_grid(methods, datamodule, shots, tasks, progress, device)
     return counts[max(grid, key=lambda key: grid[key])], grid
 
 
@@ -206,19 +212,20 @@ def _validation_grid(
     shots: Sequence[int],
     tasks: int,
     progress: bool,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Mean validation mIoU of each ``(learner, steps)`` over ``shots`` (same tasks for all)."""
     from tqdm.auto import tqdm
 
     for learner, _ in methods.values():
-        learner.eval()
+        learner.to(device).eval()
     scores: dict[str, dict[int, list[float]]] = {
         key: {int(k): [] for k in shots} for key in methods
     }
     bar = tqdm(total=len(shots) * tasks, desc="validation grid", unit="task", disable=not progress)
     for k in shots:
         for i in range(tasks):
-            task = datamodule.eval_task("val", i, shots=int(k))
+            task = datamodule.eval_task("val", i, shots=int(k)).to(device)
             for key, (learner, steps) in methods.items():
                 s, _ = score_task(
                     learner, task, steps, datamodule.num_classes, datamodule.ignore_index

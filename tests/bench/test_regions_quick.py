@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from landcover.bench.regions import fold_splits
 from landcover.bench.regions.core import grid_starts
@@ -44,6 +45,18 @@ def test_only_folds_checks_its_range(tmp_path: Path, capsys: pytest.CaptureFixtu
             "--out", str(tmp_path / "r")]  # fmt: skip
     assert landcover(argv) == 2
     assert "--only-folds must name folds in 1..3" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_folder_fixture(tmp_path / "d", regions=3, tiles=2, size=32, image_format="png")
+    argv = ["bench", "regions", str(root), "--quick", "--device", "cuda", "--no-progress",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert landcover(argv) == 2
+    assert "no CUDA device is visible here; use --device cpu" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow

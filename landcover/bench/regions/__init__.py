@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"],
+        help="where training, tuning and scoring run (auto: cuda when available)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (tests)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -182,6 +186,11 @@ def _run(args: argparse.Namespace) -> int:
     s = settings_from(args)
     seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
     torch.set_num_threads(max(1, args.threads))
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu")
     kind = detect_kind(args.root) if args.kind == "auto" else args.kind
     options: dict[str, Any] = {"classes": args.classes} if args.classes else {}
     if kind == "folder":
@@ -218,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             dm = FoldDataModule(train, [regions[n] for n in val], [regions[n] for n in test],
                                 s, seed)  # fmt: skip
             result, info = run_fold(dm, s, args.out / "runs" / f"seed{seed}_fold{j}",
-                                    seed=seed, progress=progress)  # fmt: skip
+                                    seed=seed, progress=progress, device=device)  # fmt: skip
             runs.append({"seed": seed, "fold": j, "result": result, "info": info})
             _write_partial(args.out, runs)
     pooled = merge_results([r["result"] for r in runs])

@@ -153,9 +153,18 @@ class FoldDataModule(RegionTaskDataModule):
 
 
 def run_fold(
-    dm: FoldDataModule, s: RegionsSettings, run_dir: Path, *, seed: int, progress: bool
+    dm: FoldDataModule,
+    s: RegionsSettings,
+    run_dir: Path,
+    *,
+    seed: int,
+    progress: bool,
+    device: str = "cpu",
 ) -> tuple[Any, dict[str, Any]]:
     """Train, tune and score every method on one fold.
+
+    ``device`` (``"cpu"`` or ``"cuda"``): where training (Lightning's accelerator),
+    tuning and scoring run.
 
     Returns:
         ``(FewShotResult on the fold's test tasks, fold info: choices, grids, timings)``.
@@ -171,7 +180,8 @@ def run_fold(
     # no re-adapted train metrics, one validation at the end: the budget goes to training
     common = {"max_epochs": s.epochs, "arch": s.arch, "model_options": s.model_options,
               "outer_lr": s.outer_lr, "progress": progress, "train_metrics_every": 0,
-              "val_every": s.epochs}  # fmt: skip
+              "val_every": s.epochs,
+              "accelerator": "gpu" if device.startswith("cuda") else "cpu"}  # fmt: skip
     t = time.perf_counter()
     maml = fit_learner("mamlpp", s.learner_options, dm, run_dir / "mamlpp", **common)
     timings["train_mamlpp"] = time.perf_counter() - t
@@ -184,12 +194,12 @@ def run_fold(
     timings["train_protonet"] = time.perf_counter() - t
     t = time.perf_counter()
     grid = {"rates": s.finetune_rates, "steps": s.finetune_steps, "tasks": s.tuning_tasks,
-            "progress": progress}  # fmt: skip
+            "progress": progress, "device": device}  # fmt: skip
     pre_ft, pre_grid = choose_finetune("pretrain", pre.learner.model, dm, **grid)
     scratch_model = build_model(s.arch, dm.num_bands, dm.num_classes, **s.model_options)
     scratch, scr_grid = choose_finetune("scratch", scratch_model, dm, **grid)
     maml_steps, maml_grid = choose_steps(
-        maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks, progress=progress
+        maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks, progress=progress, device=device
     )
     timings["tune"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -201,8 +211,9 @@ def run_fold(
         "protonet": Method(proto.learner),
     }
     result = evaluate_test_split(
-        methods, dm, shots=s.shots, tasks_per_shot=s.tasks_per_shot, progress=progress
-    )
+        methods, dm, shots=s.shots, tasks_per_shot=s.tasks_per_shot, progress=progress,
+        device=device,
+    )  # fmt: skip
     timings["evaluate"] = time.perf_counter() - t
     info = {
         "test": [r.name for r in dm.test_regions],
