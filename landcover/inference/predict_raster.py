@@ -46,6 +46,7 @@ from landcover.inference.predict import (
     Predictor,
     blend_rows,
     default_window,
+    finite_mask,
 )
 from landcover.inference.sliding import WindowPlan, balanced_window, pad_to
 from landcover.inference.vectorize import VectorOptions
@@ -180,8 +181,7 @@ def _strips(src_path: str | Path, plan: WindowPlan) -> Iterator[tuple[np.ndarray
                 )
             except rasterio.errors.RasterioIOError as err:
                 raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", src_path) from None
-            if not np.issubdtype(data.dtype, np.integer):
-                valid &= np.isfinite(data).all(axis=0)
+            valid &= finite_mask(data).numpy()
             yield (pad_to(data, plan.win_h, plan.width),
                    torch.from_numpy(pad_to(valid, plan.win_h, plan.width)))  # fmt: skip
 

@@ -33,7 +33,12 @@ import yaml
 from lightning.pytorch import seed_everything
 
 from landcover.bench.regions import config_settings, fold_splits
-from landcover.bench.regions.core import FoldDataModule, RegionsSettings, grid_region
+from landcover.bench.regions.core import (
+    FoldDataModule,
+    RegionsSettings,
+    fit_options,
+    grid_region,
+)
 from landcover.geo.datasets import load_regions
 from landcover.tasks.scoring import score_task
 from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
@@ -46,12 +51,6 @@ FINAL = Path("docs/results/regions/dubai_final/metrics.json")
 def _regions(s: RegionsSettings) -> dict[str, Any]:
     raw = load_regions(ROOT, kind="folder", classes=CLASSES, cache=True)
     return {r.name: grid_region(r, s.tile_size) for r in sorted(raw, key=lambda r: r.name)}
-
-
-def _common(s: RegionsSettings) -> dict[str, Any]:
-    return {"max_epochs": s.epochs, "arch": s.arch, "model_options": s.model_options,
-            "outer_lr": s.outer_lr, "progress": False, "train_metrics_every": 0,
-            "val_every": s.epochs}  # fmt: skip
 
 
 def _mean_miou(learner: Any, dm: FoldDataModule, shots: int, steps: int | None, n: int) -> float:
@@ -77,14 +76,15 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     run = Path(args.out) / f"budget_{args.method}_{args.train}"
     if args.method == "pretrain":
-        module = fit_learner("pretrain", {}, dm, run, validate=False, **_common(s))
+        options = fit_options(s, progress=False)
+        module = fit_learner("pretrain", {}, dm, run, validate=False, **options)
         learner, grid = choose_finetune(
             "pretrain", module.learner.model, dm, rates=s.finetune_rates,
             steps=s.finetune_steps, tasks=s.tuning_tasks,
         )  # fmt: skip
         steps = None
     else:
-        module = fit_learner("mamlpp", s.learner_options, dm, run, **_common(s))
+        module = fit_learner("mamlpp", s.learner_options, dm, run, **fit_options(s, progress=False))
         learner = module.learner
         steps, grid = choose_steps(learner, dm, s.maml_steps, tasks=s.tuning_tasks)
     out: dict[str, Any] = {"method": args.method, "train": args.train, "epochs": args.epochs,
@@ -117,7 +117,7 @@ def variant(args: argparse.Namespace) -> dict[str, Any]:
         seed_everything(args.seed, workers=True, verbose=False)
         t = time.perf_counter()
         run = Path(args.out) / f"{args.label}_s{args.seed}_f{j}"
-        maml = fit_learner("mamlpp", s.learner_options, dm, run, **_common(s))
+        maml = fit_learner("mamlpp", s.learner_options, dm, run, **fit_options(s, progress=False))
         steps, grid = choose_steps(maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks)
         at = order.index((args.seed, j)) * per_run
         res: dict[str, Any] = {"train_s": time.perf_counter() - t, "steps": steps, "grid": grid}

@@ -152,6 +152,17 @@ class FoldDataModule(RegionTaskDataModule):
         self._samplers = {}
 
 
+def fit_options(s: RegionsSettings, *, progress: bool, device: str = "cpu") -> dict[str, Any]:
+    """The :func:`~landcover.training.baselines.fit_learner` options every method trains with.
+
+    No re-adapted train metrics and one validation at the end: the budget goes to training.
+    """
+    return {"max_epochs": s.epochs, "arch": s.arch, "model_options": s.model_options,
+            "outer_lr": s.outer_lr, "progress": progress, "train_metrics_every": 0,
+            "val_every": s.epochs,
+            "accelerator": "gpu" if device.startswith("cuda") else "cpu"}  # fmt: skip
+
+
 def run_fold(
     dm: FoldDataModule,
     s: RegionsSettings,
@@ -177,11 +188,7 @@ def run_fold(
 
     seed_everything(seed, workers=True, verbose=False)
     timings: dict[str, float] = {}
-    # no re-adapted train metrics, one validation at the end: the budget goes to training
-    common = {"max_epochs": s.epochs, "arch": s.arch, "model_options": s.model_options,
-              "outer_lr": s.outer_lr, "progress": progress, "train_metrics_every": 0,
-              "val_every": s.epochs,
-              "accelerator": "gpu" if device.startswith("cuda") else "cpu"}  # fmt: skip
+    common = fit_options(s, progress=progress, device=device)
     t = time.perf_counter()
     maml = fit_learner("mamlpp", s.learner_options, dm, run_dir / "mamlpp", **common)
     timings["train_mamlpp"] = time.perf_counter() - t
