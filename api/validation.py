@@ -54,14 +54,14 @@ def check_raster(bundle: ModelBundle, path: Path, label: str, max_pixels: int) -
         profile = read_profile(path)
     except GeoDataError as err:
         raise BadInput(
-            f"raster {label} cannot be read: {_strip_path(err, path)}. Upload an intact "
+            f"{label} cannot be read: {_strip_path(err, path)}. Upload an intact "
             "GeoTIFF, PNG or JPEG",
             "corrupt_raster",
         ) from None
     pixels = profile.width * profile.height
     if pixels > max_pixels:
         raise TooLarge(
-            f"raster {label} has {profile.width}×{profile.height} = {pixels} pixels, more "
+            f"{label} has {profile.width}×{profile.height} = {pixels} pixels, more "
             f"than this service's limit of {max_pixels}; split it into smaller rasters",
             "too_many_pixels",
         )
@@ -180,6 +180,13 @@ def read_support(
             f"labelled pixel with one of these {err.kind} (or an ignore {what}) and send the "
             "tiles again"
         )
+        if staged.class_file is None:  # unlabeled pixels in another colour: a class file
+            message += (
+                f"; or, if those {err.kind} mean 'unlabeled', send the tiles as one zip "
+                "(images/, masks/) with a classes.yaml that lists the model's classes and "
+                f"puts those {err.kind} under 'ignore' (docs/api.md, 'Class files')"
+            )
+
         raise BadInput(staged.explain(message), "mask_values") from None
     except GeoDataError as err:
         code = "size_mismatch" if "must match their images" in str(err) else "invalid_tile"
