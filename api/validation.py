@@ -173,14 +173,20 @@ def read_support(
         region = read_region_folder(staged.folder, scheme, validate=True, cache=True)
         samples = list(region)
     except MaskValueError as err:
-        # the service's classes are the model's, not a class file the user could swap
+        # the classes are the model's (no command-line advice); a zip's class file can
+        # name them and add ignore entries
         what = err.kind[:-1]
         message = (
             f"{err.path}: {err.short}. This model's classes are {err.valid}; paint every "
             f"labelled pixel with one of these {err.kind} (or an ignore {what}) and send the "
             "tiles again"
         )
-        if staged.class_file is None:  # unlabeled pixels in another colour: a class file
+        if str(err.path).endswith(".jpg"):  # staged names carry the sniffed kind
+            message += (
+                ". This mask is a JPEG: its lossy compression changes the class colours at "
+                "every edge; save masks as PNG or GeoTIFF"
+            )
+        elif staged.class_file is None:  # unlabeled pixels in another colour: a class file
             message += (
                 f"; or, if those {err.kind} mean 'unlabeled', send the tiles as one zip "
                 "(images/, masks/) with a classes.yaml that lists the model's classes and "

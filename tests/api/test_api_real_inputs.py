@@ -9,7 +9,8 @@ Each is a 4xx that says what was wrong and what to do, never an internal message
   batch statistics then hold one value per channel: torch's "Expected more than 1 value
   per channel when training" reached the client);
 * mask colours that mean "unlabeled" but are not the model's ignore colour (Tile 3's
-  black pixels): the 422 says how a zip with a class file declares them, and that works.
+  black pixels): the 422 says how a zip with a class file declares them, and that works;
+* a mask saved as JPEG (like the Dubai images): the 422 says that JPEG blurs the colours.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from apihelpers import (
     wait_status,
 )
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from api.app import create_app
 from landcover.inference.testing import tiny_bundle
@@ -117,3 +119,12 @@ def test_unlabeled_colour_outside_the_scheme_is_declared_by_a_class_file(
                     files={"archive": ("region.zip", buf.getvalue())})  # fmt: skip
     assert r.status_code == 202, r.text
     assert wait_status(client, r.json()["id"])["status"] == "done"
+
+
+def test_jpeg_mask_is_explained(client: TestClient, data_dir: Path) -> None:
+    image, _ = tile_pair(0)
+    values = np.random.default_rng(0).integers(1, 4, size=(32, 32)).astype(np.uint8) * 80
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, format="JPEG", quality=75)
+    files = [("images", ("a.tif", image)), ("masks", ("a.png", buf.getvalue()))]
+    _rejected(client, data_dir, "mask_values", ["'a.png'", "is a JPEG", "PNG or GeoTIFF"], files)
