@@ -10,7 +10,9 @@ Each is a 4xx that says what was wrong and what to do, never an internal message
   per channel when training" reached the client);
 * mask colours that mean "unlabeled" but are not the model's ignore colour (Tile 3's
   black pixels): the 422 says how a zip with a class file declares them, and that works;
-* a mask saved as JPEG (like the Dubai images): the 422 says that JPEG blurs the colours.
+* a mask saved as JPEG (like the Dubai images): the 422 says that JPEG blurs the colours;
+* real-size tiles (800x650) priced as if every pixel were trained on: the adaptation works
+  on a crop pool of bounded size, so its compute estimate counts that pool.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
+from landcover.inference.adapt import POOL_PIXELS
 from landcover.inference.testing import tiny_bundle
 
 
@@ -128,3 +131,28 @@ def test_jpeg_mask_is_explained(client: TestClient, data_dir: Path) -> None:
     Image.fromarray(values).save(buf, format="JPEG", quality=75)
     files = [("images", ("a.tif", image)), ("masks", ("a.png", buf.getvalue()))]
     _rejected(client, data_dir, "mask_values", ["'a.png'", "is a JPEG", "PNG or GeoTIFF"], files)
+
+
+def test_adapt_cost_counts_the_crop_pool_not_every_tile_pixel(
+    data_dir: Path, models_dir: Path
+) -> None:
+    # Three 800x650 Dubai tiles with `make demo`'s bundle (25 steps) were a 413 "send fewer
+    # tiles", though the adaptation computes on a 65,536-px crop pool whatever they hold.
+    with TestClient(create_app(settings_for(data_dir, models_dir))) as probe:
+        per_pixel = probe.get("/v1/models/tiny", headers=HEADERS).json()["flop_per_pixel"]
+    pool, tiles = POOL_PIXELS, 4 * 256 * 256  # four tiles, four pools' worth of pixels
+    limit = 0.9 * (2 + 2) * tiles * 3 * per_pixel / 1e9  # below "every pixel" at 2 steps
+    assert 3 * (2 + 2) * pool * 3 * per_pixel / 1e9 < limit  # above the pool's estimate
+    settings = settings_for(data_dir, models_dir, max_adapt_gflop=limit)
+    with TestClient(create_app(settings)) as client:
+        ok = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
+                         files=pair_files(4, size=256))  # fmt: skip
+        assert ok.status_code == 202, ok.text
+        assert wait_status(client, ok.json()["id"])["status"] == "done"
+        costly = client.post("/v1/adaptations", headers=HEADERS,
+                             data={"model": "tiny", "steps": "20"},
+                             files=pair_files(4, size=256))  # fmt: skip
+        assert costly.status_code == 413 and costly.json()["code"] == "too_costly"
+        detail = costly.json()["detail"]
+        assert "fewer steps" in detail and "cost no more" in detail, detail
+        assert f"{pool} of the {tiles} support pixels" in detail
