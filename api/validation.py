@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.errors
 from fastapi import UploadFile
+from rasterio.enums import ColorInterp
 
 from api.errors import BadInput, TooLarge
 from api.settings import Settings
@@ -65,19 +68,38 @@ def check_raster(bundle: ModelBundle, path: Path, label: str, max_pixels: int) -
             f"than this service's limit of {max_pixels}; split it into smaller rasters",
             "too_many_pixels",
         )
-    check_bands(bundle, profile.count, label)
+    check_bands(bundle, profile.count, label, path)
     return profile
 
 
-def check_bands(bundle: ModelBundle, count: int, label: str) -> None:
-    """422 unless a raster has the model's band count (the detail lists the bands)."""
+def check_bands(bundle: ModelBundle, count: int, label: str, path: Path | None = None) -> None:
+    """422 unless a raster has the model's band count (the detail lists the bands).
+
+    With ``path``, a last band that the raster declares as alpha (PNG/GeoTIFF exports of
+    a rendered map or a screenshot) is named as such, with how to drop it.
+    """
     bands = list(bundle.bands)
     if count != len(bands):
+        hint = ""
+        if path is not None and count == len(bands) + 1 and _last_band_is_alpha(path):
+            hint = (
+                f"; its band {count} is an alpha (transparency) band, not data: save the "
+                f"image without it (e.g. gdal_translate "
+                f"{' '.join(f'-b {i + 1}' for i in range(len(bands)))} in.tif out.tif)"
+            )
         raise BadInput(
             f"{label} has {count} band(s) but the model expects {len(bands)} "
-            f"({', '.join(bands)}); upload rasters with exactly these bands in this order",
+            f"({', '.join(bands)}){hint}; upload rasters with exactly these bands in this order",
             "band_mismatch",
         )
+
+
+def _last_band_is_alpha(path: Path) -> bool:
+    try:
+        with rasterio.open(path) as src:
+            return src.colorinterp[-1] == ColorInterp.alpha
+    except rasterio.errors.RasterioError:
+        return False
 
 
 def receive_support(
@@ -160,7 +182,7 @@ def read_support(
                 f"limit of {max_tile_pixels} per tile; cut it into smaller tiles",
                 "too_many_pixels",
             )
-        check_bands(bundle, profile.count, f"image {label}")
+        check_bands(bundle, profile.count, f"image {label}", path)
         total += profile.width * profile.height
     if total > max_support_pixels:
         raise TooLarge(

@@ -12,7 +12,9 @@ Each is a 4xx that says what was wrong and what to do, never an internal message
   black pixels): the 422 says how a zip with a class file declares them, and that works;
 * a mask saved as JPEG (like the Dubai images): the 422 says that JPEG blurs the colours;
 * real-size tiles (800x650) priced as if every pixel were trained on: the adaptation works
-  on a crop pool of bounded size, so its compute estimate counts that pool.
+  on a crop pool of bounded size, so its compute estimate counts that pool;
+* an RGBA PNG (a screenshot or rendered export) for a 3-band model: the band mismatch
+  names the alpha band and how to drop it.
 """
 
 from __future__ import annotations
@@ -156,3 +158,22 @@ def test_adapt_cost_counts_the_crop_pool_not_every_tile_pixel(
         detail = costly.json()["detail"]
         assert "fewer steps" in detail and "cost no more" in detail, detail
         assert f"{pool} of the {tiles} support pixels" in detail
+
+
+def test_alpha_band_is_named_in_the_band_mismatch(client: TestClient, data_dir: Path) -> None:
+    rgba = np.random.default_rng(0).integers(0, 255, (32, 32, 4), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")  # a screenshot / rendered export
+    mask = tile_pair(0)[1]
+    files = [("images", ("shot.png", buf.getvalue())), ("masks", ("shot.tif", mask))]
+    words = ["'shot.png' has 4 band(s)", "band 4 is an alpha", "-b 1 -b 2 -b 3"]
+    _rejected(client, data_dir, "band_mismatch", words, files)
+    r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
+                    files=pair_files(1))  # fmt: skip
+    aid = wait_status(client, r.json()["id"])["id"]
+    p = client.post(f"/v1/adaptations/{aid}/predict", headers=HEADERS,
+                    files={"raster": ("map.png", buf.getvalue())})  # fmt: skip
+    assert p.status_code == 422 and "band 4 is an alpha" in p.json()["detail"], p.text
+    four = client.post(f"/v1/adaptations/{aid}/predict", headers=HEADERS,
+                       files={"raster": ("b.tif", tile_pair(0, bands=4)[0])})  # fmt: skip
+    assert four.status_code == 422 and "alpha" not in four.json()["detail"], four.text
