@@ -8,10 +8,14 @@ per base model:
 * :func:`flops_per_pixel` counts the operations of one forward pass of the model on one
   tile with :class:`torch.utils.flop_counter.FlopCounterMode`, divided by the tile's pixels;
 * a prediction costs ``pixels × flops_per_pixel`` (:func:`predict_gflop`);
-* an adaptation costs ``(steps + 2) × support pixels × flops_per_pixel × 3``
+* an adaptation costs ``3 × (steps + 2) × pool pixels × flops_per_pixel × 3``
   (:func:`adapt_gflop`): each inner step is a forward and a backward pass (about three
   forwards, Kaplan et al. 2020, "Scaling laws for neural language models", §2.1), plus
-  the scoring passes before and after.
+  the scoring passes before and after; the pool is the support pixels, capped at the crop
+  pool the adaptation really works on (:data:`landcover.inference.adapt.POOL_PIXELS`
+  network pixels, whatever the tiles hold), and the guard's trial runs
+  (:func:`landcover.inference.adapt_guard.candidate_steps`: about twice the steps) and
+  final run make the first factor 3.
 
 Requests whose cost passes ``max_predict_gflop`` / ``max_adapt_gflop`` get a 413 saying
 how to make them smaller. What the estimate misses (a slow disk, a busy host) is caught by
@@ -34,12 +38,15 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from landcover.inference.adapt import POOL_PIXELS
 from landcover.inference.bundle import ModelBundle, find_model
 
 log = logging.getLogger("landcover.api.compute")
 
 #: Passes of an inner step relative to one forward (forward + backward).
 TRAIN_FACTOR = 3.0
+#: Runs of the guarded adaptation relative to one: trial runs (~2x the steps) + the final one.
+GUARD_FACTOR = 3.0
 
 _local = threading.local()
 _cache: dict[str, float] = {}
@@ -91,9 +98,26 @@ def predict_gflop(pixels: int, per_pixel: float) -> float:
     return pixels * per_pixel / 1e9
 
 
-def adapt_gflop(support_pixels: int, steps: int, per_pixel: float) -> float:
-    """Cost of adapting on ``support_pixels`` pixels for ``steps`` inner steps, in GFLOP."""
-    return (steps + 2) * support_pixels * per_pixel * TRAIN_FACTOR / 1e9
+def adapt_pool_pixels(bundle: ModelBundle) -> int:
+    """Most input pixels an adaptation of ``bundle`` computes on (its crop pool's budget)."""
+    stride = int(bundle.model.get("options", {}).get("stride", 1))
+    return POOL_PIXELS * stride**2
+
+
+def adapt_gflop(
+    support_pixels: int, steps: int, per_pixel: float, pool_pixels: int | None = None
+) -> float:
+    """Cost of adapting on ``support_pixels`` pixels for ``steps`` inner steps, in GFLOP.
+
+    Args:
+        support_pixels: Pixels of all support tiles.
+        steps: Most inner steps.
+        per_pixel: FLOP of one forward pass per input pixel.
+        pool_pixels: The crop pool's budget in input pixels (:func:`adapt_pool_pixels`);
+            ``None``: every support pixel.
+    """
+    used = support_pixels if pool_pixels is None else min(support_pixels, pool_pixels)
+    return GUARD_FACTOR * (steps + 2) * used * per_pixel * TRAIN_FACTOR / 1e9
 
 
 def _check_deadline(module: torch.nn.Module, args: Any) -> None:

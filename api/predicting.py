@@ -20,6 +20,7 @@ from api.errors import BadInput, TooLarge, Unavailable
 from api.uploads import RASTER_KINDS, save_upload, shown
 from api.validation import check_raster
 from landcover.geo.errors import GeoDataError
+from landcover.geo.raster import read_profile
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.predict import Predictor
 
@@ -65,10 +66,19 @@ def predict_file(
     """Segment a staged raster into a scratch file (the caller streams, then deletes it).
 
     Raises:
-        BadInput: The raster cannot be segmented (422).
+        BadInput: The raster cannot be segmented, or fits in one block of the network's size
+            divisor (its batch statistics would have a single value per channel) (422).
         Unavailable: The prediction ran past ``predict_time_limit_s`` (503; the service is
             overloaded, the cost limit keeps a request's own work shorter).
     """
+    profile = read_profile(src)
+    d = predictor.size_divisor
+    if profile.width <= d and profile.height <= d:
+        raise BadInput(
+            f"{label} is {profile.width}×{profile.height} px, too small for this model: it "
+            f"maps rasters more than {d} px wide or high; send a larger raster",
+            "invalid_raster",
+        )
     out = services.store.scratch_file(media(fmt)[1])
     limit = services.settings.predict_time_limit_s
     try:

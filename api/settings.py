@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     max_adapt_gflop: float = Field(
         2500.0,
         gt=0,
-        description="Most compute one adaptation may cost: (steps + 2) × support pixels × "
-        "3 × the model's FLOP per pixel, in GFLOP.",
+        description="Most compute one adaptation may cost: 3 × (steps + 2) × support pixels "
+        "(at most the adaptation's crop pool) × 3 × the model's FLOP per pixel, in GFLOP.",
     )
     job_time_limit_s: float = Field(
         900.0, gt=0, description="An adaptation running longer fails with a reason."

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import enum
 import shutil
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from fastapi import UploadFile
+from PIL import Image
 
 from api.errors import BadInput, TooLarge, UnsupportedMedia
 from landcover.geo.classes import MAX_CLASS_FILE_BYTES
@@ -80,6 +82,8 @@ def save_stream(src: IO[bytes], dest: Path, allowed: frozenset[Kind], label: str
 
     Raises:
         UnsupportedMedia: The content is not one of ``allowed``.
+        BadInput: A PNG whose chunks are truncated or damaged (GDAL would read the missing
+            rows as zeros without a word, so a cut-off upload would pass as real pixels).
     """
     head = src.read(16)
     kind = sniff(head)
@@ -93,7 +97,24 @@ def save_stream(src: IO[bytes], dest: Path, allowed: frozenset[Kind], label: str
     with open(dest, "wb") as out:
         out.write(head)
         shutil.copyfileobj(src, out, CHUNK)
+    if kind == Kind.png:
+        _check_png(dest, label)
     return kind
+
+
+def _check_png(path: Path, label: str) -> None:
+    """422 ``corrupt_raster`` unless every chunk of the PNG is whole (CRCs, no truncation)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()  # walks the chunks and their checksums; decodes no pixels
+    except Image.DecompressionBombError:
+        return  # a big but intact header: the pixel limits answer it (413)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+        raise BadInput(
+            f"file {label} is a damaged PNG ({err}); it was probably cut off while copying "
+            "or uploading: export or send it again",
+            "corrupt_raster",
+        ) from None
 
 
 def save_upload(upload: UploadFile, dest_stem: Path, allowed: frozenset[Kind]) -> Path:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.errors
 from fastapi import UploadFile
+from rasterio.enums import ColorInterp
 
 from api.errors import BadInput, TooLarge
 from api.settings import Settings
@@ -54,30 +57,49 @@ def check_raster(bundle: ModelBundle, path: Path, label: str, max_pixels: int) -
         profile = read_profile(path)
     except GeoDataError as err:
         raise BadInput(
-            f"raster {label} cannot be read: {_strip_path(err, path)}. Upload an intact "
+            f"{label} cannot be read: {_strip_path(err, path)}. Upload an intact "
             "GeoTIFF, PNG or JPEG",
             "corrupt_raster",
         ) from None
     pixels = profile.width * profile.height
     if pixels > max_pixels:
         raise TooLarge(
-            f"raster {label} has {profile.width}×{profile.height} = {pixels} pixels, more "
+            f"{label} has {profile.width}×{profile.height} = {pixels} pixels, more "
             f"than this service's limit of {max_pixels}; split it into smaller rasters",
             "too_many_pixels",
         )
-    check_bands(bundle, profile.count, label)
+    check_bands(bundle, profile.count, label, path)
     return profile
 
 
-def check_bands(bundle: ModelBundle, count: int, label: str) -> None:
-    """422 unless a raster has the model's band count (the detail lists the bands)."""
+def check_bands(bundle: ModelBundle, count: int, label: str, path: Path | None = None) -> None:
+    """422 unless a raster has the model's band count (the detail lists the bands).
+
+    With ``path``, a last band that the raster declares as alpha (PNG/GeoTIFF exports of
+    a rendered map or a screenshot) is named as such, with how to drop it.
+    """
     bands = list(bundle.bands)
     if count != len(bands):
+        hint = ""
+        if path is not None and count == len(bands) + 1 and _last_band_is_alpha(path):
+            hint = (
+                f"; its band {count} is an alpha (transparency) band, not data: save the "
+                f"image without it (e.g. gdal_translate "
+                f"{' '.join(f'-b {i + 1}' for i in range(len(bands)))} in.tif out.tif)"
+            )
         raise BadInput(
             f"{label} has {count} band(s) but the model expects {len(bands)} "
-            f"({', '.join(bands)}); upload rasters with exactly these bands in this order",
+            f"({', '.join(bands)}){hint}; upload rasters with exactly these bands in this order",
             "band_mismatch",
         )
+
+
+def _last_band_is_alpha(path: Path) -> bool:
+    try:
+        with rasterio.open(path) as src:
+            return src.colorinterp[-1] == ColorInterp.alpha
+    except rasterio.errors.RasterioError:
+        return False
 
 
 def receive_support(
@@ -160,7 +182,7 @@ def read_support(
                 f"limit of {max_tile_pixels} per tile; cut it into smaller tiles",
                 "too_many_pixels",
             )
-        check_bands(bundle, profile.count, f"image {label}")
+        check_bands(bundle, profile.count, f"image {label}", path)
         total += profile.width * profile.height
     if total > max_support_pixels:
         raise TooLarge(
@@ -173,13 +195,26 @@ def read_support(
         region = read_region_folder(staged.folder, scheme, validate=True, cache=True)
         samples = list(region)
     except MaskValueError as err:
-        # the service's classes are the model's, not a class file the user could swap
+        # the classes are the model's (no command-line advice); a zip's class file can
+        # name them and add ignore entries
         what = err.kind[:-1]
         message = (
             f"{err.path}: {err.short}. This model's classes are {err.valid}; paint every "
             f"labelled pixel with one of these {err.kind} (or an ignore {what}) and send the "
             "tiles again"
         )
+        if str(err.path).endswith(".jpg"):  # staged names carry the sniffed kind
+            message += (
+                ". This mask is a JPEG: its lossy compression changes the class colours at "
+                "every edge; save masks as PNG or GeoTIFF"
+            )
+        elif staged.class_file is None:  # unlabeled pixels in another colour: a class file
+            message += (
+                f"; or, if those {err.kind} mean 'unlabeled', send the tiles as one zip "
+                "(images/, masks/) with a classes.yaml that lists the model's classes and "
+                f"puts those {err.kind} under 'ignore' (docs/api.md, 'Class files')"
+            )
+
         raise BadInput(staged.explain(message), "mask_values") from None
     except GeoDataError as err:
         code = "size_mismatch" if "must match their images" in str(err) else "invalid_tile"

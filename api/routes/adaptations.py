@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from api.compute import adapt_gflop
+from api.compute import adapt_gflop, adapt_pool_pixels
 from api.db import session_scope
 from api.deps import Db, Services, Svc
 from api.engine import media
@@ -171,13 +171,20 @@ def check_adapt_cost(services: Services, model: str, support: Support, steps: in
     bundle = services.engine.base(model)
     pixels = sum(int(i.shape[-1]) * int(i.shape[-2]) for i in support.images)
     n = steps if steps is not None else int(bundle.inner_steps or 0)
-    cost = adapt_gflop(pixels, n, services.engine.flops_per_pixel(model))
+    pool = adapt_pool_pixels(bundle)
+    cost = adapt_gflop(pixels, n, services.engine.flops_per_pixel(model), pool)
     limit = services.settings.max_adapt_gflop
     if cost > limit:
+        advice = (
+            "ask for fewer steps (more or larger tiles cost no more: the adaptation works "
+            f"on at most {pool} pixels of crops)"
+            if pixels >= pool
+            else "send fewer or smaller tiles, or ask for fewer steps"
+        )
         raise TooLarge(
-            f"this adaptation would cost about {cost:.0f} GFLOP ({n} steps on {pixels} support "
-            f"pixels with model {model!r}), more than this service's limit of {limit:.0f} "
-            "GFLOP; send fewer or smaller tiles, or ask for fewer steps",
+            f"this adaptation would cost about {cost:.0f} GFLOP ({n} steps on "
+            f"{min(pixels, pool)} of the {pixels} support pixels with model {model!r}), more "
+            f"than this service's limit of {limit:.0f} GFLOP; {advice}",
             "too_costly",
         )
 
