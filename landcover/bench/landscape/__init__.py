@@ -244,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
         "train_steps": args.train_steps,
         "eval_steps": args.eval_steps,
         "start": start.tolist(),
+        "train_tasks": len(train.tasks),
+        "support_points": len(train.tasks[0].support_x),
         "shown_tasks": shown,
         "methods": {},
     }
