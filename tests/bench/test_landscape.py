@@ -101,6 +101,8 @@ def test_bad_arguments() -> None:
     L.add_arguments(parser)
     with pytest.raises(ValueError, match="iterations"):
         L.run(parser.parse_args(["--iterations", "0"]))
+    with pytest.raises(ValueError, match="--alpha"):
+        L.run(parser.parse_args(["--alpha", "-1", "--iterations", "1"]))
     with pytest.raises(ValueError, match="optimizer"):
         L.meta_train(
             L.build("MAML", torch.zeros(2, dtype=torch.float64), 0.1, 1),
