@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sys
 from types import ModuleType
 
 import landcover.bench as bench_pkg
@@ -38,4 +39,9 @@ def main(argv: list[str]) -> int:
         p = sub.add_parser(name, help=module.BENCH_HELP, description=module.BENCH_HELP)
         module.add_arguments(p)
     args = parser.parse_args(argv)
-    return int(benches[args.bench].run(args) or 0)
+    try:
+        return int(benches[args.bench].run(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as err:  # bad settings or data
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"landcover bench {args.bench}: error: {text}", file=sys.stderr)
+        return 2

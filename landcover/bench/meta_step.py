@@ -297,10 +297,32 @@ def _run_config(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]
     return json.loads(lines[-1])
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse impossible settings before any subprocess starts (``ValueError``)."""
+    import torch
+
+    from landcover.models import build_model
+
+    least = {"size": 1, "steps": 0, "shots": 1, "tasks": 1, "channels": 1, "classes": 2}
+    least |= {"rounds": 1, "min_seconds": 0}
+    bad = [f"--{k.replace('_', '-')} >= {v}" for k, v in least.items() if getattr(args, k) < v]
+    if bad:
+        raise ValueError(f"meta-step needs {', '.join(bad)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but torch sees no CUDA device; use --device cpu")
+    build_model(args.arch, args.channels, args.classes, norm=args.norm)  # names the valid ones
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run every configuration (one subprocess each), print the table, write JSON."""
+    """Run every configuration (one subprocess each), print the table, write JSON.
+
+    Returns:
+        ``0``, or ``1`` when a configuration failed (its error is printed under the table).
+    """
     from rich.console import Console
     from rich.table import Table
+
+    check_args(args)
 
     settings = {
         k: getattr(args, k)
@@ -341,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in results:
         if "error" in r:
-            table.add_row(r["label"], "n/a", "", "", r["error"][:60])
+            table.add_row(r["label"], "failed", "", "", "", "")
             continue
         table.add_row(
             r["label"],
@@ -352,6 +374,9 @@ def run(args: argparse.Namespace) -> int:
             f"{r['peak_mb']:.0f}",
         )
     console.print(table)
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        console.print(f"{r['label']} failed: {r['error']}", markup=False)
     payload = {
         "bench": BENCH_NAME,
         "settings": settings,
@@ -370,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
             json.dump(payload, fh, indent=2)
         os.replace(tmp, args.json)
         console.print(f"results: {args.json}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,6 +110,22 @@ class DemoSettings:
         )
 
 
+def demo_data(out: Path, knobs: dict[str, Any]) -> Path:
+    """The demo's region folder ``out/data``, emptied if an earlier demo made other regions.
+
+    The folder is the demo's own output: a ``--quick`` run followed by a full one in the same
+    ``--out`` must not evaluate the full demo on the quick run's regions.
+    """
+    from landcover.training.data_options import check_reader_options
+
+    data = Path(out) / "data"
+    try:
+        check_reader_options("synthetic", data, knobs)
+    except ValueError:
+        shutil.rmtree(data)
+    return data
+
+
 def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     """Run the demo; return the report paths, timings and the MAML++ margins."""
     from lightning.pytorch import seed_everything
@@ -124,10 +141,11 @@ def run_demo(s: DemoSettings, progress: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0, c0 = time.perf_counter(), time.process_time()
 
+    knobs = {**s.synth, "seed": s.seed}
     dm = RegionTaskDataModule(
         dataset="synthetic",
-        root=str(out / "data"),
-        options={**s.synth, "seed": s.seed},
+        root=str(demo_data(out, knobs)),
+        options=knobs,
         val_regions=s.val_regions,
         test_regions=s.test_regions,
         shots=s.train_shots,
@@ -257,6 +275,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
+    for name in ("tasks", "epochs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (2 if name == "tasks" else 1):
+            parser.error(f"--{name} must be at least {2 if name == 'tasks' else 1}; got {value}")
     s = DemoSettings.quick(args.out) if args.quick else DemoSettings(out=args.out)
     if args.tasks is not None:
         s.tasks_per_shot = args.tasks

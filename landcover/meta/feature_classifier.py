@@ -59,4 +59,5 @@ class FeatureClassifier(Learner):
         extra = self.auxiliary_loss(state, task)
         loss = query_loss if extra is None else query_loss + extra
         acc = float((logits.argmax(1) == task.query_y).float().mean())
+        loss = loss if training else loss.detach()
         return TaskResult(loss, float(query_loss.detach()), {"accuracy": acc})

@@ -176,4 +176,6 @@ class ProtoNet(Learner):
         loss = self.loss_fn(logits, task.query_y)
         valid = task.query_y != IGNORE_INDEX
         acc = (logits.argmax(1) == task.query_y)[valid].float().mean()
-        return TaskResult(loss, float(loss.detach()), {"accuracy": float(acc)})
+        return TaskResult(
+            loss if training else loss.detach(), float(loss.detach()), {"accuracy": float(acc)}
+        )

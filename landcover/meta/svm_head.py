@@ -114,7 +114,7 @@ class MetaOptSVM(Learner):
         loss = self.loss_fn(logits, task.query_y)
         acc = float((logits.argmax(dim=1) == task.query_y).float().mean())
         return TaskResult(
-            loss=loss,
+            loss=loss if training else loss.detach(),
             query_loss=float(loss.detach()),
             metrics={
                 "accuracy": acc,

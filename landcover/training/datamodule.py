@@ -3,8 +3,8 @@
 Regions come from one of four sources (``dataset``):
 
 * ``"synthetic"``: procedural regions of :mod:`landcover.geo.synthetic`, generated into
-  ``root`` (users' folder format) when ``root`` holds no regions yet; ``synthetic`` holds
-  generator knobs (fields of :class:`landcover.geo.synthetic.SynthConfig`);
+  ``root`` (users' folder format) when ``root`` holds no regions yet; ``options`` holds
+  generator knobs (checked by :mod:`landcover.training.data_options`);
 * ``"folder"``: a user's own regions, one folder per region (:mod:`landcover.geo.folder`);
 * ``"sen12ms"``: SEN12MS scenes, a region per (season, scene);
 * ``"deepglobe"``: DeepGlobe Land Cover, regions by appearance clustering.
@@ -29,6 +29,7 @@ from landcover.geo.normalize import BandStats, compute_band_stats
 from landcover.geo.region import Region
 from landcover.tasks.region import RegionTaskSampler
 from landcover.tasks.task import Task
+from landcover.training.data_options import check_reader_options
 from landcover.training.tasksets import (
     MetaBatchSampler,
     TaskSet,
@@ -43,18 +44,16 @@ DATASETS: tuple[str, ...] = ("synthetic", "folder", "sen12ms", "deepglobe")
 def load_regions(
     dataset: str, root: str | Path, options: dict[str, Any] | None = None
 ) -> list[Region]:
-    """Read (or, for ``synthetic``, generate then read) the regions of a dataset.
+    """Read (or, for ``synthetic``, generate then read) the regions of a dataset, by name.
 
     Args:
         dataset: One of :data:`DATASETS`.
         root: Dataset folder.
         options: Reader options (generator knobs for ``synthetic``).
-
-    Returns:
-        The regions, sorted by name.
     """
     opts = dict(options or {})
     root = Path(root)
+    check_reader_options(dataset, root, opts)
     if dataset == "synthetic":
         from landcover.geo.folder import read_regions
         from landcover.geo.synthetic import SynthConfig, write_synthetic

@@ -87,6 +87,10 @@ def test_bench_is_discovered_and_writes_pictures_and_markdown(tmp_path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "landscape.md").read_text()
     assert "img/landscape_paths.png" in text and "| MAML |" in text
+    # the page states the task sizes the bench used (it once said 10 support points for 20)
+    shots = len(L.make_tasks(1, seed=0).tasks[0].support_x)
+    assert f"on its {shots} support points" in text
+    assert "optima of the 200 training tasks" in text
     data = json.loads((tmp_path / "r.json").read_text())
     assert set(data["methods"]) == set(L.METHODS)
     assert len(data["methods"]["MAML"]["mean_distance"]) == 3
@@ -97,6 +101,8 @@ def test_bad_arguments() -> None:
     L.add_arguments(parser)
     with pytest.raises(ValueError, match="iterations"):
         L.run(parser.parse_args(["--iterations", "0"]))
+    with pytest.raises(ValueError, match="--alpha"):
+        L.run(parser.parse_args(["--alpha", "-1", "--iterations", "1"]))
     with pytest.raises(ValueError, match="optimizer"):
         L.meta_train(
             L.build("MAML", torch.zeros(2, dtype=torch.float64), 0.1, 1),

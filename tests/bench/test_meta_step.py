@@ -28,3 +28,33 @@ def test_tiny_meta_step_bench_measures_floor_and_learners(tmp_path):
         assert r["floor_seconds_per_task"] > 0 and r["batched_floor_seconds_per_task"] > 0
     rows = {r["label"]: r for r in payload["results"]}
     assert rows["floor, tasks batched: plain fwd+bwd"]["ratio_to_batched_floor"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--arch", "nosuch"], "unknown architecture 'nosuch'"),
+        (["--size", "0"], "--size >= 1"),
+        (["--steps", "-1", "--tasks", "0"], "--steps >= 0, --tasks >= 1"),
+    ],
+)
+def test_bad_settings_fail_at_once_with_a_clear_error(args, says, capsys, monkeypatch):
+    import landcover.bench.meta_step as ms
+
+    def no_subprocess(*_: object) -> None:
+        raise AssertionError("a configuration ran despite bad settings")
+
+    monkeypatch.setattr(ms, "_run_config", no_subprocess)
+    assert main(["bench", "meta-step", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("landcover bench meta-step: error: ") and says in err
+    assert "Traceback" not in err
+
+
+def test_a_failed_configuration_is_reported_and_exits_1(capsys, monkeypatch):
+    import landcover.bench.meta_step as ms
+
+    monkeypatch.setattr(ms, "_run_config", lambda cfg, s: {"error": "RuntimeError: boom"})
+    assert main(["bench", "meta-step", "--only", "FOMAML, loop"]) == 1
+    out = capsys.readouterr().out
+    assert "FOMAML, loop failed: RuntimeError: boom" in out

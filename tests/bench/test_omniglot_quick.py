@@ -111,6 +111,17 @@ def test_missing_runs_or_data_path_and_absent_cuda_are_clear_errors(tmp_path, ca
         assert "no CUDA device" in capsys.readouterr().out
 
 
+def test_unknown_rows_and_empty_budgets_are_clear_errors(capsys):
+    from landcover.cli import main
+
+    assert main(["bench", "omniglot", "--quick", "--rows", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown row(s) ['bogus']; valid: ['protonet'" in err and "Traceback" not in err
+    for bad in (["--episodes", "0"], ["--train-seconds", "-1"]):
+        assert main(["bench", "omniglot", "--quick", "--rows", "protonet", *bad]) == 2
+        assert "--train-seconds must be > 0 and --episodes >= 1" in capsys.readouterr().err
+
+
 def test_paper_budget_uses_each_rows_paper_iterations():
     parser = argparse.ArgumentParser()
     omniglot.add_arguments(parser)

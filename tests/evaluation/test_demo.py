@@ -29,3 +29,23 @@ def test_quick_demo_writes_the_report(tmp_path, capsys):
     assert bundle.learner["name"] == "mamlpp" and bundle.kind == "meta"
     printed = capsys.readouterr().out
     assert "MAML++ minus pretrain+finetune" in printed and "| MAML++ |" in printed
+
+
+def test_demo_regenerates_regions_an_earlier_demo_made_with_other_knobs(tmp_path):
+    from landcover.evaluation.demo import demo_data
+
+    data = tmp_path / "data"
+    (data / "region_000").mkdir(parents=True)
+    (data / "synth.json").write_text(json.dumps({"config": {"regions": 6, "seed": 0}}))
+    assert demo_data(tmp_path, {"regions": 6, "seed": 0}) == data
+    assert (data / "region_000").is_dir()  # same knobs: reused
+    assert demo_data(tmp_path, {"regions": 16, "seed": 0}) == data
+    assert not data.exists()  # a quick demo's regions are not reused by a full one
+
+
+@pytest.mark.parametrize("bad", [["--tasks", "1"], ["--epochs", "0"], ["--threads", "0"]])
+def test_bad_demo_settings_are_refused_before_any_work(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "demo"), *bad])
+    assert exc.value.code == 2 and f"{bad[0]} must be at least" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

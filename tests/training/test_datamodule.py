@@ -60,3 +60,30 @@ def test_bad_splits_are_clear_errors(dm):
         split_regions(regions, 1, ["nowhere"])
     with pytest.raises(ValueError, match="shots must be"):
         RegionTaskDataModule(root="unused", shots=[3, 1])
+
+
+@pytest.mark.parametrize(
+    ("dataset", "options", "bad"),
+    [
+        ("folder", {"regions": 8}, "regions"),  # a synthetic knob left in a folder config
+        ("synthetic", {"region": 8}, "region"),  # a typo
+        ("sen12ms", {"patch": 32}, "patch"),
+        ("deepglobe", {"regions": 3}, "regions"),
+    ],
+)
+def test_unknown_reader_options_are_a_clear_error(tmp_path, dataset, options, bad):
+    from landcover.training.datamodule import load_regions
+
+    with pytest.raises(ValueError, match=rf"data.options \['{bad}'\].*{dataset}.*valid: \["):
+        load_regions(dataset, tmp_path, options)
+
+
+def test_synthetic_root_made_with_other_knobs_is_refused_not_reused(tmp_path):
+    import json
+
+    from landcover.training.datamodule import load_regions
+
+    (tmp_path / "synth.json").write_text(json.dumps({"config": {"regions": 16, "seed": 0}}))
+    (tmp_path / "region_000").mkdir()
+    with pytest.raises(ValueError, match=r"regions: 16 there, 4 asked.*new folder"):
+        load_regions("synthetic", tmp_path, {"regions": 4, "seed": 0})

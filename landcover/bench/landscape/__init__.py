@@ -235,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
             "need --iterations >= 1, --test-tasks >= 2, --eval-steps >= 1 and --train-steps >= 0; "
             f"got {iterations}, {n_test}, {args.eval_steps}, {args.train_steps}"
         )
+    if not args.alpha > 0:
+        raise ValueError(f"--alpha (the inner / fine-tuning rate) must be > 0; got {args.alpha}")
     train = make_tasks(200, seed=args.seed)
     test = make_tasks(n_test, seed=args.seed + 1)
     shown = _pick_shown(test)
@@ -244,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
         "train_steps": args.train_steps,
         "eval_steps": args.eval_steps,
         "start": start.tolist(),
+        "train_tasks": len(train.tasks),
+        "support_points": len(train.tasks[0].support_x),
         "shown_tasks": shown,
         "methods": {},
     }

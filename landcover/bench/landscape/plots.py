@@ -125,6 +125,7 @@ def markdown(results: dict[str, Any], n_test: int) -> str:
     cols = list(range(k + 1))
     best = {c: min(methods, key=lambda m: methods[m]["mean_distance"][c]) for c in cols}
     start = "({:.1f}, {:.1f})".format(*results["start"])
+    n_train, shots = results["train_tasks"], results["support_points"]
     lines = [
         "# Loss landscapes: where each method puts the initialisation",
         "",
@@ -135,13 +136,13 @@ def markdown(results: dict[str, Any], n_test: int) -> str:
         "Pre-training (joint training on the pooled tasks), MAML, first-order MAML and "
         f"Reptile are meta-trained by the library's learners from the same start {start} "
         f"with {ks} inner steps of rate {alpha}, then every method adapts to a task with "
-        f"the same plain gradient steps (rate {alpha}) on its 10 support points.",
+        f"the same plain gradient steps (rate {alpha}) on its {shots} support points.",
         "",
         "## Pictures",
         "",
         "- `img/landscape_paths.png`: one panel per method. Blue and orange contours are "
         "the support losses of two test tasks (crosses: their optima); grey dots are the "
-        "optima of the 200 training tasks. The thin coloured line is the meta-training "
+        f"optima of the {n_train} training tasks. The thin coloured line is the meta-training "
         "path from the start (black square) to the meta-initialisation (star); the blue "
         f"and orange polylines are the {k} adaptation steps from the star towards each "
         "task's optimum. The title gives the distance left after those steps.",
@@ -164,7 +165,7 @@ def markdown(results: dict[str, Any], n_test: int) -> str:
         f"Mean distance from the adapted parameters to the task optimum after k steps "
         f"({n_test} test tasks, ± 95% interval); `init` is where meta-training ended, "
         "`closed form` the exact fixed point of that method's full-batch meta-objective "
-        "on the 200 training tasks (the losses are quadratic: pre-training solves "
+        f"on the {n_train} training tasks (the losses are quadratic: pre-training solves "
         "`sum_i Q_i (w - w*_i) = 0`, MAML `sum_i M_i^k Q_i M_i^k (w - w*_i) = 0` with "
         "`M = I - alpha H`, FOMAML `sum_i Q_i M_i^k (w - w*_i) = 0`, Reptile "
         "`sum_i (I - M_i^k)(w - w*_i) = 0`).",

@@ -237,6 +237,9 @@ def _train_or_load(
 def resolve_budget(args: argparse.Namespace) -> Budget:
     """The budget of a run: ``quick`` or ``full``, with ``--train-seconds``/``--episodes``."""
     budget = BUDGETS["quick" if args.quick else getattr(args, "budget", "full")]
+    too_small = [(args.train_seconds, 0.0), (args.episodes, 0)]
+    if any(value is not None and value <= least for value, least in too_small):
+        raise ValueError("--train-seconds must be > 0 and --episodes >= 1")
     if args.train_seconds is not None:
         budget = replace(
             budget,
@@ -274,12 +277,12 @@ def run(args: argparse.Namespace) -> int:
         order = [r.name for r in ROWS]
         return merge_files(args.merge, order, args.json or args.out / "omniglot.json")
     rows = _select_rows(args.rows)
+    budget = resolve_budget(args)
     if jobs > 1:
         from landcover.bench.omniglot.jobs import run_jobs
 
         return run_jobs(args, rows, jobs)
     torch.set_num_threads(max(1, args.threads))
-    budget = resolve_budget(args)
     sources = args.data or [DEFAULT_DATA / f for f in DATA_FILES]
     t0, cpu0 = time.monotonic(), time.process_time()
     data = load_omniglot(sources)

@@ -43,7 +43,7 @@ BENCH_HELP = "MAML sinusoid regression: every gradient learner, MSE after 1/10 s
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the bench."""
     full = Budget()
-    parser.add_argument("--quick", action="store_true", help="CI-sized run (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (about 2 CPU-minutes)")
     parser.add_argument(
         "--budget",
         choices=["full", "paper"],
