@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENGINES,
         default="torch",
         help="torch (the reference) or onnxruntime (the network exported to ONNX, "
-        f"optimised; defaults to --window {FAST_WINDOW} --overlap {FAST_OVERLAP})",
+        f"optimised; defaults to --window {FAST_WINDOW} --overlap {FAST_OVERLAP}, except "
+        "for transductive-BatchNorm models: torch's windows, the same map)",
     )
     p.add_argument(
         "--precision",
@@ -136,9 +137,6 @@ def main(argv: list[str]) -> int:
             print(f"landcover predict: error: --{name.replace('_', '-')} must be positive; "
                   f"got {value}", file=sys.stderr)  # fmt: skip
             return 2
-    if args.engine == "onnxruntime" and args.window is None:
-        args.window = FAST_WINDOW
-        args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
     if args.batch_size is None:
         args.batch_size = 1 if args.engine == "onnxruntime" else 4
     if args.threads is not None:
@@ -153,6 +151,11 @@ def main(argv: list[str]) -> int:
                   "meta-learned weights (run `landcover adapt` first for a region)",
                   file=sys.stderr)  # fmt: skip
         predictor = Predictor.from_bundle(bundle, args.device, engine=args.engine)
+        # The fast windows, unless each window's output depends on the window itself
+        # (transductive BatchNorm): then both engines use the same windows, same map.
+        if args.engine == "onnxruntime" and args.window is None and not predictor.per_window:
+            args.window = FAST_WINDOW
+            args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
         if args.precision == "int8":
             note = predictor.use_int8(args.input)
             if not args.json:

@@ -101,9 +101,12 @@ def sieve_map(classes: np.ndarray, size: int, nodata: int = 255) -> np.ndarray:
     """The class map with regions smaller than ``size`` pixels merged into a neighbour.
 
     GDAL's sieve filter (4-connected regions, each merged into its largest neighbour);
-    nodata pixels neither grow nor are grown into. Returns a new uint8 array.
+    nodata pixels neither grow nor are grown into. Returns a new uint8 array. A region
+    merges only into a neighbour of at least ``size`` pixels, so a map smaller than the
+    minimum mapping unit stays as it is (GDAL refuses a ``size`` above the pixel count).
     """
     arr = np.array(classes, dtype=np.uint8, order="C")
+    size = min(size, arr.size)
     if size > 1:
         valid = arr != nodata
         arr = rasterio.features.sieve(arr, size=size, mask=valid, connectivity=4)

@@ -1,0 +1,105 @@
+"""Prediction on rasters and models at the edges of what users bring.
+
+Tiny rasters (smaller than the network's size divisor or the minimum mapping unit), and
+models with transductive BatchNorm (the policy of the shipped configs), whose window
+outputs depend on the batch: the map must not depend on ``--batch-size`` or the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from landcover.cli import main as cli
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.predict import Predictor, predict_array
+from landcover.inference.testing import tiny_bundle
+from landcover.inference.vectorize import sieve_map
+
+
+@pytest.fixture(scope="module")
+def transductive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved MAML bundle whose small U-Net (depth 3) normalises with batch statistics."""
+    bundle = tiny_bundle(4, 3, model_options={"width": 4, "depth": 3, "norm": "batch"},
+                         learner_options={"steps": 1, "inner_lr": 0.1, "bn": "transductive"},
+                         mean=100.0, std=40.0, seed=1)  # fmt: skip
+    # As after training: BatchNorm's affine parameters are no longer exactly 1 and 0 (an
+    # untrained one is refused by the ONNX export, which ONNX Runtime then gets wrong).
+    gen = torch.Generator().manual_seed(0)
+    for key, value in bundle.state.items():
+        if value.ndim == 1 and value.is_floating_point() and "running" not in key:
+            value.add_(0.05 * torch.randn(value.shape, generator=gen))
+    path = tmp_path_factory.mktemp("bundle") / "transductive.bundle"
+    bundle.save(path)
+    return path
+
+
+def test_sieve_of_a_map_smaller_than_the_minimum_mapping_unit() -> None:
+    """GDAL refuses a sieve threshold above the pixel count; the map stays as it is."""
+    tiny = np.array([[0, 1], [1, 1]], dtype=np.uint8)
+    np.testing.assert_array_equal(sieve_map(tiny, 16), tiny)
+    np.testing.assert_array_equal(sieve_map(np.array([[2]], np.uint8), 16), [[2]])
+
+
+def test_transductive_windows_do_not_depend_on_the_batch(transductive: Path) -> None:
+    """Windows are computed one at a time for batch-dependent learners: batch size 1 and
+    4 give the same probabilities (before: BatchNorm statistics over 4 windows)."""
+    pred = Predictor.from_bundle(ModelBundle.load(transductive))
+    assert pred.per_window
+    group = Predictor.from_bundle(tiny_bundle(4, 3, mean=100.0, std=40.0))
+    assert not group.per_window
+    torch.manual_seed(0)
+    image = torch.rand(4, 150, 170) * 200
+    one = predict_array(pred, image, window=64, overlap=16, batch_size=1).probabilities
+    four = predict_array(pred, image, window=64, overlap=16, batch_size=4).probabilities
+    torch.testing.assert_close(four, one, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5)])
+def test_tiny_rasters_give_maps_and_polygons_with_both_engines(
+    tmp_path: Path, write_tif, transductive: Path, shape: tuple[int, int],
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    """A raster smaller than the size divisor (8) and the minimum mapping unit (16 px):
+    before, torch failed on BatchNorm over one value per channel and the sieve refused the
+    raster; now both engines write the same map and its polygons."""
+    rng = np.random.default_rng(0)
+    src = write_tif(tmp_path / "tiny.tif", rng.integers(1, 250, (4, *shape)).astype(np.uint16),
+                    nodata=0)  # fmt: skip
+    maps = {}
+    for engine in ("torch", "onnxruntime"):
+        out = tmp_path / f"{engine}.tif"
+        gj = tmp_path / f"{engine}.geojson"
+        code = cli(["predict", str(transductive), str(src), str(out), "--engine", engine,
+                    "--geojson", str(gj), "--quiet"])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        with rasterio.open(out) as d:
+            maps[engine] = d.read(1)
+        assert maps[engine].shape == shape and maps[engine].max() < 3
+        assert json.loads(gj.read_text())["features"]
+    np.testing.assert_array_equal(maps["torch"], maps["onnxruntime"])
+
+
+def test_onnxruntime_defaults_give_the_torch_map_for_transductive_models(
+    tmp_path: Path, write_tif, transductive: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The fast windows (704 / 80) change a transductive model's statistics, so the
+    onnxruntime engine keeps torch's windows there: both engines' defaults, one map."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(1, 250, (4, 300, 420)).astype(np.uint16)
+    img[:, 100:200, 150:330] += 300
+    src = write_tif(tmp_path / "scene.tif", img, nodata=0)
+    maps = {}
+    for engine in ("torch", "onnxruntime"):
+        out = tmp_path / f"{engine}.tif"
+        assert cli(["predict", str(transductive), str(src), str(out), "--engine", engine,
+                    "--quiet", "--no-style"]) == 0  # fmt: skip
+        with rasterio.open(out) as d:
+            maps[engine] = d.read(1)
+    capsys.readouterr()
+    assert (maps["torch"] == maps["onnxruntime"]).mean() > 0.9999
