@@ -81,7 +81,7 @@ def summary_table(summaries: Sequence[RegionSummary], title: str = "") -> Table:
     """
     table = Table(title=title or None)
     table.add_column("region", no_wrap=True)
-    for col in ("tiles", "size", "bands", "CRS"):
+    for col in ("tiles", "size (W×H)", "bands", "CRS"):
         table.add_column(col)
     classes = list(summaries[0].histogram) if summaries else []
     wide = len(classes) <= MAX_CLASS_COLUMNS + 1
@@ -91,7 +91,7 @@ def summary_table(summaries: Sequence[RegionSummary], title: str = "") -> Table:
     else:
         table.add_column("classes (% of pixels)")
     for s in summaries:
-        sizes = ", ".join(f"{h}×{w}" for h, w in s.sizes[:3]) + (" …" if len(s.sizes) > 3 else "")
+        sizes = ", ".join(f"{w}×{h}" for h, w in s.sizes[:3]) + (" …" if len(s.sizes) > 3 else "")
         bands = f"{len(s.bands)} ({','.join(s.bands[:4])}{',…' if len(s.bands) > 4 else ''})"
         if wide:
             hist = [f"{100 * s.histogram[c]:.1f}" for c in classes]
