@@ -18,6 +18,15 @@ from landcover.inference.predict import Predictor, predict_raster
 from landcover.inference.testing import tiny_bundle
 
 
+def deepness_feeds(raw: torch.Tensor, path: Path) -> np.ndarray:
+    """Deepness' preprocessing (0.6+, models/preprocessing_utils.py): values scaled by
+    1/255, then standardised with the metadata's standardization_mean / _std."""
+    meta = read_metadata(path)
+    mean = np.array(meta["standardization_mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.array(meta["standardization_std"], np.float32).reshape(1, -1, 1, 1)
+    return (np.float32(raw.numpy() * 1.0 / 255.0) - mean) / std
+
+
 @pytest.fixture(scope="module")
 def per_step() -> ModelBundle:
     """MAML++ with per-step BatchNorm (the default learner), 4 bands, 3 classes."""
@@ -57,7 +66,8 @@ def test_adapted_bundle_exports_its_adapted_weights(per_step: ModelBundle, tmp_p
     assert not np.allclose(ours, meta_only, atol=1e-4)  # adaptation changed the model
     path = export_onnx(adapted, tmp_path / "adapted.onnx", tile_size=64)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"x": (x / 255).numpy()})[0]  # Deepness feeds raw / 255
+    # before: the graph standardised the already standardised input a second time
+    got = sess.run(None, {"x": deepness_feeds(x, path)})[0]
     np.testing.assert_allclose(got, ours, atol=1e-4)
 
 
