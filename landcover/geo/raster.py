@@ -32,6 +32,7 @@ import rasterio.shutil
 import rasterio.windows
 import torch
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -42,6 +43,7 @@ from landcover.geo.errors import GeoDataError
 __all__ = [
     "RasterData",
     "RasterProfile",
+    "data_bands",
     "iter_windows",
     "open_raster",
     "read_profile",
@@ -144,10 +146,25 @@ def _profile(src: rasterio.DatasetReader) -> RasterProfile:
         count=src.count,
         dtype=str(src.dtypes[0]),
         crs=src.crs if georef else None,
-        transform=src.transform if georef else Affine.identity(),
+        # a geotransform without a CRS (world file, local grid) is kept: outputs overlay
+        transform=src.transform
+        if georef or src.transform != Affine.identity()
+        else Affine.identity(),
         nodata=src.nodata,
         descriptions=tuple(src.descriptions),
     )
+
+
+def data_bands(src: rasterio.DatasetReader, expected: int) -> list[int]:
+    """Band indexes (1-based) that hold data for a model of ``expected`` bands.
+
+    An alpha band (RGBA imagery: drone orthomosaics, QGIS exports) marks which pixels have
+    data (GDAL's dataset mask uses it); it is left out when the other bands are exactly
+    the ``expected`` ones. Otherwise all bands, for the caller's band-count check.
+    """
+    alpha = {i for i, c in zip(src.indexes, src.colorinterp) if c == ColorInterp.alpha}
+    bands = [i for i in src.indexes if i not in alpha]
+    return bands if alpha and len(bands) == expected else list(src.indexes)
 
 
 def read_profile(path: str | Path) -> RasterProfile:

@@ -88,6 +88,11 @@ class Predictor:
             self.workers = max(1, int(threads or torch.get_num_threads()))
             self._ort = OrtRunner(bundle, threads=1 if self.workers > 1 else None)
         self.per_window = self._depends_on_batch()
+        # Normalisation over each window's own pixels: the map depends on the window size.
+        per_sample = (torch.nn.GroupNorm, torch.nn.modules.instancenorm._InstanceNorm)
+        self.window_dependent = self.per_window or any(
+            isinstance(m, per_sample) for m in find_model(learner).modules()
+        )
 
     def _depends_on_batch(self) -> bool:
         """Whether a window's output changes with the other windows of its batch.
@@ -141,8 +146,9 @@ class Predictor:
         read_profile(src)  # a clear GeoDataError for a missing or unreadable raster
 
         windows = calibration_windows(
-            src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy()
-        )
+            src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy(),
+            expected=self.bundle.num_bands,
+        )  # fmt: skip
         d = self.size_divisor  # the graph takes multiples of the size divisor
         h, w = windows.shape[-2] // d * d, windows.shape[-1] // d * d
         if h == 0 or w == 0:

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="torch",
         help="torch (the reference) or onnxruntime (the network exported to ONNX, "
         f"optimised; defaults to --window {FAST_WINDOW} --overlap {FAST_OVERLAP}, except "
-        "for transductive-BatchNorm models: torch's windows, the same map)",
+        "for models that normalise over each window (transductive BatchNorm, GroupNorm): "
+        "torch's windows, the same map)",
     )
     p.add_argument(
         "--precision",
@@ -151,9 +152,10 @@ def main(argv: list[str]) -> int:
                   "meta-learned weights (run `landcover adapt` first for a region)",
                   file=sys.stderr)  # fmt: skip
         predictor = Predictor.from_bundle(bundle, args.device, engine=args.engine)
-        # The fast windows, unless each window's output depends on the window itself
-        # (transductive BatchNorm): then both engines use the same windows, same map.
-        if args.engine == "onnxruntime" and args.window is None and not predictor.per_window:
+        # The fast windows, unless a window's output depends on its size (normalisation
+        # over the window's own pixels: transductive BatchNorm, GroupNorm): then both
+        # engines use the same windows and give the same map.
+        if args.engine == "onnxruntime" and args.window is None and not predictor.window_dependent:
             args.window = FAST_WINDOW
             args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
         if args.precision == "int8":

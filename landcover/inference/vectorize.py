@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,11 @@ def feature_collection(
         geoms = _to_wgs84(geoms, crs)
     features = [{"type": "Feature", "geometry": shapely.geometry.mapping(g), "properties": a}
                 for g, a in zip(geoms, attrs)]  # fmt: skip
-    system = "pixel (column, row)" if crs is None else (WGS84 if to_wgs84 else crs.to_string())
+    if crs is not None:
+        system = WGS84 if to_wgs84 else crs.to_string()
+    else:  # no CRS: the raster's own grid coordinates (pixels without a geotransform)
+        plain = transform is None or transform == Affine.identity()
+        system = "pixel (column, row)" if plain else "the raster's coordinates (no CRS)"
     return {"type": "FeatureCollection", "coordinate_system": system, "features": features}
 
 
@@ -230,7 +235,7 @@ def _read(class_map: str | Path, probabilities: str | Path | None) -> tuple[Any,
         if probs.dtype == np.uint8:
             probs = probs.astype(np.float32) / 255.0
         probs = np.nan_to_num(probs.astype(np.float32, copy=False), nan=0.0)
-    return arr, (transform if crs else None), crs, probs
+    return arr, transform, crs, probs
 
 
 def _atomic(out: str | Path) -> tuple[Path, Path]:
@@ -303,11 +308,13 @@ def write_gpkg(
     wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
     out, tmp = _atomic(out)
     try:
-        pyogrio.raw.write(
-            str(tmp), wkb, columns, names, driver="GPKG", layer=layer,
-            geometry_type="MultiPolygon",
-            crs=crs.to_wkt() if crs is not None else None, promote_to_multi=True,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # a raster without a CRS gives a layer without one
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            pyogrio.raw.write(
+                str(tmp), wkb, columns, names, driver="GPKG", layer=layer,
+                geometry_type="MultiPolygon",
+                crs=crs.to_wkt() if crs is not None else None, promote_to_multi=True,
+            )  # fmt: skip
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -103,3 +103,59 @@ def test_onnxruntime_defaults_give_the_torch_map_for_transductive_models(
             maps[engine] = d.read(1)
     capsys.readouterr()
     assert (maps["torch"] == maps["onnxruntime"]).mean() > 0.9999
+
+
+def test_rgba_raster_uses_its_alpha_band_as_the_mask(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """RGBA imagery (drone orthomosaics, QGIS exports) for an RGB model: the alpha band is
+    the mask, not a fourth band (before: refused as 4 bands for a 3-band model); both
+    engines, and with the onnxruntime engine's defaults the torch map."""
+    bundle = tiny_bundle(3, 3, mean=100.0, std=40.0).save(tmp_path / "rgb.bundle")
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 255, (3, 90, 110)).astype(np.uint8)
+    alpha = np.full((90, 110), 255, np.uint8)
+    alpha[:20, :30] = 0
+    profile = {"driver": "GTiff", "width": 110, "height": 90, "count": 4, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": rasterio.Affine(2, 0, 4e5, 0, -2, 5e6),
+               "photometric": "RGB", "alpha": "YES"}  # fmt: skip
+    with rasterio.open(tmp_path / "rgba.tif", "w", **profile) as dst:
+        dst.write(np.concatenate([rgb, alpha[None]]))
+    maps = {}
+    for engine in ("torch", "onnxruntime"):
+        out = tmp_path / f"{engine}.tif"
+        assert cli(["predict", str(bundle), str(tmp_path / "rgba.tif"), str(out), "--engine",
+                    engine, "--quiet", "--no-style"]) == 0, capsys.readouterr().err  # fmt: skip
+        with rasterio.open(out) as d:
+            maps[engine] = d.read(1)
+        np.testing.assert_array_equal(maps[engine] == 255, alpha == 0)
+    assert (maps["torch"] == maps["onnxruntime"]).mean() > 0.999
+    image = torch.from_numpy(rgb.astype(np.float32))
+    ref = predict_array(Predictor.from_bundle(ModelBundle.load(bundle)), image,
+                        valid=torch.from_numpy(alpha > 0)).classes  # fmt: skip
+    np.testing.assert_array_equal(maps["torch"], ref.numpy())
+
+
+def test_geotransform_without_crs_is_kept(tmp_path: Path) -> None:
+    """A raster with a geotransform but no CRS (world file, local grid): the class map and
+    the polygons keep its coordinates (before: the map lost the transform and the
+    polygons were in pixel coordinates)."""
+    from landcover.inference.predict import predict_raster
+
+    path = tmp_path / "local.tif"
+    transform = rasterio.Affine(0.5, 0, 1000, 0, -0.5, 2000)
+    img = np.full((3, 40, 60), 80, np.float32)
+    img[:, :, 30:] = 200
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=3,
+                       dtype="float32", transform=transform) as dst:  # fmt: skip
+        dst.write(img)
+    pred = Predictor.from_bundle(tiny_bundle(3, 3, mean=100.0, std=40.0))
+    res = predict_raster(pred, path, tmp_path / "map.tif", geojson=tmp_path / "map.geojson",
+                         progress=False)  # fmt: skip
+    with rasterio.open(res.classes_path) as d:
+        assert d.transform == transform and d.crs is None
+    fc = json.loads((tmp_path / "map.geojson").read_text())
+    assert fc["coordinate_system"] == "the raster's coordinates (no CRS)"
+    xy = np.array([c for f in fc["features"] for c in f["geometry"]["coordinates"][0]])
+    assert xy[:, 0].min() == 1000 and xy[:, 0].max() == 1030
+    assert xy[:, 1].min() == 1980 and xy[:, 1].max() == 2000
