@@ -139,7 +139,11 @@ def composite(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     else:
         idx = [0, 0, 0]
     rgb = image[idx].astype(np.float64)
-    lo, hi = np.percentile(rgb, 2), np.percentile(rgb, 98)
+    finite = np.isfinite(rgb)
+    if not finite.any():
+        return np.zeros((*rgb.shape[1:], 3))
+    lo, hi = np.percentile(rgb[finite], 2), np.percentile(rgb[finite], 98)
+    rgb = np.where(finite, rgb, lo)  # nodata (NaN) shows as the darkest colour
     return np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
 
 

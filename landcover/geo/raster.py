@@ -188,7 +188,8 @@ def read_raster(
         dtype: Floating dtype of the returned image.
 
     Returns:
-        The image ``(C, H, W)``, the window's profile and the ``(H, W)`` validity mask.
+        The image ``(C, H, W)``, the window's profile and the ``(H, W)`` validity mask
+        (the dataset mask, and every band finite).
 
     Raises:
         GeoDataError: The file is missing, unreadable, or the window/bands are out of range.
@@ -211,6 +212,8 @@ def read_raster(
         try:
             data = src.read(indexes, window=window)
             valid = src.dataset_mask(window=window) > 0
+            if data.dtype.kind == "f":  # NaN/inf are nodata, with or without a nodata tag
+                valid &= np.isfinite(data).all(axis=0)
         except RasterioIOError as err:
             raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", path) from None
         profile = _profile(src)

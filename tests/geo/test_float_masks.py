@@ -55,3 +55,27 @@ def test_inspect_gives_sizes_as_width_by_height(
             dst.write(data)
     assert landcover(["data", "inspect", str(root)]) == 0
     assert "10×16" in capsys.readouterr().out
+
+
+def test_nan_pixels_of_float_images_are_nodata(tmp_path: Path) -> None:
+    """Float images with NaN and no nodata tag: the pixels are invalid (ignored in the
+    mask, left out of band statistics) like ``landcover predict`` treats them (before:
+    valid, so ``data stats`` gave NaN and training saw NaN inputs)."""
+    from landcover.geo.inspect import composite
+    from landcover.geo.normalize import compute_band_stats
+
+    root = write_folder_fixture(tmp_path / "ds", regions=1, tiles=2, size=16)
+    path = root / "region_0" / "images" / "tile_00.tif"
+    with rasterio.open(path) as src:
+        data, profile = src.read().astype(np.float32), src.profile | {"dtype": "float32"}
+    data[:, :2, :4] = np.nan
+    with rasterio.open(path, "w", **(profile | {"nodata": None})) as dst:
+        dst.write(data)
+    region = read_region_folder(root / "region_0")
+    sample = region[0]
+    assert int((~sample["valid"]).sum()) == 8 and not sample["valid"][:2, :4].any()
+    assert (sample["mask"][:2, :4] == region.scheme.ignore_index).all()
+    stats = compute_band_stats([region])
+    assert np.isfinite(stats.mean).all() and np.isfinite(stats.std).all()
+    rgb = composite(sample["image"].numpy(), region.band_names)
+    assert np.isfinite(rgb).all() and rgb.max() > 0
