@@ -125,6 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+def _check_paths_and_device(args: argparse.Namespace, probs: str | None) -> str | None:
+    """What is wrong with the windows, output paths or device, or ``None``."""
+    if args.window is not None and args.overlap is not None and args.overlap >= args.window:
+        return f"--overlap ({args.overlap}) must be smaller than --window ({args.window})"
+    named = [("output", args.output), ("--probabilities", probs), ("--geojson", args.geojson),
+             ("--gpkg", args.gpkg)]  # fmt: skip
+    seen = {Path(args.input).resolve(): "the input"}
+    for flag, path in named:
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            return f"{flag} {path} is also {seen[key]}; give each output its own path"
+        seen[key] = "the output" if flag == "output" else f"the {flag} path"
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        return f"unknown --device {args.device!r}; use cpu, cuda or cuda:N"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "--device cuda, but no CUDA GPU is available here; use --device cpu"
+    return None
+
+
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (2 for bad input)."""
     args = build_parser().parse_args(argv)
@@ -138,6 +163,10 @@ def main(argv: list[str]) -> int:
             print(f"landcover predict: error: --{name.replace('_', '-')} must be positive; "
                   f"got {value}", file=sys.stderr)  # fmt: skip
             return 2
+    problem = _check_paths_and_device(args, probs)
+    if problem:
+        print(f"landcover predict: error: {problem}", file=sys.stderr)
+        return 2
     if args.batch_size is None:
         args.batch_size = 1 if args.engine == "onnxruntime" else 4
     if args.threads is not None:
@@ -171,6 +200,11 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
     except (BundleError, GeoDataError, ValueError) as err:
         print(f"landcover predict: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output folder that cannot be created or written
+        where = f": {err.filename}" if err.filename else ""
+        print(f"landcover predict: error: cannot write the outputs ({err.strerror or err}"
+              f"{where}); choose a writable output path", file=sys.stderr)  # fmt: skip
         return 2
     summary = {
         "output": str(result.classes_path),

@@ -248,6 +248,8 @@ def predict_raster(
                           f"{predictor.num_classes}")  # fmt: skip
     window = window or default_window(predictor.bundle)
     overlap = window // 4 if overlap is None else overlap
+    if not 0 <= overlap < window:
+        raise ValueError(f"the overlap ({overlap}) must be smaller than the window ({window})")
     if balance:
         d = predictor.size_divisor
         window = balanced_window(-(-profile.height // d) * d, -(-profile.width // d) * d,

@@ -159,3 +159,37 @@ def test_geotransform_without_crs_is_kept(tmp_path: Path) -> None:
     xy = np.array([c for f in fc["features"] for c in f["geometry"]["coordinates"][0]])
     assert xy[:, 0].min() == 1000 and xy[:, 0].max() == 1030
     assert xy[:, 1].min() == 1980 and xy[:, 1].max() == 2000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--window", "64", "--overlap", "100"], "must be smaller than --window"),
+        (["--overlap", "300"], "overlap (300) must be smaller than the window (256)"),
+        (["--probabilities", "{out}"], "--probabilities {out} is also the output"),
+        (["--device", "nonsense"], "unknown --device"),
+    ],
+)
+def test_cli_refuses_bad_options_in_plain_words(
+    tmp_path: Path, write_tif, transductive: Path, capsys: pytest.CaptureFixture,
+    extra: list[str], message: str,
+) -> None:  # fmt: skip
+    """Before: an overlap past the window was clamped (a slow crawl of windows), the class
+    map was overwritten by the probabilities, and a bad device or an unwritable folder
+    ended in a traceback."""
+    src = write_tif(tmp_path / "in.tif", np.full((4, 40, 40), 100, np.uint16))
+    out = str(tmp_path / "map.tif")
+    extra = [e.format(out=out) for e in extra]
+    assert cli(["predict", str(transductive), str(src), out, "--quiet", *extra]) == 2
+    assert message.format(out=out) in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
+def test_cli_unwritable_output_folder_is_a_clear_error(
+    tmp_path: Path, write_tif, transductive: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = write_tif(tmp_path / "in.tif", np.full((4, 40, 40), 100, np.uint16))
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "map.tif"
+    assert cli(["predict", str(transductive), str(src), str(out), "--quiet"]) == 2
+    assert "cannot write the outputs" in capsys.readouterr().err
