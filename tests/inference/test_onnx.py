@@ -140,3 +140,19 @@ def test_export_refuses_a_missing_bundle(tmp_path: Path, capsys: pytest.CaptureF
     code = cli(["export", str(tmp_path / "nope.bundle"), "--onnx", "-o", str(tmp_path / "o")])
     assert code == 2
     assert "no such" in capsys.readouterr().err
+
+
+def test_export_refuses_misused_inputs_in_plain_words(
+    per_step: ModelBundle, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: a bundle given without --onnx ended in an UnpicklingError traceback, and a
+    negative pixel size was written as a negative Deepness resolution."""
+    bundle = str(per_step.save(tmp_path / "m.bundle"))
+    assert cli(["export", bundle, "-o", str(tmp_path / "again.bundle")]) == 2
+    assert "already a model bundle" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x04junk")
+    assert cli(["export", str(tmp_path / "junk.pt"), "-o", str(tmp_path / "x.bundle")]) == 2
+    assert "not a checkpoint of `landcover train`" in capsys.readouterr().err
+    out = tmp_path / "m.onnx"
+    assert cli(["export", bundle, "--onnx", "-o", str(out), "--pixel-size", "-1"]) == 2
+    assert "--pixel-size must be > 0" in capsys.readouterr().err and not out.exists()
