@@ -215,6 +215,8 @@ def feature_collection(
                             options=options, probabilities=probabilities)  # fmt: skip
     if to_wgs84 and crs is not None:
         geoms = _to_wgs84(geoms, crs)
+    if geoms:  # RFC 7946 right-hand rule: exteriors counter-clockwise, holes clockwise
+        geoms = list(shapely.orient_polygons(np.array(geoms, dtype=object), exterior_cw=False))
     features = [{"type": "Feature", "geometry": shapely.geometry.mapping(g), "properties": a}
                 for g, a in zip(geoms, attrs)]  # fmt: skip
     if crs is not None:
