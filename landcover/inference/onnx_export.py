@@ -161,7 +161,13 @@ def onnx_bytes(bundle: ModelBundle, window: int = 256) -> bytes:
 def _check_same(
     module: nn.Module, session: Any, bands: int, size: int = 64, tol: float = 1e-3
 ) -> None:
-    """Refuse graphs whose output differs from torch's (batch-dependent learners)."""
+    """Refuse graphs whose output differs from torch's.
+
+    Seen with untrained transductive-BatchNorm models: the exporter merges their identical
+    BatchNorm tensors (weights 1 = running variances 1, biases 0 = running means 0) and
+    ONNX Runtime's training-mode BatchNormalization then updates them in place; trained
+    ones export and reproduce torch.
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, bands, size, size, generator=gen)
     x[1] *= 3.0  # a batch whose two windows differ: batch statistics would show
@@ -169,10 +175,11 @@ def _check_same(
         ref = module(x).numpy()
     got = session.run(None, {"x": x.numpy()})[0]
     if ref.shape != got.shape or not np.allclose(got, ref, atol=tol, rtol=tol):
+        diff = float(np.abs(got - ref).max()) if ref.shape == got.shape else float("inf")
         raise BundleError(
-            "this bundle's predictions depend on the whole batch (e.g. transductive "
-            "BatchNorm), which an ONNX graph cannot reproduce; use --engine torch (ONNX "
-            "export works for learners with per-step or no BatchNorm, e.g. MAML++)"
+            f"the ONNX graph does not reproduce this bundle's predictions (max difference "
+            f"{diff:.3g}; e.g. an untrained model with transductive BatchNorm); use "
+            "--engine torch (trained models and those with per-step or no BatchNorm export)"
         )
 
 
