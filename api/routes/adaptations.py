@@ -416,8 +416,10 @@ def predict(
     response_class=FileResponse,
     responses={
         200: {
-            "description": "onnx: ONNX model with Deepness metadata (input raw bands / 255, "
-            "output class probabilities); bundle: the landcover model bundle (safetensors).",
+            "description": "onnx: ONNX model with Deepness metadata (input: raw bands / 255 "
+            "standardised with the metadata's standardization_mean / standardization_std, as "
+            "Deepness >= 0.6 feeds it; output class probabilities); bundle: the landcover "
+            "model bundle (safetensors).",
             "content": {"application/octet-stream": {}},
         },
         **error_responses(401, 404, 409, 410, 422),

@@ -188,7 +188,24 @@ class ClassScheme:
             assert self.values is not None
             table = {int(v): i for i, v in enumerate(self.values)}
             table.update({int(v): self.ignore_index for v in self.ignore_values})
-            return self._lookup(raw, table, source, lambda v: int(v), weights)
+            if raw.dtype.kind != "f":
+                return self._lookup(raw, table, source, lambda v: int(v), weights)
+            # float masks (GIS exports): integral values are class values, NaN is unlabeled
+            nan = np.isnan(raw)
+            odd = ~nan & ~(np.isfinite(raw) & (raw == np.round(raw)))
+            if odd.any():
+                shown = ", ".join(f"{v:g}" for v in np.unique(raw[odd])[:5])
+                raise GeoDataError(
+                    f"value-coded mask holds {int(odd.sum())} px of non-integer values "
+                    f"({shown}); class values are integers: save the mask as integers "
+                    "(e.g. uint8) with the class file's values",
+                    source,
+                )
+            known = float(next(iter(table)))
+            out = self._lookup(np.where(nan, known, raw).astype(np.int64), table, source,
+                               lambda v: int(v), weights)  # fmt: skip
+            out[nan] = self.ignore_index
+            return out
         rgb = self._as_rgb(raw, source)
         if self.threshold is not None:
             rgb = (rgb >= self.threshold).astype(np.uint8) * np.uint8(255)

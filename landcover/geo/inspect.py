@@ -81,7 +81,7 @@ def summary_table(summaries: Sequence[RegionSummary], title: str = "") -> Table:
     """
     table = Table(title=title or None)
     table.add_column("region", no_wrap=True)
-    for col in ("tiles", "size", "bands", "CRS"):
+    for col in ("tiles", "size (W×H)", "bands", "CRS"):
         table.add_column(col)
     classes = list(summaries[0].histogram) if summaries else []
     wide = len(classes) <= MAX_CLASS_COLUMNS + 1
@@ -91,7 +91,7 @@ def summary_table(summaries: Sequence[RegionSummary], title: str = "") -> Table:
     else:
         table.add_column("classes (% of pixels)")
     for s in summaries:
-        sizes = ", ".join(f"{h}×{w}" for h, w in s.sizes[:3]) + (" …" if len(s.sizes) > 3 else "")
+        sizes = ", ".join(f"{w}×{h}" for h, w in s.sizes[:3]) + (" …" if len(s.sizes) > 3 else "")
         bands = f"{len(s.bands)} ({','.join(s.bands[:4])}{',…' if len(s.bands) > 4 else ''})"
         if wide:
             hist = [f"{100 * s.histogram[c]:.1f}" for c in classes]
@@ -139,7 +139,11 @@ def composite(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     else:
         idx = [0, 0, 0]
     rgb = image[idx].astype(np.float64)
-    lo, hi = np.percentile(rgb, 2), np.percentile(rgb, 98)
+    finite = np.isfinite(rgb)
+    if not finite.any():
+        return np.zeros((*rgb.shape[1:], 3))
+    lo, hi = np.percentile(rgb[finite], 2), np.percentile(rgb[finite], 98)
+    rgb = np.where(finite, rgb, lo)  # nodata (NaN) shows as the darkest colour
     return np.clip((rgb - lo) / max(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
 
 

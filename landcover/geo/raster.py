@@ -32,6 +32,7 @@ import rasterio.shutil
 import rasterio.windows
 import torch
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -42,6 +43,7 @@ from landcover.geo.errors import GeoDataError
 __all__ = [
     "RasterData",
     "RasterProfile",
+    "data_bands",
     "iter_windows",
     "open_raster",
     "read_profile",
@@ -144,10 +146,25 @@ def _profile(src: rasterio.DatasetReader) -> RasterProfile:
         count=src.count,
         dtype=str(src.dtypes[0]),
         crs=src.crs if georef else None,
-        transform=src.transform if georef else Affine.identity(),
+        # a geotransform without a CRS (world file, local grid) is kept: outputs overlay
+        transform=src.transform
+        if georef or src.transform != Affine.identity()
+        else Affine.identity(),
         nodata=src.nodata,
         descriptions=tuple(src.descriptions),
     )
+
+
+def data_bands(src: rasterio.DatasetReader, expected: int) -> list[int]:
+    """Band indexes (1-based) that hold data for a model of ``expected`` bands.
+
+    An alpha band (RGBA imagery: drone orthomosaics, QGIS exports) marks which pixels have
+    data (GDAL's dataset mask uses it); it is left out when the other bands are exactly
+    the ``expected`` ones. Otherwise all bands, for the caller's band-count check.
+    """
+    alpha = {i for i, c in zip(src.indexes, src.colorinterp) if c == ColorInterp.alpha}
+    bands = [i for i in src.indexes if i not in alpha]
+    return bands if alpha and len(bands) == expected else list(src.indexes)
 
 
 def read_profile(path: str | Path) -> RasterProfile:
@@ -171,7 +188,8 @@ def read_raster(
         dtype: Floating dtype of the returned image.
 
     Returns:
-        The image ``(C, H, W)``, the window's profile and the ``(H, W)`` validity mask.
+        The image ``(C, H, W)``, the window's profile and the ``(H, W)`` validity mask
+        (the dataset mask, and every band finite).
 
     Raises:
         GeoDataError: The file is missing, unreadable, or the window/bands are out of range.
@@ -194,6 +212,8 @@ def read_raster(
         try:
             data = src.read(indexes, window=window)
             valid = src.dataset_mask(window=window) > 0
+            if data.dtype.kind == "f":  # NaN/inf are nodata, with or without a nodata tag
+                valid &= np.isfinite(data).all(axis=0)
         except RasterioIOError as err:
             raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", path) from None
         profile = _profile(src)

@@ -22,6 +22,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
 from rasterio.windows import Window
 from torch import Tensor
 
@@ -94,6 +95,8 @@ class RasterWriter:
             creation.update(blockxsize=block_size, blockysize=block_size)
         if profile.crs is not None:
             creation.update(crs=profile.crs, transform=profile.transform)
+        elif profile.transform != Affine.identity():  # a geotransform without a CRS
+            creation.update(transform=profile.transform)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dst = rasterio.open(self.tmp, "w", **creation)

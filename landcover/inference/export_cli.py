@@ -71,9 +71,15 @@ def load_module(checkpoint: str | Path) -> Any:
     """The :class:`~landcover.training.module.MetaLearningModule` of a checkpoint, on CPU."""
     from landcover.training.module import MetaLearningModule
 
-    return MetaLearningModule.load_from_checkpoint(
-        str(checkpoint), map_location="cpu", weights_only=False
-    )
+    try:
+        return MetaLearningModule.load_from_checkpoint(
+            str(checkpoint), map_location="cpu", weights_only=False
+        )
+    except Exception as err:  # unpickling raises many types; say what the file is not
+        raise ValueError(
+            f"{checkpoint}: not a checkpoint of `landcover train` ({type(err).__name__}: "
+            f"{err}); give the run folder (with checkpoints/) or one of its .ckpt files"
+        ) from None
 
 
 def bundle_from_module(
@@ -211,18 +217,32 @@ def main(argv: list[str]) -> int:
         help="use the run's model.eval_steps as the default adaptation steps",
     )
     args = parser.parse_args(argv)
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        print(f"landcover export: --pixel-size must be > 0 metres; got {args.pixel_size}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.onnx:
         try:
             return export_onnx_cli(args)
-        except (FileNotFoundError, BundleError, ValueError) as err:
+        except (OSError, BundleError, ValueError) as err:
             print(f"landcover export: {err}", file=sys.stderr)
+            return 2
+    if _is_bundle(Path(args.run)):
+        try:
+            ModelBundle.load(args.run)
+        except BundleError:
+            pass  # not a bundle: read as a checkpoint below, which says what it is not
+        else:
+            print(f"landcover export: {args.run} is already a model bundle; "
+                  f"`landcover export {args.run} --onnx -o model.onnx` exports it as ONNX",
+                  file=sys.stderr)  # fmt: skip
             return 2
     try:
         path = export_run(
             args.run, args.output, which=args.checkpoint, inner_steps=args.steps,
             use_eval_steps=args.eval_steps,
         )  # fmt: skip
-    except (FileNotFoundError, BundleError, ValueError) as err:
+    except (OSError, BundleError, ValueError) as err:
         print(f"landcover export: {err}", file=sys.stderr)
         return 2
     bundle = ModelBundle.load(path)

@@ -9,16 +9,16 @@ Two graphs are exported from the same (adapted) learner, by tracing
   ``landcover predict --engine onnxruntime`` runs it (:class:`OrtRunner`).
 - the **Deepness graph** (:func:`export_onnx`): what the QGIS plugin Deepness
   (Aszkowski et al. 2023, "Deepness: Deep neural remote sensing plugin for QGIS",
-  SoftwareX 23) runs. Deepness feeds ``raw / 255`` (it always scales the layer's values
-  into 0..1 for 8-bit imagery), reads one square output of class probabilities and tiles
-  the layer itself; so this graph undoes the scaling, standardises with the bundle's band
-  statistics, runs the network and applies the softmax, on square tiles of the bundle's
-  tile size. Its metadata (``metadata_props``, JSON values, as Deepness reads them):
-  ``model_type`` ``"Segmentor"``, ``class_names`` ``{id: name}``, ``resolution`` (cm per
-  pixel), ``tile_size`` / ``tiles_size``, ``tiles_overlap`` (percent), ``seg_thresh``,
+  SoftwareX 23) runs. Deepness (since 0.6.0) scales the layer's values by 1/255 and then
+  standardises them with the metadata's ``standardization_mean`` / ``standardization_std``
+  (``(raw / 255 - mean / 255) / (std / 255)``, i.e. the bundle's own normalisation), reads
+  one square output of class probabilities and tiles the layer itself; so this graph takes
+  the standardised bands, runs the network and applies the softmax, on square tiles of the
+  bundle's tile size. Its metadata (``metadata_props``, JSON values, as Deepness reads
+  them): ``model_type`` ``"Segmentor"``, ``class_names`` ``{id: name}``, ``resolution`` (cm
+  per pixel), ``tile_size`` / ``tiles_size``, ``tiles_overlap`` (percent), ``seg_thresh``,
   ``seg_small_segment``, ``standardization_mean`` / ``standardization_std`` (per band, on the
-  0..1 scale Deepness feeds; the graph already applies them) and ``landcover`` (bands,
-  raw mean/std, class colours, bundle kind, version).
+  0..1 scale) and ``landcover`` (bands, raw mean/std, class colours, bundle kind, version).
 """
 
 from __future__ import annotations
@@ -62,17 +62,18 @@ class LogitsModule(nn.Module):
 
 
 class DeepnessModule(nn.Module):
-    """``raw / 255 -> class probabilities``: standardisation and softmax in the graph."""
+    """``standardised bands -> class probabilities``: the softmax in the graph.
 
-    def __init__(self, logits: LogitsModule, mean: list[float], std: list[float]) -> None:
+    Deepness (>= 0.6) standardises the input itself with the metadata's statistics; a
+    graph that standardised again would see the bands normalised twice.
+    """
+
+    def __init__(self, logits: LogitsModule) -> None:
         super().__init__()
         self.logits = logits
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Probabilities of ``(N, C, H, W)`` raw values divided by 255."""
-        z = (x * DEEPNESS_SCALE - self.mean) / self.std
+    def forward(self, z: Tensor) -> Tensor:
+        """Probabilities of ``(N, C, H, W)`` standardised bands."""
         return torch.softmax(self.logits(z), dim=1)
 
 
@@ -160,7 +161,13 @@ def onnx_bytes(bundle: ModelBundle, window: int = 256) -> bytes:
 def _check_same(
     module: nn.Module, session: Any, bands: int, size: int = 64, tol: float = 1e-3
 ) -> None:
-    """Refuse graphs whose output differs from torch's (batch-dependent learners)."""
+    """Refuse graphs whose output differs from torch's.
+
+    Seen with untrained transductive-BatchNorm models: the exporter merges their identical
+    BatchNorm tensors (weights 1 = running variances 1, biases 0 = running means 0) and
+    ONNX Runtime's training-mode BatchNormalization then updates them in place; trained
+    ones export and reproduce torch.
+    """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, bands, size, size, generator=gen)
     x[1] *= 3.0  # a batch whose two windows differ: batch statistics would show
@@ -168,10 +175,11 @@ def _check_same(
         ref = module(x).numpy()
     got = session.run(None, {"x": x.numpy()})[0]
     if ref.shape != got.shape or not np.allclose(got, ref, atol=tol, rtol=tol):
+        diff = float(np.abs(got - ref).max()) if ref.shape == got.shape else float("inf")
         raise BundleError(
-            "this bundle's predictions depend on the whole batch (e.g. transductive "
-            "BatchNorm), which an ONNX graph cannot reproduce; use --engine torch (ONNX "
-            "export works for learners with per-step or no BatchNorm, e.g. MAML++)"
+            f"the ONNX graph does not reproduce this bundle's predictions (max difference "
+            f"{diff:.3g}; e.g. an untrained model with transductive BatchNorm); use "
+            "--engine torch (trained models and those with per-step or no BatchNorm export)"
         )
 
 
@@ -202,7 +210,8 @@ def deepness_metadata(
             "mean": bundle.mean,
             "std": bundle.std,
             "classes": bundle.classes["classes"],
-            "input": "raw band values / 255; standardisation and softmax are in the graph",
+            "input": "raw band values / 255, standardised with standardization_mean / "
+            "standardization_std (Deepness >= 0.6 does both); the softmax is in the graph",
             "output": "class probabilities (N, K, H, W)",
         },
     }
@@ -243,7 +252,7 @@ def export_onnx(
         raise ValueError(f"tile size must be at least 16 px; got {tile}")
     if pixel_size_m is None and bundle.info.get("pixel_size_m") is not None:
         pixel_size_m = float(bundle.info["pixel_size_m"])
-    module = DeepnessModule(_modules(bundle), bundle.mean, bundle.std).eval()
+    module = DeepnessModule(_modules(bundle)).eval()
     example = torch.zeros(1, bundle.num_bands, tile, tile)
     data = _trace(module, example, {"x": {0: "batch"}, "y": {0: "batch"}})
     model = onnx.load_from_string(data)

@@ -87,6 +87,30 @@ class Predictor:
                 raise ValueError("the onnxruntime engine runs on the CPU; use --device cpu")
             self.workers = max(1, int(threads or torch.get_num_threads()))
             self._ort = OrtRunner(bundle, threads=1 if self.workers > 1 else None)
+        self.per_window = self._depends_on_batch()
+        # Normalisation over each window's own pixels: the map depends on the window size.
+        per_sample = (torch.nn.GroupNorm, torch.nn.modules.instancenorm._InstanceNorm)
+        self.window_dependent = self.per_window or any(
+            isinstance(m, per_sample) for m in find_model(learner).modules()
+        )
+
+    def _depends_on_batch(self) -> bool:
+        """Whether a window's output changes with the other windows of its batch.
+
+        Learners with transductive BatchNorm normalise with the statistics of the batch at
+        hand; such windows are computed one at a time, so that the map does not depend on
+        ``batch_size`` and both engines compute the same windows the same way.
+        """
+        s = 2 * self.size_divisor
+        x = torch.randn(2, self.bundle.num_bands, s, s, generator=torch.Generator().manual_seed(0))
+        x[1] *= 3.0
+        try:
+            with self._lock, torch.no_grad():
+                both = self.learner.predict(self.state, x.to(self.device)).float().cpu()
+                one = self.learner.predict(self.state, x[:1].to(self.device)).float().cpu()
+        except Exception:  # e.g. an unadapted prototype learner; logits() then says why
+            return False
+        return not torch.allclose(both[:1], one, rtol=1e-4, atol=1e-4)
 
     @classmethod
     def from_bundle(
@@ -122,8 +146,9 @@ class Predictor:
         read_profile(src)  # a clear GeoDataError for a missing or unreadable raster
 
         windows = calibration_windows(
-            src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy()
-        )
+            src, lambda a: self.bundle.normalize(torch.from_numpy(a)).numpy(),
+            expected=self.bundle.num_bands,
+        )  # fmt: skip
         d = self.size_divisor  # the graph takes multiples of the size divisor
         h, w = windows.shape[-2] // d * d, windows.shape[-1] // d * d
         if h == 0 or w == 0:
@@ -141,6 +166,8 @@ class Predictor:
 
     def logits(self, x: Tensor) -> Tensor:
         """``(N, K, h, w)`` logits of *normalised* ``(N, C, h, w)`` windows (padded)."""
+        if self.per_window and x.shape[0] > 1:
+            return torch.cat([self.logits(x[i : i + 1]) for i in range(x.shape[0])])
         if self._ort is not None:
             return torch.from_numpy(self._ort(x.numpy()))
         with self._lock, torch.no_grad():
@@ -164,6 +191,8 @@ class Predictor:
         x = torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype))
         d = self.size_divisor
         ph, pw = (-h) % d, (-w) % d
+        if h + ph == d and w + pw == d:  # one pixel per channel at the bottleneck:
+            ph += d  # BatchNorm with batch statistics is undefined there
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)

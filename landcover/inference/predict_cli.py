@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENGINES,
         default="torch",
         help="torch (the reference) or onnxruntime (the network exported to ONNX, "
-        f"optimised; defaults to --window {FAST_WINDOW} --overlap {FAST_OVERLAP})",
+        f"optimised; defaults to --window {FAST_WINDOW} --overlap {FAST_OVERLAP}, except "
+        "for models that normalise over each window (transductive BatchNorm, GroupNorm): "
+        "torch's windows, the same map)",
     )
     p.add_argument(
         "--precision",
@@ -123,6 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+def _check_paths_and_device(args: argparse.Namespace, probs: str | None) -> str | None:
+    """What is wrong with the windows, output paths or device, or ``None``."""
+    if args.window is not None and args.overlap is not None and args.overlap >= args.window:
+        return f"--overlap ({args.overlap}) must be smaller than --window ({args.window})"
+    named = [("output", args.output), ("--probabilities", probs), ("--geojson", args.geojson),
+             ("--gpkg", args.gpkg)]  # fmt: skip
+    seen = {Path(args.input).resolve(): "the input"}
+    for flag, path in named:
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            return f"{flag} {path} is also {seen[key]}; give each output its own path"
+        seen[key] = "the output" if flag == "output" else f"the {flag} path"
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        return f"unknown --device {args.device!r}; use cpu, cuda or cuda:N"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "--device cuda, but no CUDA GPU is available here; use --device cpu"
+    return None
+
+
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (2 for bad input)."""
     args = build_parser().parse_args(argv)
@@ -136,9 +163,10 @@ def main(argv: list[str]) -> int:
             print(f"landcover predict: error: --{name.replace('_', '-')} must be positive; "
                   f"got {value}", file=sys.stderr)  # fmt: skip
             return 2
-    if args.engine == "onnxruntime" and args.window is None:
-        args.window = FAST_WINDOW
-        args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
+    problem = _check_paths_and_device(args, probs)
+    if problem:
+        print(f"landcover predict: error: {problem}", file=sys.stderr)
+        return 2
     if args.batch_size is None:
         args.batch_size = 1 if args.engine == "onnxruntime" else 4
     if args.threads is not None:
@@ -153,6 +181,12 @@ def main(argv: list[str]) -> int:
                   "meta-learned weights (run `landcover adapt` first for a region)",
                   file=sys.stderr)  # fmt: skip
         predictor = Predictor.from_bundle(bundle, args.device, engine=args.engine)
+        # The fast windows, unless a window's output depends on its size (normalisation
+        # over the window's own pixels: transductive BatchNorm, GroupNorm): then both
+        # engines use the same windows and give the same map.
+        if args.engine == "onnxruntime" and args.window is None and not predictor.window_dependent:
+            args.window = FAST_WINDOW
+            args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
         if args.precision == "int8":
             note = predictor.use_int8(args.input)
             if not args.json:
@@ -166,6 +200,11 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
     except (BundleError, GeoDataError, ValueError) as err:
         print(f"landcover predict: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output folder that cannot be created or written
+        where = f": {err.filename}" if err.filename else ""
+        print(f"landcover predict: error: cannot write the outputs ({err.strerror or err}"
+              f"{where}); choose a writable output path", file=sys.stderr)  # fmt: skip
         return 2
     summary = {
         "output": str(result.classes_path),

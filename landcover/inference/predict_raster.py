@@ -39,7 +39,13 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from landcover.geo.errors import GeoDataError
-from landcover.geo.raster import RasterWriter, class_map_writer, read_profile
+from landcover.geo.raster import (
+    RasterWriter,
+    class_map_writer,
+    data_bands,
+    open_raster,
+    read_profile,
+)
 from landcover.inference.errors import BundleError
 from landcover.inference.predict import (
     NODATA_CLASS,
@@ -161,7 +167,9 @@ class _Writer:
             self._thread.join()
 
 
-def _strips(src_path: str | Path, plan: WindowPlan) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+def _strips(
+    src_path: str | Path, plan: WindowPlan, bands: list[int]
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Raw bands and validity of each strip of windows (one open dataset throughout).
 
     Strips are mirrored at the bottom and right edge to the plan's padded size
@@ -175,7 +183,7 @@ def _strips(src_path: str | Path, plan: WindowPlan) -> Iterator[tuple[np.ndarray
         for y0 in plan.row_starts:
             win = Window(0, y0, src.width, min(plan.win_h, src.height - y0))
             try:
-                data = src.read(window=win)
+                data = src.read(bands, window=win)
                 valid = (
                     np.ones(data.shape[1:], bool) if all_valid else src.dataset_mask(window=win) > 0
                 )
@@ -232,12 +240,16 @@ def predict_raster(
     """
     start_time = time.perf_counter()
     profile = read_profile(src)
-    predictor.bundle.check_bands(profile.count, source=str(src))
+    with open_raster(src) as ds:  # an alpha band is the mask, not data
+        bands = data_bands(ds, predictor.bundle.num_bands)
+    predictor.bundle.check_bands(len(bands), source=str(src))
     if predictor.num_classes >= NODATA_CLASS:
         raise BundleError(f"class maps hold at most 254 classes; the model has "
                           f"{predictor.num_classes}")  # fmt: skip
     window = window or default_window(predictor.bundle)
     overlap = window // 4 if overlap is None else overlap
+    if not 0 <= overlap < window:
+        raise ValueError(f"the overlap ({overlap}) must be smaller than the window ({window})")
     if balance:
         d = predictor.size_divisor
         window = balanced_window(-(-profile.height // d) * d, -(-profile.width // d) * d,
@@ -276,7 +288,7 @@ def predict_raster(
     writer = _Writer(write)
     try:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            strips = _in_thread(_strips(src, plan))
+            strips = _in_thread(_strips(src, plan, bands))
             for row in blend_rows(predictor, plan, strips, batch_size, bar,
                                   argmax=not keep_probs):  # fmt: skip
                 writer.submit(*row)

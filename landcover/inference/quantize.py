@@ -93,8 +93,9 @@ def agreement(float_session: Any, int8_session: Any, windows: np.ndarray) -> flo
 
 
 def calibration_windows(
-    src: str | Path, normalize: Any, size: int = 256, count: int = 8, seed: int = 0
-) -> np.ndarray:
+    src: str | Path, normalize: Any, size: int = 256, count: int = 8, seed: int = 0,
+    expected: int | None = None,
+) -> np.ndarray:  # fmt: skip
     """``count`` normalised ``size``² windows spread over a raster (non-finite set to 0).
 
     Args:
@@ -103,18 +104,22 @@ def calibration_windows(
         size: Window size (clipped to the raster).
         count: Number of windows.
         seed: Seed of the window positions.
+        expected: The model's band count (an alpha band beyond it is left out).
     """
     import rasterio
     from rasterio.windows import Window
 
+    from landcover.geo.raster import data_bands
+
     rng = np.random.default_rng(seed)
     out = []
     with rasterio.open(src) as ds:
+        bands = data_bands(ds, expected) if expected else list(ds.indexes)
         h, w = min(size, ds.height), min(size, ds.width)
         h, w = h - h % 8 or h, w - w % 8 or w
         for _ in range(count):
             y = int(rng.integers(0, ds.height - h + 1))
             x = int(rng.integers(0, ds.width - w + 1))
-            data = ds.read(window=Window(x, y, w, h)).astype(np.float32)
+            data = ds.read(bands, window=Window(x, y, w, h)).astype(np.float32)
             out.append(np.nan_to_num(normalize(data), nan=0.0, posinf=0.0, neginf=0.0))
     return np.stack(out).astype(np.float32)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,12 @@ def sieve_map(classes: np.ndarray, size: int, nodata: int = 255) -> np.ndarray:
     """The class map with regions smaller than ``size`` pixels merged into a neighbour.
 
     GDAL's sieve filter (4-connected regions, each merged into its largest neighbour);
-    nodata pixels neither grow nor are grown into. Returns a new uint8 array.
+    nodata pixels neither grow nor are grown into. Returns a new uint8 array. A region
+    merges only into a neighbour of at least ``size`` pixels, so a map smaller than the
+    minimum mapping unit stays as it is (GDAL refuses a ``size`` above the pixel count).
     """
     arr = np.array(classes, dtype=np.uint8, order="C")
+    size = min(size, arr.size)
     if size > 1:
         valid = arr != nodata
         arr = rasterio.features.sieve(arr, size=size, mask=valid, connectivity=4)
@@ -211,9 +215,15 @@ def feature_collection(
                             options=options, probabilities=probabilities)  # fmt: skip
     if to_wgs84 and crs is not None:
         geoms = _to_wgs84(geoms, crs)
+    if geoms:  # RFC 7946 right-hand rule: exteriors counter-clockwise, holes clockwise
+        geoms = list(shapely.orient_polygons(np.array(geoms, dtype=object), exterior_cw=False))
     features = [{"type": "Feature", "geometry": shapely.geometry.mapping(g), "properties": a}
                 for g, a in zip(geoms, attrs)]  # fmt: skip
-    system = "pixel (column, row)" if crs is None else (WGS84 if to_wgs84 else crs.to_string())
+    if crs is not None:
+        system = WGS84 if to_wgs84 else crs.to_string()
+    else:  # no CRS: the raster's own grid coordinates (pixels without a geotransform)
+        plain = transform is None or transform == Affine.identity()
+        system = "pixel (column, row)" if plain else "the raster's coordinates (no CRS)"
     return {"type": "FeatureCollection", "coordinate_system": system, "features": features}
 
 
@@ -227,7 +237,7 @@ def _read(class_map: str | Path, probabilities: str | Path | None) -> tuple[Any,
         if probs.dtype == np.uint8:
             probs = probs.astype(np.float32) / 255.0
         probs = np.nan_to_num(probs.astype(np.float32, copy=False), nan=0.0)
-    return arr, (transform if crs else None), crs, probs
+    return arr, transform, crs, probs
 
 
 def _atomic(out: str | Path) -> tuple[Path, Path]:
@@ -300,11 +310,13 @@ def write_gpkg(
     wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if geoms else np.array([], dtype=object)
     out, tmp = _atomic(out)
     try:
-        pyogrio.raw.write(
-            str(tmp), wkb, columns, names, driver="GPKG", layer=layer,
-            geometry_type="MultiPolygon",
-            crs=crs.to_wkt() if crs is not None else None, promote_to_multi=True,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # a raster without a CRS gives a layer without one
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            pyogrio.raw.write(
+                str(tmp), wkb, columns, names, driver="GPKG", layer=layer,
+                geometry_type="MultiPolygon",
+                crs=crs.to_wkt() if crs is not None else None, promote_to_multi=True,
+            )  # fmt: skip
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

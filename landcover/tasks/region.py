@@ -36,6 +36,18 @@ from landcover.tasks.sparse import SparseLabels, sparsify
 from landcover.tasks.task import Task
 
 
+def _stack(tiles: list[Tensor], region: Region) -> Tensor:
+    """Stack tiles of one size; tiles kept whole (``tile_size=None``) may differ."""
+    sizes = sorted({tuple(t.shape[-2:]) for t in tiles})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}×{h}" for h, w in sizes[:4])
+        raise ValueError(
+            f"tiles of region {region.name!r} differ in size ({shown} px) and tile_size is "
+            "None (keep tiles whole); give a tile_size to crop them to one size"
+        )
+    return torch.stack(tiles)
+
+
 class RegionTaskSampler(Dataset):
     """Sample few-shot segmentation tasks from regions.
 
@@ -186,7 +198,7 @@ class RegionTaskSampler(Dataset):
             q = min(self.query, len(reg) - k)
             picks = rng.choice(len(reg), k + q, replace=False)
             support = [self._tile(reg, int(i), rng) for i in picks[:k]]
-            sy = torch.stack([s[1] for s in support])
+            sy = _stack([s[1] for s in support], reg)
             if self.sparse is not None:  # own generator: the same tiles and crops as full masks
                 srng = np.random.default_rng([self.seed, index, 1])
                 sy = torch.stack([sparsify(y, self.sparse, srng, self.ignore_index) for y in sy])
@@ -195,10 +207,10 @@ class RegionTaskSampler(Dataset):
                 continue
             query = [self._tile(reg, int(i), rng) for i in picks[k:]]
             return Task(
-                support_x=torch.stack([s[0] for s in support]),
+                support_x=_stack([s[0] for s in support], reg),
                 support_y=sy,
-                query_x=torch.stack([s[0] for s in query]),
-                query_y=torch.stack([s[1] for s in query]),
+                query_x=_stack([s[0] for s in query], reg),
+                query_y=_stack([s[1] for s in query], reg),
                 meta={
                     "region": reg.name,
                     "support": [reg.tiles[int(i)].key for i in picks[:k]],

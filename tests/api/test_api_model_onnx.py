@@ -37,11 +37,14 @@ def test_adapted_model_downloads_as_onnx_that_predicts_like_the_service(
     bundle = ModelBundle.load(tmp_path / "a.bundle")
     assert bundle.kind == "adapted"
 
-    # the ONNX graph (raw / 255 in, probabilities out) equals the adapted torch model
+    # the ONNX graph (fed as Deepness feeds it: raw / 255, standardised with the metadata's
+    # standardization_mean / _std; probabilities out) equals the adapted torch model
     tile = int(json.loads(meta["tile_size"]))
     raw = torch.rand(1, bundle.num_bands, tile, tile) * 300
+    mean, std = (np.array(json.loads(meta[f"standardization_{k}"]), np.float32).reshape(1, -1, 1, 1)
+                 for k in ("mean", "std"))  # fmt: skip
     sess = ort.InferenceSession(got.content, providers=["CPUExecutionProvider"])
-    probs = sess.run(None, {sess.get_inputs()[0].name: (raw / 255).numpy()})[0]
+    probs = sess.run(None, {sess.get_inputs()[0].name: (raw.numpy() / 255 - mean) / std})[0]
     ref = Predictor.from_bundle(bundle).probabilities(raw).numpy()
     np.testing.assert_allclose(probs, ref, atol=1e-4)
 

@@ -18,6 +18,15 @@ from landcover.inference.predict import Predictor, predict_raster
 from landcover.inference.testing import tiny_bundle
 
 
+def deepness_feeds(raw: torch.Tensor, path: Path) -> np.ndarray:
+    """Deepness' preprocessing (0.6+, models/preprocessing_utils.py): values scaled by
+    1/255, then standardised with the metadata's standardization_mean / _std."""
+    meta = read_metadata(path)
+    mean = np.array(meta["standardization_mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.array(meta["standardization_std"], np.float32).reshape(1, -1, 1, 1)
+    return (np.float32(raw.numpy() * 1.0 / 255.0) - mean) / std
+
+
 @pytest.fixture(scope="module")
 def per_step() -> ModelBundle:
     """MAML++ with per-step BatchNorm (the default learner), 4 bands, 3 classes."""
@@ -57,7 +66,8 @@ def test_adapted_bundle_exports_its_adapted_weights(per_step: ModelBundle, tmp_p
     assert not np.allclose(ours, meta_only, atol=1e-4)  # adaptation changed the model
     path = export_onnx(adapted, tmp_path / "adapted.onnx", tile_size=64)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"x": (x / 255).numpy()})[0]  # Deepness feeds raw / 255
+    # before: the graph standardised the already standardised input a second time
+    got = sess.run(None, {"x": deepness_feeds(x, path)})[0]
     np.testing.assert_allclose(got, ours, atol=1e-4)
 
 
@@ -79,8 +89,8 @@ def test_deepness_metadata_round_trip(per_step: ModelBundle, tmp_path: Path) -> 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     assert inp.shape[1:] == [4, 128, 128] and out.shape[1:] == [3, 128, 128]
-    # a graph that only the tracer's view of a batch would reproduce is refused
-    with pytest.raises(BundleError, match="depend on the whole batch"):
+    # a graph that does not reproduce torch (untrained transductive BatchNorm) is refused
+    with pytest.raises(BundleError, match="does not reproduce this bundle's predictions"):
         export_onnx(tiny_bundle(4, 3, model_options={"width": 4, "depth": 2, "norm": "batch"}),
                     tmp_path / "t.onnx")  # fmt: skip
     assert not (tmp_path / "t.onnx").exists()
@@ -130,3 +140,19 @@ def test_export_refuses_a_missing_bundle(tmp_path: Path, capsys: pytest.CaptureF
     code = cli(["export", str(tmp_path / "nope.bundle"), "--onnx", "-o", str(tmp_path / "o")])
     assert code == 2
     assert "no such" in capsys.readouterr().err
+
+
+def test_export_refuses_misused_inputs_in_plain_words(
+    per_step: ModelBundle, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: a bundle given without --onnx ended in an UnpicklingError traceback, and a
+    negative pixel size was written as a negative Deepness resolution."""
+    bundle = str(per_step.save(tmp_path / "m.bundle"))
+    assert cli(["export", bundle, "-o", str(tmp_path / "again.bundle")]) == 2
+    assert "already a model bundle" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x04junk")
+    assert cli(["export", str(tmp_path / "junk.pt"), "-o", str(tmp_path / "x.bundle")]) == 2
+    assert "not a checkpoint of `landcover train`" in capsys.readouterr().err
+    out = tmp_path / "m.onnx"
+    assert cli(["export", bundle, "--onnx", "-o", str(out), "--pixel-size", "-1"]) == 2
+    assert "--pixel-size must be > 0" in capsys.readouterr().err and not out.exists()

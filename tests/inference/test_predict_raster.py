@@ -84,7 +84,8 @@ def test_streaming_equals_in_memory(tmp_path: Path, write_tif) -> None:
 
 
 def test_band_mismatch_raster(tmp_path: Path, write_tif) -> None:
-    src = write_tif(tmp_path / "four.tif", np.zeros((4, 20, 20), np.uint8))
+    # uint16: GDAL writes a 4-band uint8 GeoTIFF as RGBA, and an alpha band is a mask
+    src = write_tif(tmp_path / "four.tif", np.zeros((4, 20, 20), np.uint16))
     pred = Predictor.from_bundle(tiny_bundle(3, 3))
     with pytest.raises(BandMismatchError, match="has 4 band"):
         predict_raster(pred, src, tmp_path / "o.tif", progress=False)
@@ -140,7 +141,7 @@ def test_cli_adapt_then_predict(tmp_path: Path, support_folder: Path, write_tif,
     assert (tmp_path / "scene_classes_probabilities.tif").exists()
     assert json.loads((tmp_path / "s.geojson").read_text())["features"]
     # bad input: exit status 2 and a message saying what to do
-    four = write_tif(tmp_path / "four.tif", np.zeros((4, 10, 10), np.uint8))
+    four = write_tif(tmp_path / "four.tif", np.zeros((4, 10, 10), np.uint16))
     assert cli(["predict", str(adapted), str(four), str(tmp_path / "x.tif"), "--quiet"]) == 2
     assert "trained on 3" in capsys.readouterr().err
     assert (

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import shapely.geometry
 
 from landcover.geo.classes import ClassScheme
 from landcover.inference.vectorize import EXACT, feature_collection, write_geojson
@@ -122,3 +123,22 @@ def test_default_generalisation_keeps_agreement_and_topology() -> None:
     assert not shapely.coverage_is_valid(alone) or shapely.coverage_union_all(
         alone
     ).area != pytest.approx(float(shapely.area(alone).sum()), rel=1e-9)
+
+
+@pytest.mark.parametrize("north_up", [True, False])
+def test_geojson_rings_follow_the_right_hand_rule(north_up: bool) -> None:
+    """RFC 7946: exterior rings counter-clockwise, holes clockwise, whatever the raster's
+    orientation (before: clockwise for south-up rasters and some north-up polygons)."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    classes = np.zeros((12, 12), np.uint8)
+    classes[3:9, 3:9] = 1
+    classes[5:7, 5:7] = 2  # a hole in class 1
+    e = -10 if north_up else 10
+    fc = feature_collection(classes, SCHEME, transform=Affine(10, 0, 5e5, 0, e, 5e6),
+                            crs=CRS.from_epsg(32632), options=EXACT)  # fmt: skip
+    polys = [shapely.geometry.shape(f["geometry"]) for f in fc["features"]]
+    assert len(polys) == 3 and any(p.interiors for p in polys)
+    assert all(p.exterior.is_ccw for p in polys)
+    assert all(not ring.is_ccw for p in polys for ring in p.interiors)

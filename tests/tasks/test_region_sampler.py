@@ -130,3 +130,21 @@ def test_dataset_protocol_and_shot_lists() -> None:
     assert len(batches) == 2 and all(len(b) == 3 for b in batches)
     assert {t.meta["shots"] for b in batches for t in b} <= {1, 2}
     assert s.task(0, shots=2, region="region_001").meta["region"] == "region_001"
+
+
+def test_whole_tiles_of_different_sizes_are_a_clear_error() -> None:
+    """Real tiles differ by a pixel (dubai-aerial: 643 and 644 rows); with tile_size=None
+    the task says so and what to do (before: torch.stack's "expects each tensor to be
+    equal size")."""
+    from landcover.geo.region import TileRef
+
+    def tile(h: int) -> TileRef:
+        sample = {"image": torch.zeros(2, h, 12), "mask": torch.zeros(h, 12, dtype=torch.long)}
+        return TileRef(f"t{h}", lambda: sample)
+
+    region = Region("mixed", SCHEME, ("m", "x"), [tile(10), tile(11), tile(10), tile(11)])
+    sampler = RegionTaskSampler([region], shots=2, query=2, seed=0)
+    with pytest.raises(ValueError, match=r"'mixed' differ in size \(12×10, 12×11 px\).*tile_size"):
+        sampler.task(0)
+    assert RegionTaskSampler([region], shots=2, query=2, tile_size=8).task(0).support_x.shape == (
+        2, 2, 8, 8)  # fmt: skip
