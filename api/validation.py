@@ -226,12 +226,10 @@ def read_support(
             mask = lut[np.clip(mask, 0, 255)]
         image_path = next((staged.folder / "images").glob(f"{ref.key}.*"))
         label = staged.names[str(image_path)]
-        image = sample["image"].numpy()
-        valid = sample["valid"].numpy() if "valid" in sample else np.ones(image.shape[-2:], bool)
-        non_finite = valid & ~np.isfinite(image).all(axis=0)
-        if non_finite.any():
+        non_finite = _undeclared_non_finite(image_path)
+        if non_finite:
             raise BadInput(
-                f"image {label} has {int(non_finite.sum())} pixel(s) that are NaN or "
+                f"image {label} has {non_finite} pixel(s) that are NaN or "
                 "infinite but not marked as nodata; fill them with real values, or declare "
                 "them nodata (e.g. a GeoTIFF nodata tag of nan) so that they are ignored",
                 "non_finite_pixels",
@@ -252,6 +250,20 @@ def read_support(
         images.append(sample["image"].numpy().astype(np.float32))
         masks.append(mask)
     return Support(images, masks)
+
+
+def _undeclared_non_finite(path: Path) -> int:
+    """Pixels of a floating-point image that are NaN or infinite but not declared nodata.
+
+    The readers treat such pixels as nodata; a support tile must say so itself (a nodata
+    tag), so that a broken export is refused rather than silently learned around.
+    """
+    with rasterio.open(path) as src:
+        if not any(np.dtype(d).kind == "f" for d in src.dtypes):
+            return 0
+        declared = src.dataset_mask() > 0
+        finite = np.isfinite(src.read()).all(axis=0)
+    return int((declared & ~finite).sum())
 
 
 def _strip_path(err: Exception, path: Path) -> str:
