@@ -18,6 +18,7 @@ the same number of outer steps.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -25,11 +26,24 @@ import torch
 from torch import nn
 
 from landcover.meta.protocol import Learner
-from landcover.meta.registry import build_learner
+from landcover.meta.registry import build_learner, learner_class
 from landcover.models import build_model
 from landcover.tasks.scoring import score_task
 from landcover.tasks.task import Task
 from landcover.training.ddp import distributed_meta_backward
+
+
+def context_channels(learner: str, options: dict[str, Any]) -> int:
+    """Input channels a learner appends to the bands (CAVIA's ``context_dim``), else 0.
+
+    Args:
+        learner: Registry name of the learner.
+        options: Its options; ``context_dim`` there overrides the class default.
+    """
+    param = inspect.signature(learner_class(learner).__init__).parameters.get("context_dim")
+    if param is None:
+        return 0
+    return int(options.get("context_dim", param.default))
 
 
 class MetaLearningModule(L.LightningModule):
@@ -73,7 +87,8 @@ class MetaLearningModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        model = build_model(arch, in_channels, num_classes, **(model_options or {}))
+        extra = context_channels(learner, learner_options or {})
+        model = build_model(arch, in_channels + extra, num_classes, **(model_options or {}))
         loss_fn = nn.CrossEntropyLoss(ignore_index=ignore_index)
         self.learner: Learner = build_learner(learner, model, loss_fn, **(learner_options or {}))
         #: Band names, class scheme, normalisation and tile size of the training data; saved

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from landcover.inference.bundle import ModelBundle
+from landcover.inference.bundle import ModelBundle, find_model
 from landcover.inference.export_cli import find_checkpoint, main
 from landcover.training.baselines import fit_learner
 from landcover.training.datamodule import RegionTaskDataModule
@@ -57,3 +57,26 @@ def test_find_checkpoint_and_errors(trained, tmp_path, capsys):
     assert main([str(tmp_path / "nothing"), "-o", str(tmp_path / "x.bundle")]) == 2
     assert "no such run folder" in capsys.readouterr().err
     assert not (tmp_path / "x.bundle").exists()
+
+
+def test_cavia_trains_with_its_context_channels_and_exports(tmp_path):
+    """CAVIA's network takes the bands plus ``context_dim`` channels (before: a shape error)."""
+    dm = RegionTaskDataModule(root=str(tmp_path / "data"), options=SYNTH, val_regions=1,
+                              test_regions=1, shots=[1], query=1, tile_size=16,
+                              meta_batch_size=1, batches_per_epoch=1, val_tasks=1,
+                              val_shots=1)  # fmt: skip
+    module = fit_learner("cavia", {"steps": 1, "context_dim": 3}, dm, tmp_path / "run",
+                         max_epochs=1, model_options={"width": 4, "depth": 1},
+                         progress=False)  # fmt: skip
+    assert find_model(module.learner).config["in_channels"] == len(dm.band_names) + 3
+    out = tmp_path / "cavia.bundle"
+    assert main([str(tmp_path / "run"), "-o", str(out)]) == 0
+    bundle = ModelBundle.load(out)
+    assert bundle.learner["extra_channels"] == 3 and bundle.bands == dm.band_names
+    task = dm.eval_task("test", 0, shots=1)
+    learner = bundle.build_learner()
+    with torch.enable_grad():
+        state = learner.adapt(task.support_x, task.support_y, steps=1).detached()
+    with torch.no_grad():
+        pred = learner.predict(state, task.query_x)
+    assert pred.shape[1] == dm.scheme.num_classes and torch.isfinite(pred).all()
