@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from landcover.tasks.region import RegionTaskSampler
 
     shots = parse_shots(args.shots)
+    if args.tile_size is not None and args.tile_size < 1:
+        raise ValueError(
+            f"--tile-size is the crop size in pixels, a positive number; got {args.tile_size}; "
+            "leave it out to use the bundle's own tile size"
+        )
     baselines = parse_baselines(args.baselines)
     if "pretrain" in baselines and not args.pretrain_regions:
         raise ValueError(PRETRAIN_NEEDS)

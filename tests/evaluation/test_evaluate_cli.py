@@ -52,3 +52,15 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="comma-separated"):
         parse_shots("1,two")
     assert parse_shots("1,2,5,10") == [1, 2, 5, 10]
+
+
+@pytest.mark.parametrize("size", ["0", "-16"])
+def test_tile_size_that_is_not_positive_is_refused(tmp_path, capsys, size):
+    root = write_folder_fixture(tmp_path / "regions", regions=2, tiles=4, size=16)
+    bundle = _bundle(tmp_path / "a.bundle", load_regions(root))
+    rc = main([str(bundle), "--regions", str(root), "--tasks", "1", "--tile-size", size,
+               "--out", str(tmp_path / "report")])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--tile-size" in err and "positive" in err and f"got {size}" in err
+    assert not (tmp_path / "report").exists()
