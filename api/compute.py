@@ -38,7 +38,6 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from landcover.inference.adapt import POOL_PIXELS
 from landcover.inference.bundle import ModelBundle, find_model
 
 log = logging.getLogger("landcover.api.compute")
@@ -98,12 +97,6 @@ def predict_gflop(pixels: int, per_pixel: float) -> float:
     return pixels * per_pixel / 1e9
 
 
-def adapt_pool_pixels(bundle: ModelBundle) -> int:
-    """Most input pixels an adaptation of ``bundle`` computes on (its crop pool's budget)."""
-    stride = int(bundle.model.get("options", {}).get("stride", 1))
-    return POOL_PIXELS * stride**2
-
-
 def adapt_gflop(
     support_pixels: int, steps: int, per_pixel: float, pool_pixels: int | None = None
 ) -> float:
@@ -113,7 +106,8 @@ def adapt_gflop(
         support_pixels: Pixels of all support tiles.
         steps: Most inner steps.
         per_pixel: FLOP of one forward pass per input pixel.
-        pool_pixels: The crop pool's budget in input pixels (:func:`adapt_pool_pixels`);
+        pool_pixels: The crop pool's budget in input pixels
+            (:func:`landcover.inference.adapt.input_pixel_budget`);
             ``None``: every support pixel.
     """
     used = support_pixels if pool_pixels is None else min(support_pixels, pool_pixels)

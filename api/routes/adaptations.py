@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from api.compute import adapt_gflop, adapt_pool_pixels
+from api.compute import adapt_gflop
 from api.db import session_scope
 from api.deps import Db, Services, Svc
 from api.engine import media
@@ -31,6 +31,7 @@ from api.predicting import predict_file, stage_raster
 from api.schemas import EXAMPLE_MODEL, AdaptationList, AdaptationOut, error_responses
 from api.security import Owner
 from api.validation import Support, receive_support
+from landcover.inference.adapt import input_pixel_budget
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
 
@@ -171,7 +172,7 @@ def check_adapt_cost(services: Services, model: str, support: Support, steps: in
     bundle = services.engine.base(model)
     pixels = sum(int(i.shape[-1]) * int(i.shape[-2]) for i in support.images)
     n = steps if steps is not None else int(bundle.inner_steps or 0)
-    pool = adapt_pool_pixels(bundle)
+    pool = input_pixel_budget(bundle)
     cost = adapt_gflop(pixels, n, services.engine.flops_per_pixel(model), pool)
     limit = services.settings.max_adapt_gflop
     if cost > limit:

@@ -95,6 +95,15 @@ class AdaptResult:
 POOL_PIXELS = 2**16
 
 
+def input_pixel_budget(bundle: ModelBundle, max_pixels: int = POOL_PIXELS) -> int:
+    """A crop-pool budget given in the network's pixels, as input pixels of ``bundle``.
+
+    A model run at ``stride`` (see :mod:`landcover.models.small_unet`) computes on
+    ``1/stride**2`` of its input pixels, so it gets ``stride**2`` times more input pixels.
+    """
+    return int(max_pixels) * int(bundle.model.get("options", {}).get("stride", 1)) ** 2
+
+
 def support_crops(
     images: Sequence[Tensor], masks: Sequence[Tensor], tile_size: int, ignore_index: int
 ) -> tuple[Tensor, Tensor]:
@@ -235,8 +244,8 @@ def adapt_bundle(
         steps = bundle.inner_steps
     if steps is not None and int(steps) < 0:
         raise BundleError(f"steps must be >= 0; got {steps}")
-    if max_pixels is not None:  # the budget is in the network's pixels (1/stride² of the input's)
-        max_pixels = int(max_pixels) * int(bundle.model.get("options", {}).get("stride", 1)) ** 2
+    if max_pixels is not None:
+        max_pixels = input_pixel_budget(bundle, max_pixels)
     x, y, tile_of = crop_pool(
         imgs, msks, bundle.tile_size, bundle.ignore_index, max_pixels=max_pixels
     )
