@@ -181,3 +181,19 @@ def stored_entries(data_dir: Path) -> list[str]:
         if root.is_dir():
             out += [str(p.relative_to(data_dir)) for p in root.rglob("*")]
     return sorted(out)
+
+
+def rejected(
+    client: Any, data_dir: Path, status: int, code: str, words: list[str], **kwargs: Any
+) -> dict[str, Any]:
+    """POST an adaptation, expect a 4xx whose detail contains ``words``, and no trace."""
+    kwargs.setdefault("data", {"model": "tiny"})
+    r = client.post("/v1/adaptations", headers=HEADERS, **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["code"] == code, body
+    for word in words:
+        assert word in body["detail"], (word, body["detail"])
+    assert client.get("/v1/adaptations", headers=HEADERS).json()["items"] == []
+    assert stored_entries(data_dir) == []
+    return body

@@ -18,8 +18,8 @@ from apihelpers import (
     pair_files,
     png_bytes,
     query_raster,
+    rejected,
     settings_for,
-    stored_entries,
     tiff_bytes,
     tile_pair,
     wait_status,
@@ -35,22 +35,6 @@ GOOD_IMG, GOOD_MASK = tile_pair(0)
 
 def files_with(image: bytes, mask: bytes, name: str = "a") -> list[Any]:
     return [("images", (f"{name}.tif", image)), ("masks", (f"{name}.png", mask))]
-
-
-def rejected(
-    client: TestClient, data_dir: Path, status: int, code: str, words: list[str], **kwargs: Any
-) -> dict[str, Any]:
-    """POST an adaptation, expect a 4xx whose detail contains ``words``, and no trace."""
-    kwargs.setdefault("data", {"model": "tiny"})
-    r = client.post("/v1/adaptations", headers=HEADERS, **kwargs)
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["code"] == code, body
-    for word in words:
-        assert word in body["detail"], (word, body["detail"])
-    assert client.get("/v1/adaptations", headers=HEADERS).json()["items"] == []
-    assert stored_entries(data_dir) == []
-    return body
 
 
 def test_not_a_raster(client: TestClient, data_dir: Path) -> None:

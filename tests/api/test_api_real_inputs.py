@@ -23,7 +23,6 @@ import io
 import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from apihelpers import (
@@ -31,8 +30,8 @@ from apihelpers import (
     SCHEME,
     pair_files,
     png_bytes,
+    rejected,
     settings_for,
-    stored_entries,
     tile_pair,
     wait_status,
 )
@@ -44,28 +43,18 @@ from landcover.inference.adapt import POOL_PIXELS
 from landcover.inference.testing import tiny_bundle
 
 
-def _rejected(client: TestClient, data_dir: Path, code: str, words: list[str], files: Any) -> str:
-    r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"}, files=files)
-    assert r.status_code == 422, r.text
-    body = r.json()
-    assert body["code"] == code, body
-    for word in words:
-        assert word in body["detail"], (word, body["detail"])
-    assert client.get("/v1/adaptations", headers=HEADERS).json()["items"] == []
-    assert stored_entries(data_dir) == []
-    return body["detail"]
-
-
 def test_cut_off_png_is_a_damaged_file(client: TestClient, data_dir: Path) -> None:
     image, mask = tile_pair(0, size=64)
     cut = mask[: len(mask) // 2]
     files = [("images", ("a.tif", image)), ("masks", ("a.png", cut))]
-    _rejected(client, data_dir, "corrupt_raster", ["'a.png'", "damaged PNG", "again"], files)
+    rejected(
+        client, data_dir, 422, "corrupt_raster", ["'a.png'", "damaged PNG", "again"], files=files
+    )
     # a cut-off PNG image with an intact mask, and a cut-off raster to predict
     rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     png = png_bytes(rgb)
     files = [("images", ("b.png", png[: len(png) // 2])), ("masks", ("b.tif", image))]
-    _rejected(client, data_dir, "corrupt_raster", ["'b.png'", "damaged PNG"], files)
+    rejected(client, data_dir, 422, "corrupt_raster", ["'b.png'", "damaged PNG"], files=files)
     r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                     files=pair_files(1))  # fmt: skip
     aid = wait_status(client, r.json()["id"])["id"]
@@ -110,8 +99,8 @@ def test_unlabeled_colour_outside_the_scheme_is_declared_by_a_class_file(
     values = np.random.default_rng(0).integers(1, 4, size=(32, 32)).astype(np.uint8)
     values[:2] = 7  # this annotator's "unlabeled"
     files = [("images", ("a.tif", image)), ("masks", ("a.png", png_bytes(values)))]
-    detail = _rejected(client, data_dir, "mask_values",
-                       ["7 (64 px)", "classes.yaml", "'ignore'", "zip"], files)  # fmt: skip
+    words = ["7 (64 px)", "classes.yaml", "'ignore'", "zip"]
+    detail = rejected(client, data_dir, 422, "mask_values", words, files=files)["detail"]
     assert "--classes" not in detail
     classes = "classes:\n  - {name: water, value: 1}\n  - {name: forest, value: 2}\n" \
               "  - {name: field, value: 3}\nignore: [0, 7]\n"  # fmt: skip
@@ -132,7 +121,14 @@ def test_jpeg_mask_is_explained(client: TestClient, data_dir: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray(values).save(buf, format="JPEG", quality=75)
     files = [("images", ("a.tif", image)), ("masks", ("a.png", buf.getvalue()))]
-    _rejected(client, data_dir, "mask_values", ["'a.png'", "is a JPEG", "PNG or GeoTIFF"], files)
+    rejected(
+        client,
+        data_dir,
+        422,
+        "mask_values",
+        ["'a.png'", "is a JPEG", "PNG or GeoTIFF"],
+        files=files,
+    )
 
 
 def test_adapt_cost_counts_the_crop_pool_not_every_tile_pixel(
@@ -167,7 +163,7 @@ def test_alpha_band_is_named_in_the_band_mismatch(client: TestClient, data_dir: 
     mask = tile_pair(0)[1]
     files = [("images", ("shot.png", buf.getvalue())), ("masks", ("shot.tif", mask))]
     words = ["'shot.png' has 4 band(s)", "band 4 is an alpha", "-b 1 -b 2 -b 3"]
-    _rejected(client, data_dir, "band_mismatch", words, files)
+    rejected(client, data_dir, 422, "band_mismatch", words, files=files)
     r = client.post("/v1/adaptations", headers=HEADERS, data={"model": "tiny"},
                     files=pair_files(1))  # fmt: skip
     aid = wait_status(client, r.json()["id"])["id"]
