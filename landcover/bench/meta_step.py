@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from landcover.device import check_device
+
 BENCH_NAME = "meta-step"
 BENCH_HELP = "seconds/task and peak memory of MAML / FOMAML / MAML++ meta-steps on a U-Net"
 
@@ -299,8 +301,6 @@ def _run_config(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse impossible settings before any subprocess starts (``ValueError``)."""
-    import torch
-
     from landcover.models import build_model
 
     least = {"size": 1, "steps": 0, "shots": 1, "tasks": 1, "channels": 1, "classes": 2}
@@ -308,8 +308,7 @@ def check_args(args: argparse.Namespace) -> None:
     bad = [f"--{k.replace('_', '-')} >= {v}" for k, v in least.items() if getattr(args, k) < v]
     if bad:
         raise ValueError(f"meta-step needs {', '.join(bad)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but torch sees no CUDA device; use --device cpu")
+    check_device(args.device)
     build_model(args.arch, args.channels, args.classes, norm=args.norm)  # names the valid ones
 
 

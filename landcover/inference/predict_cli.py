@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from landcover.device import check_device
 from landcover.geo.errors import GeoDataError
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
@@ -139,14 +140,10 @@ def _check_paths_and_device(args: argparse.Namespace, probs: str | None) -> str 
         if key in seen:
             return f"{flag} {path} is also {seen[key]}; give each output its own path"
         seen[key] = "the output" if flag == "output" else f"the {flag} path"
-    import torch
-
     try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        return f"unknown --device {args.device!r}; use cpu, cuda or cuda:N"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "--device cuda, but no CUDA GPU is available here; use --device cpu"
+        check_device(args.device)
+    except ValueError as err:
+        return str(err)
     return None
 
 

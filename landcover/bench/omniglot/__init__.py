@@ -50,6 +50,7 @@ from landcover.bench.omniglot.rows import (
     ROWS,
     Row,
 )
+from landcover.device import check_device
 from landcover.meta.protocol import Learner
 from landcover.meta.registry import build_learner
 from landcover.models.conv4 import Conv4
@@ -267,8 +268,10 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}")
         return 2
-    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device; use --device cpu")
+    try:
+        check_device(getattr(args, "device", "cpu"))
+    except ValueError as err:
+        print(f"error: {err}")
         return 2
     if jobs < 1 or (jobs > 1 and args.merge):
         print("error: --jobs must be >= 1 and cannot be combined with --merge")

@@ -33,6 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from landcover.device import check_device
+
 BENCH_NAME = "regions"
 BENCH_HELP = "leave-one-region-out few-shot benchmark of MAML++ against baselines on ROOT"
 
@@ -189,8 +191,8 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu")
+    else:
+        check_device(device)
     kind = detect_kind(args.root) if args.kind == "auto" else args.kind
     options: dict[str, Any] = {"classes": args.classes} if args.classes else {}
     if kind == "folder":

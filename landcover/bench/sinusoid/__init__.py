@@ -34,6 +34,7 @@ from landcover.bench.sinusoid.core import (
     meta_train,
     predict_tasks,
 )
+from landcover.device import check_device
 from landcover.tasks.sinusoid import SinusoidBatch
 
 BENCH_NAME = "sinusoid"
@@ -69,8 +70,10 @@ def _budget(args: argparse.Namespace) -> Budget:
     else:
         b = Budget(**vars(PAPER)) if getattr(args, "budget", "full") == "paper" else Budget()
     b.device = getattr(args, "device", "cpu")
-    if b.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but torch sees no CUDA device; use --device cpu")
+    try:
+        check_device(b.device)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     if args.iterations is not None:
         b.iterations = args.iterations
     if args.meta_batch is not None:
