@@ -275,10 +275,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
-    for name in ("tasks", "epochs", "threads"):
+    for name, least in (("tasks", 2), ("epochs", 1), ("threads", 1)):
         value = getattr(args, name)
-        if value is not None and value < (2 if name == "tasks" else 1):
-            parser.error(f"--{name} must be at least {2 if name == 'tasks' else 1}; got {value}")
+        if value is not None and value < least:
+            parser.error(f"--{name} must be at least {least}; got {value}")
     s = DemoSettings.quick(args.out) if args.quick else DemoSettings(out=args.out)
     if args.tasks is not None:
         s.tasks_per_shot = args.tasks

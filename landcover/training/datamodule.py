@@ -50,6 +50,9 @@ def load_regions(
         dataset: One of :data:`DATASETS`.
         root: Dataset folder.
         options: Reader options (generator knobs for ``synthetic``).
+
+    Returns:
+        The regions, sorted by name.
     """
     opts = dict(options or {})
     root = Path(root)
