@@ -12,12 +12,14 @@ Layout::
 
 Masks are value-coded (one band of integers) or colour-coded (RGB) as the class file says
 (see :mod:`landcover.geo.classes`); palette (mode "P") PNG masks are read through their
-palette, so one region may mix RGB and palette masks. :func:`find_problems` lists every bad
-file of a dataset in one pass (what ``landcover data inspect`` reports). Images without
-georeferencing are accepted. Every bad
-input raises :class:`~landcover.geo.errors.GeoDataError` naming the file: no region folders,
-an empty ``images/``, an image without a mask (or a mask without an image), image and mask
-of different sizes, an unreadable file, a mask with values not in the class file, regions
+palette, so one region may mix RGB and palette masks. A mask's declared nodata (nodata
+value, internal mask) is unlabeled unless the class file lists that value. Image pixels
+without data (:func:`~landcover.geo.raster.band_validity`) are unlabeled too.
+:func:`find_problems` lists every bad file of a dataset in one pass (what ``landcover data
+inspect`` reports). Images without georeferencing are accepted. Every bad input raises
+:class:`~landcover.geo.errors.GeoDataError` naming the file: no region folders, an empty
+``images/``, an image without a mask (or a mask without an image), image and mask of
+different sizes, an unreadable file, a mask with values not in the class file, regions
 with different band counts or class files.
 """
 
@@ -27,7 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.enums import MaskFlags
 
 from landcover.geo.classes import ClassScheme
 from landcover.geo.errors import GeoDataError
@@ -143,8 +147,35 @@ def decode_palette(
     return lut[indices]
 
 
+def _claims(scheme: ClassScheme, nodata: float) -> bool:
+    """Whether the class file gives the mask's nodata value a meaning (a class or ignore)."""
+    if not np.isfinite(nodata) or nodata != int(nodata):
+        return False
+    if scheme.encoding == "value":
+        return int(nodata) in (*scheme.raw_values(), *scheme.ignore_values)
+    grey = (int(nodata),) * 3
+    return grey in scheme.colors or grey in scheme.ignore_values
+
+
+def mask_nodata(src: rasterio.DatasetReader, scheme: ClassScheme) -> np.ndarray | None:
+    """``(H, W)`` bool, ``True`` where a mask file declares no data, or ``None`` if nowhere.
+
+    A mask's declared nodata (a nodata value such as ``-99999`` or ``0``, an internal mask,
+    an alpha band) marks unlabeled pixels, which read as the ignore index, unless the class
+    file names that value as a class (or an ignore value): the class file says otherwise.
+    """
+    if all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums):
+        return None
+    if src.nodata is not None and _claims(scheme, float(src.nodata)):
+        return None
+    missing = src.dataset_mask() == 0
+    return missing if missing.any() else None
+
+
 def read_mask(path: str | Path, scheme: ClassScheme) -> np.ndarray:
     """A mask file as ``(H, W)`` class indices (palette masks through their palette).
+
+    Pixels the file declares nodata (:func:`mask_nodata`) are the ignore index.
 
     Raises:
         GeoDataError: Unreadable file, wrong band count for the encoding.
@@ -152,15 +183,26 @@ def read_mask(path: str | Path, scheme: ClassScheme) -> np.ndarray:
     """
     with open_raster(path) as src:
         raw = src.read()
+        missing = mask_nodata(src, scheme)
         palette = None
         if src.count == 1:
             try:
                 palette = src.colormap(1)
             except ValueError:  # no colour table
                 palette = None
+    if missing is not None:
+        if missing.all():
+            return np.full(raw.shape[1:], scheme.ignore_index, dtype=np.int64)
+        # stand-in: a labeled pixel's own value, so that decoding sees only known values
+        raw = raw.copy()
+        raw[:, missing] = raw[:, ~missing][:, :1]
     if palette and scheme.encoding == "color":
-        return decode_palette(scheme, raw, palette, source=path)
-    return scheme.encode(raw, source=path)
+        classes = decode_palette(scheme, raw, palette, source=path)
+    else:
+        classes = scheme.encode(raw, source=path)
+    if missing is not None:
+        classes[missing] = scheme.ignore_index
+    return classes
 
 
 def _tile_loader(image: Path, mask: Path, scheme: ClassScheme) -> Callable[[], Sample]:

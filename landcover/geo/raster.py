@@ -32,7 +32,7 @@ import rasterio.shutil
 import rasterio.windows
 import torch
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -43,6 +43,7 @@ from landcover.geo.errors import GeoDataError
 __all__ = [
     "RasterData",
     "RasterProfile",
+    "band_validity",
     "data_bands",
     "iter_windows",
     "open_raster",
@@ -106,7 +107,8 @@ class RasterData:
     """A raster (window) read into memory.
 
     Attributes:
-        image: ``(C, H, W)`` float tensor of the band values as stored (not normalised).
+        image: ``(C, H, W)`` float tensor of the band values as stored (not normalised),
+            NaN where the raster has no data.
         profile: Profile of exactly this window.
         valid: ``(H, W)`` bool tensor, ``False`` where the raster has no data.
     """
@@ -167,6 +169,35 @@ def data_bands(src: rasterio.DatasetReader, expected: int) -> list[int]:
     return bands if alpha and len(bands) == expected else list(src.indexes)
 
 
+def band_validity(
+    src: rasterio.DatasetReader,
+    indexes: Sequence[int],
+    data: np.ndarray,
+    window: Window | None = None,
+) -> np.ndarray:
+    """``(H, W)`` bool: ``True`` where every band of ``indexes`` has data.
+
+    A pixel is nodata when any of the bands read is: it equals that band's declared nodata
+    value (any value: ``-99999``, ``0`` of a uint16 scene, ``nan``; one per band or one
+    for the dataset), an internal mask or an alpha band masks it out, or it is NaN or
+    infinite (with or without a nodata tag). GDAL's dataset mask instead keeps a pixel
+    when *any* band has data, which would let one band's nodata value reach the network.
+
+    Args:
+        src: The open raster.
+        indexes: 1-based bands that were read into ``data``.
+        data: ``(len(indexes), H, W)`` values read from ``window``.
+        window: The window read (``None``: the whole raster).
+    """
+    valid = np.ones(data.shape[1:], dtype=bool)
+    flags = src.mask_flag_enums
+    if not all(MaskFlags.all_valid in flags[b - 1] for b in indexes):
+        valid &= (src.read_masks(list(indexes), window=window) > 0).all(axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
+    return valid
+
+
 def read_profile(path: str | Path) -> RasterProfile:
     """Profile of a raster without reading its pixels."""
     with open_raster(path) as src:
@@ -188,8 +219,8 @@ def read_raster(
         dtype: Floating dtype of the returned image.
 
     Returns:
-        The image ``(C, H, W)``, the window's profile and the ``(H, W)`` validity mask
-        (the dataset mask, and every band finite).
+        The image ``(C, H, W)`` (NaN at nodata pixels), the window's profile and the
+        ``(H, W)`` validity mask (:func:`band_validity`).
 
     Raises:
         GeoDataError: The file is missing, unreadable, or the window/bands are out of range.
@@ -211,9 +242,7 @@ def read_raster(
                 )
         try:
             data = src.read(indexes, window=window)
-            valid = src.dataset_mask(window=window) > 0
-            if data.dtype.kind == "f":  # NaN/inf are nodata, with or without a nodata tag
-                valid &= np.isfinite(data).all(axis=0)
+            valid = band_validity(src, indexes, data, window)
         except RasterioIOError as err:
             raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", path) from None
         profile = _profile(src)
@@ -225,6 +254,7 @@ def read_raster(
         if window is not None:
             profile = profile.window(window)
     image = torch.from_numpy(data.astype(np.float64 if dtype == torch.float64 else np.float32))
+    image[:, torch.from_numpy(~valid)] = float("nan")  # a nodata value is never a value
     return RasterData(image=image.to(dtype), profile=profile, valid=torch.from_numpy(valid))
 
 

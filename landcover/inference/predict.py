@@ -6,7 +6,9 @@ the bundle's statistics, padding to the network's size divisor, the learner's
 image; :func:`predict_raster` (:mod:`landcover.inference.predict_raster`) streams a
 raster on disk through the same overlapping, smoothly blended windows
 (:mod:`landcover.inference.sliding`). Pixels where any band is NaN or infinite are
-nodata, whether or not the raster declares a nodata value.
+nodata, whether or not the raster declares a nodata value; nodata pixels (declared or
+not) enter the network as the band means (0 after normalisation), so a map does not
+depend on which value a raster uses for nodata.
 """
 
 from __future__ import annotations
@@ -362,6 +364,7 @@ def predict_array(
     ok = finite_mask(image)
     if valid is not None:
         ok &= valid.bool()
+    image = image.float().masked_fill(~ok, float("nan"))  # nodata never reaches the network
     probs = torch.empty(predictor.num_classes, h, w)
     padded = torch.from_numpy(pad_to(image.numpy(), plan.height, plan.width))
     ok_p = torch.from_numpy(pad_to(ok.numpy(), plan.height, plan.width))

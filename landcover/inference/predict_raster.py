@@ -4,8 +4,11 @@ The raster streams through overlapping windows (:mod:`landcover.inference.slidin
 *strip* (one row of windows) at a time, in three stages that overlap in time:
 
 - a reader thread reads the next strip of raw bands with rasterio (GDAL releases the GIL)
-  and its validity (the dataset mask, and every band finite: NaN/inf pixels are nodata
-  even in rasters without a nodata tag);
+  and its validity (:func:`~landcover.geo.raster.band_validity`: every band's declared
+  nodata value, whatever it is, masks and alpha bands, and NaN/inf even in rasters without
+  a nodata tag); nodata pixels are set to NaN, so that a finite nodata value such as
+  -99999 never reaches the network (the predictor feeds them as the band means, exactly
+  as a NaN-nodata raster);
 - the calling thread runs the network on the strip's windows (torch or ONNX Runtime, both
   release the GIL in their kernels) and blends them;
 - a writer thread takes the finished rows, forms the class map (argmax) and writes it
@@ -34,13 +37,13 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 from tqdm import tqdm
 
 from landcover.geo.errors import GeoDataError
 from landcover.geo.raster import (
     RasterWriter,
+    band_validity,
     class_map_writer,
     data_bands,
     open_raster,
@@ -52,7 +55,6 @@ from landcover.inference.predict import (
     Predictor,
     blend_rows,
     default_window,
-    finite_mask,
 )
 from landcover.inference.sliding import WindowPlan, balanced_window, pad_to
 from landcover.inference.vectorize import VectorOptions
@@ -179,17 +181,16 @@ def _strips(
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         src = rasterio.open(src_path)
     with src:
-        all_valid = all(MaskFlags.all_valid in flags for flags in src.mask_flag_enums)
         for y0 in plan.row_starts:
             win = Window(0, y0, src.width, min(plan.win_h, src.height - y0))
             try:
                 data = src.read(bands, window=win)
-                valid = (
-                    np.ones(data.shape[1:], bool) if all_valid else src.dataset_mask(window=win) > 0
-                )
+                valid = band_validity(src, bands, data, win)
             except rasterio.errors.RasterioIOError as err:
                 raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", src_path) from None
-            valid &= finite_mask(data).numpy()
+            if not valid.all():  # nodata never reaches the network, whatever its value
+                data = data.astype(np.float32)
+                data[:, ~valid] = np.nan
             yield (pad_to(data, plan.win_h, plan.width),
                    torch.from_numpy(pad_to(valid, plan.win_h, plan.width)))  # fmt: skip
 

@@ -96,7 +96,10 @@ def calibration_windows(
     src: str | Path, normalize: Any, size: int = 256, count: int = 8, seed: int = 0,
     expected: int | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """``count`` normalised ``size``² windows spread over a raster (non-finite set to 0).
+    """``count`` normalised ``size``² windows spread over a raster (nodata set to 0).
+
+    Nodata pixels (:func:`~landcover.geo.raster.band_validity`) are 0 after normalisation,
+    as in prediction, so a finite nodata value never calibrates the int8 ranges.
 
     Args:
         src: The raster to be predicted.
@@ -109,7 +112,7 @@ def calibration_windows(
     import rasterio
     from rasterio.windows import Window
 
-    from landcover.geo.raster import data_bands
+    from landcover.geo.raster import band_validity, data_bands
 
     rng = np.random.default_rng(seed)
     out = []
@@ -120,6 +123,9 @@ def calibration_windows(
         for _ in range(count):
             y = int(rng.integers(0, ds.height - h + 1))
             x = int(rng.integers(0, ds.width - w + 1))
-            data = ds.read(bands, window=Window(x, y, w, h)).astype(np.float32)
+            win = Window(x, y, w, h)
+            data = ds.read(bands, window=win)
+            valid = band_validity(ds, bands, data, win)
+            data = np.where(valid, data.astype(np.float32), np.float32(np.nan))
             out.append(np.nan_to_num(normalize(data), nan=0.0, posinf=0.0, neginf=0.0))
     return np.stack(out).astype(np.float32)

@@ -38,10 +38,13 @@ def test_read_landsat_profile_and_nodata(landsat: Path) -> None:
     assert data.profile.nodata == 0
     with rasterio.open(landsat) as src:
         raw = src.read()
-    # nodata mask: pixels where every band equals the nodata value (GDAL's dataset mask)
-    expected_invalid = (raw == 0).all(axis=0)
+    # nodata mask: pixels where any band equals its nodata value. GDAL's dataset mask
+    # (every band nodata) keeps 710 pixels along the footprint's edge whose red band is 0.
+    expected_invalid = (raw == 0).any(axis=0)
     assert torch.equal(data.nodata_mask, torch.from_numpy(expected_invalid))
+    assert int(expected_invalid.sum() - (raw == 0).all(axis=0).sum()) == 710
     assert 0 < expected_invalid.mean() < 1
+    assert bool(data.image[:, data.nodata_mask].isnan().all())
 
 
 def test_window_read_shifts_transform(landsat: Path) -> None:
@@ -49,7 +52,9 @@ def test_window_read_shifts_transform(landsat: Path) -> None:
     win = Window(100, 200, 64, 32)
     part = read_raster(landsat, window=win, bands=[2])
     assert part.image.shape == (1, 32, 64)
-    assert torch.equal(part.image[0], full.image[1, 200:232, 100:164])
+    band = read_raster(landsat, bands=[2])  # validity of band 2 alone (NaN where nodata)
+    torch.testing.assert_close(part.image[0], band.image[0, 200:232, 100:164], rtol=0, atol=0,
+                               equal_nan=True)  # fmt: skip
     t = full.profile.transform
     x, y = t.c + 100 * t.a, t.f + 200 * t.e
     assert part.profile.transform.c == pytest.approx(
