@@ -24,6 +24,7 @@ from api.errors import BadInput, NotFound
 from api.schemas import ClassInfo, ModelInfo
 from api.validation import Support
 from landcover.geo.classes import ClassScheme
+from landcover.geo.map_values import map_scheme
 from landcover.inference.adapt import adapt_bundle
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.predict import Predictor, predict_raster
@@ -246,7 +247,7 @@ class ModelEngine:
                 )
             else:
                 predict_raster(predictor, raster, classes, window=self.window, progress=False)
-                write_png(out, preview_png(classes, predictor.bundle.scheme()))
+                write_png(out, preview_png(classes, map_scheme(predictor.bundle.scheme())))
         finally:
             classes.unlink(missing_ok=True)
         return out

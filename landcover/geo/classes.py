@@ -283,8 +283,12 @@ class ClassScheme:
         return lut[np.clip(np.asarray(index_mask), 0, 255).astype(np.int64)]
 
     def colormap(self, nodata: int | None = None) -> dict[int, tuple[int, int, int, int]]:
-        """GDAL colour table of a class-index raster (``nodata`` transparent)."""
-        cmap = {i: (*c, 255) for i, c in enumerate(self.colors)}
+        """GDAL colour table of a class map holding :meth:`raw_values` (``nodata`` transparent).
+
+        Keyed by each class's value (its index for colour-coded schemes; see
+        :func:`landcover.geo.map_values.map_scheme` for maps of indices).
+        """
+        cmap = {v: (*c, 255) for v, c in zip(self.raw_values(), self.colors)}
         if nodata is not None:
             cmap[int(nodata)] = (0, 0, 0, 0)
         return cmap

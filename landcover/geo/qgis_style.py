@@ -67,8 +67,8 @@ def class_map_qml(scheme: ClassScheme) -> str:
                              opacity="1", alphaBand="-1", nodataColor="")  # fmt: skip
     ET.SubElement(renderer, "rasterTransparency")
     palette = ET.SubElement(renderer, "colorPalette")
-    for i, (name, rgb) in enumerate(zip(scheme.names, scheme.colors)):
-        ET.SubElement(palette, "paletteEntry", value=str(i), color=_hex(rgb),
+    for v, name, rgb in zip(scheme.raw_values(), scheme.names, scheme.colors):
+        ET.SubElement(palette, "paletteEntry", value=str(v), color=_hex(rgb),
                       alpha="255", label=str(name))  # fmt: skip
     return _finish(root, pipe)
 
@@ -91,17 +91,18 @@ def probabilities_qml(class_names: Sequence[str]) -> str:
 
 
 def category_tags(scheme: ClassScheme) -> dict[str, str]:
-    """Band tags ``CLASS_<value>=<name>`` stored inside the GeoTIFF."""
-    return {f"CLASS_{i}": str(n) for i, n in enumerate(scheme.names)}
+    """Band tags ``CLASS_<value>=<name>`` stored inside the GeoTIFF (the map's values)."""
+    return {f"CLASS_{v}": str(n) for v, n in zip(scheme.raw_values(), scheme.names)}
 
 
 def pam_xml(scheme: ClassScheme, nodata: int = 255) -> str:
     """GDAL PAM XML with band 1's category names and a thematic attribute table."""
     root = ET.Element("PAMDataset")
     band = ET.SubElement(root, "PAMRasterBand", band="1")
-    cats = ET.SubElement(band, "CategoryNames")
-    for name in scheme.names:
-        ET.SubElement(cats, "Category").text = str(name)
+    cats = ET.SubElement(band, "CategoryNames")  # entry v names the value v
+    by_value = dict(zip(scheme.raw_values(), scheme.names))
+    for v in range(max(by_value) + 1):
+        ET.SubElement(cats, "Category").text = str(by_value.get(v, ""))
     rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
     for i, (fname, ftype, usage) in enumerate(
         (("value", 0, 5), ("class_name", 2, 2), ("red", 0, 6), ("green", 0, 7), ("blue", 0, 8))
@@ -110,9 +111,9 @@ def pam_xml(scheme: ClassScheme, nodata: int = 255) -> str:
         ET.SubElement(f, "Name").text = fname
         ET.SubElement(f, "Type").text = str(ftype)  # 0 integer, 2 string
         ET.SubElement(f, "Usage").text = str(usage)  # GFU_MinMax, Name, Red, Green, Blue
-    for i, (name, rgb) in enumerate(zip(scheme.names, scheme.colors)):
+    for i, (v, name, rgb) in enumerate(zip(scheme.raw_values(), scheme.names, scheme.colors)):
         row = ET.SubElement(rat, "Row", index=str(i))
-        for value in (i, name, *rgb):
+        for value in (v, name, *rgb):
             ET.SubElement(row, "F").text = str(value)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"

@@ -171,7 +171,10 @@ def class_map_writer(
     cog: bool = False,
     compress: str = "deflate",
 ) -> RasterWriter:
-    """A :class:`RasterWriter` for a one-band uint8 class-index map with a colour table.
+    """A :class:`RasterWriter` for a one-band uint8 class map with a colour table.
+
+    The map holds ``scheme.raw_values()`` (a :func:`~landcover.geo.map_values.map_scheme`);
+    colours and names are keyed by those values.
 
     The class names go into the file as band tags ``CLASS_<value>=<name>``; the QGIS style
     and GDAL category names are sidecars written once the file is in place
@@ -196,8 +199,9 @@ def write_class_map(
     nodata: int = 255,
     cog: bool = False,
     style: bool = False,
+    class_values: str = "file",
 ) -> Path:
-    """Write a class-index map as a GeoTIFF keeping the input's CRS and transform.
+    """Write a class map as a GeoTIFF keeping the input's CRS and transform.
 
     Args:
         path: Output GeoTIFF.
@@ -209,6 +213,8 @@ def write_class_map(
         cog: Write a Cloud-Optimized GeoTIFF.
         style: Also write the QGIS style and GDAL category names next to it (needs
             ``scheme``; see :mod:`landcover.geo.qgis_style`).
+        class_values: With ``scheme``: ``"file"`` writes each class's value from the class
+            file, ``"index"`` the indices (:mod:`landcover.geo.map_values`).
 
     Returns:
         ``path``.
@@ -218,6 +224,11 @@ def write_class_map(
         raise ValueError(f"class map {arr.shape} does not match the raster "
                          f"({profile.height}, {profile.width})")  # fmt: skip
     arr = arr.astype(np.uint8)
+    if scheme is not None:
+        from landcover.geo.map_values import map_scheme, value_lut
+
+        scheme = map_scheme(scheme, class_values, nodata)
+        arr = value_lut(scheme, nodata)[arr]
     if valid is not None:
         v = valid.detach().cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
         arr = np.where(v.astype(bool), arr, np.uint8(nodata))

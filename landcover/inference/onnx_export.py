@@ -18,7 +18,8 @@ Two graphs are exported from the same (adapted) learner, by tracing
   them): ``model_type`` ``"Segmentor"``, ``class_names`` ``{id: name}``, ``resolution`` (cm
   per pixel), ``tile_size`` / ``tiles_size``, ``tiles_overlap`` (percent), ``seg_thresh``,
   ``seg_small_segment``, ``standardization_mean`` / ``standardization_std`` (per band, on the
-  0..1 scale) and ``landcover`` (bands, raw mean/std, class colours, bundle kind, version).
+  0..1 scale) and ``landcover`` (bands, raw mean/std, class colours, ``class_values``: the
+  class file's value of each output channel, bundle kind, version).
 """
 
 from __future__ import annotations
@@ -210,6 +211,8 @@ def deepness_metadata(
             "mean": bundle.mean,
             "std": bundle.std,
             "classes": bundle.classes["classes"],
+            # output channel -> the class file's value (a map in the user's values)
+            "class_values": {str(i): v for i, v in enumerate(bundle.scheme().raw_values())},
             "input": "raw band values / 255, standardised with standardization_mean / "
             "standardization_std (Deepness >= 0.6 does both); the softmax is in the graph",
             "output": "class probabilities (N, K, H, W)",

@@ -1,6 +1,7 @@
 """``landcover predict BUNDLE IN.tif OUT.tif``: segment a raster (``--help`` for options).
 
-The class map is written with a QGIS style (``OUT.qml``) and GDAL category names
+The class map holds the class file's values (``--class-values index``: the class indices)
+and is written with a QGIS style (``OUT.qml``) and GDAL category names
 (``OUT.tif.aux.xml``) next to it unless ``--no-style``.
 """
 
@@ -13,9 +14,10 @@ from pathlib import Path
 
 from landcover.device import check_device
 from landcover.geo.errors import GeoDataError
+from landcover.geo.map_values import CLASS_VALUES
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
-from landcover.inference.predict import ENGINES, Predictor, predict_raster
+from landcover.inference.predict import ENGINES, NODATA_CLASS, Predictor, predict_raster
 from landcover.inference.vectorize import VectorOptions
 
 #: Window and overlap of ``--engine onnxruntime`` when not given (the fast scene path).
@@ -120,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="windows per forward pass (default 4; 1 with --engine onnxruntime)",
     )
+    p.add_argument(
+        "--class-values",
+        choices=CLASS_VALUES,
+        default="file",
+        help="what the class map holds: 'file' (default) the class file's values (e.g. 1..7, "
+        "with the colours and names keyed by them, also in the styles and polygons' class_id); "
+        "'index' the class indices 0..n-1",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -193,7 +203,7 @@ def main(argv: list[str]) -> int:
             probabilities=probs, geojson=args.geojson, gpkg=args.gpkg, vector=vector,
             style=not args.no_style, cog=args.cog, batch_size=args.batch_size,
             balance=args.engine == "onnxruntime" and args.window == FAST_WINDOW,
-            progress=not args.quiet,
+            progress=not args.quiet, class_values=args.class_values,
         )  # fmt: skip
     except (BundleError, GeoDataError, ValueError) as err:
         print(f"landcover predict: error: {err}", file=sys.stderr)
@@ -211,6 +221,7 @@ def main(argv: list[str]) -> int:
         "style": result.info.get("sidecars", []),
         "engine": args.engine,
         "precision": predictor.precision,
+        "class_values": result.info["class_values"],
         "width": result.width,
         "height": result.height,
         "windows": result.windows,
@@ -223,6 +234,8 @@ def main(argv: list[str]) -> int:
         for key in ("output", "probabilities", "geojson", "gpkg"):
             if summary[key]:
                 print(f"wrote {summary[key]}")
+        values = ", ".join(f"{v} {n}" for n, v in summary["class_values"].items())
+        print(f"map values: {values}, {NODATA_CLASS} nodata")
         print(f"{result.width}x{result.height} px, {result.windows} windows, "
               f"{result.seconds:.2f} s ({result.pixels_per_second:,.0f} px/s)")  # fmt: skip
     return 0

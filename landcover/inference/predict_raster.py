@@ -16,7 +16,8 @@ The raster streams through overlapping windows (:mod:`landcover.inference.slidin
 
 Queues between the stages hold at most two strips, so memory stays bounded by a few
 strips whatever the raster's height. CRS, transform and nodata are kept; the class map has
-the classes' colour table, class names as band tags, and, with ``style=True``, a QGIS
+the class file's values (or class indices, ``class_values="index"``), the classes' colour
+table keyed by those values, class names as band tags, and, with ``style=True``, a QGIS
 style and GDAL category names as sidecars (:mod:`landcover.geo.qgis_style`); optional
 outputs are per-class probabilities (float32 bands) and generalised polygons (GeoJSON,
 GeoPackage; :mod:`landcover.inference.vectorize`).
@@ -41,6 +42,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from landcover.geo.errors import GeoDataError
+from landcover.geo.map_values import map_scheme, value_lut
 from landcover.geo.raster import (
     RasterWriter,
     band_validity,
@@ -212,14 +214,15 @@ def predict_raster(
     progress: bool = True,
     compress: str = "deflate",
     balance: bool = False,
+    class_values: str = "file",
 ) -> RasterPrediction:
     """Segment a raster on disk into a class-map GeoTIFF, streaming strip by strip.
 
     Args:
         predictor: The bundle's predictor (its engine runs the network).
         src: Input raster (its bands must be the bundle's bands).
-        out: Output class map: uint8 class indices, colour table, nodata 255 where the
-            input has no data (or a non-finite value), the input's CRS and transform.
+        out: Output class map: uint8 class values (see ``class_values``), colour table,
+            nodata 255 where the input has no data, the input's CRS and transform.
         window: Window size (default :func:`default_window`).
         overlap: Overlap of neighbouring windows (default ``window // 4``).
         probabilities: Also write float32 per-class probabilities here (nodata ``nan``).
@@ -235,6 +238,9 @@ def predict_raster(
         compress: GDAL compression of the outputs.
         balance: Shrink the window (down to half) to the size that computes the fewest
             pixels for this raster (:func:`~landcover.inference.sliding.balanced_window`).
+        class_values: ``"file"``: the map (and its colour table, names, styles, polygons'
+            ``class_id``) holds the class file's values, e.g. 1..7; ``"index"``: the class
+            indices 0..n-1 (:mod:`landcover.geo.map_values`).
 
     Returns:
         Output paths, size and timing.
@@ -257,7 +263,8 @@ def predict_raster(
                                  window, overlap, multiple=max(8, d))  # fmt: skip
     plan = WindowPlan.make(profile.height, profile.width, window, overlap,
                            predictor.size_divisor)  # fmt: skip
-    scheme = predictor.bundle.scheme()
+    scheme = map_scheme(predictor.bundle.scheme(), class_values, NODATA_CLASS)
+    to_value = torch.from_numpy(value_lut(scheme, NODATA_CLASS))
     vectors = geojson is not None or gpkg is not None
     tmp_dir = tempfile.TemporaryDirectory(prefix="landcover-vec-") if vectors else None
     probs_path = probabilities
@@ -278,7 +285,7 @@ def predict_raster(
     def write(start: int, blended: torch.Tensor, valid: torch.Tensor) -> None:
         win = Window(0, start, profile.width, blended.shape[-2])
         classes = blended.argmax(0).to(torch.uint8) if keep_probs else blended
-        writers[0].write(classes.masked_fill(~valid, NODATA_CLASS), win)
+        writers[0].write(to_value[classes.masked_fill(~valid, NODATA_CLASS).long()], win)
         if keep_probs and probabilities is None:
             writers[1].write((blended * 255).round_().to(torch.uint8), win)
         elif keep_probs:
@@ -304,7 +311,12 @@ def predict_raster(
         raise
     finally:
         bar.close()
-    info: dict[str, Any] = {"engine": predictor.engine, "window": window, "overlap": overlap}
+    info: dict[str, Any] = {
+        "engine": predictor.engine,
+        "window": window,
+        "overlap": overlap,
+        "class_values": dict(zip(scheme.names, scheme.raw_values())),
+    }
     try:
         if style:
             from landcover.geo.qgis_style import write_class_map_sidecars, write_probabilities_style

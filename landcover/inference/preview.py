@@ -16,19 +16,24 @@ from PIL import Image
 from rasterio.enums import Resampling
 
 from landcover.geo.classes import ClassScheme
+from landcover.geo.map_values import index_lut
 from landcover.geo.raster import open_raster
 
 
 def colorize_rgba(classes: np.ndarray, scheme: ClassScheme, nodata: int = 255) -> np.ndarray:
-    """``(H, W, 4)`` uint8 RGBA image of a class-index map (``nodata`` transparent)."""
+    """``(H, W, 4)`` uint8 RGBA image of a class map (``nodata`` transparent).
+
+    The map holds ``scheme.raw_values()`` (:func:`landcover.geo.map_values.map_scheme`):
+    each class's colour goes to its value.
+    """
     arr = np.asarray(classes)
-    rgb = scheme.colorize(arr)
+    rgb = scheme.colorize(index_lut(scheme, nodata)[np.clip(arr, 0, 255).astype(np.int64)])
     alpha = np.where(arr == nodata, 0, 255).astype(np.uint8)
     return np.concatenate([rgb, alpha[..., None]], axis=-1)
 
 
 def png_bytes(classes: np.ndarray, scheme: ClassScheme, nodata: int = 255) -> bytes:
-    """Encode a class-index map as a coloured RGBA PNG."""
+    """Encode a class map (``scheme.raw_values()``) as a coloured RGBA PNG."""
     buf = io.BytesIO()
     Image.fromarray(colorize_rgba(classes, scheme, nodata), mode="RGBA").save(buf, format="PNG")
     return buf.getvalue()
@@ -40,8 +45,8 @@ def preview_png(
     """PNG preview of a class-map GeoTIFF, at most ``max_size`` px on its longer side.
 
     Args:
-        class_map: uint8 class-index raster.
-        scheme: Class colours.
+        class_map: uint8 class map holding ``scheme.raw_values()``.
+        scheme: Class colours and map values (a :func:`~landcover.geo.map_values.map_scheme`).
         max_size: Longest side of the preview (the raster is decimated, never enlarged).
         nodata: Class value of pixels without data (transparent).
 

@@ -18,7 +18,9 @@ therefore follows the usual map-generalisation recipe:
    segmentised to a vertex at every pixel corner first (in pixel coordinates, exact in
    floating point) and moved into the CRS only after simplification.
 
-Attributes of every polygon: ``class_id``, ``class_name``, ``color``, ``area_m2`` (pixels
+Attributes of every polygon: ``class_id`` (the map's value of the class: the class file's
+value, or the index for maps of indices; :mod:`landcover.geo.map_values`), ``class_name``,
+``color``, ``area_m2`` (pixels
 x pixel area before simplification; ``null`` without a CRS) and ``mean_prob`` (mean
 probability of the polygon's class over its pixels, when probabilities are given).
 GeoJSON is written in WGS 84 (RFC 7946; pixel coordinates for rasters without a CRS),
@@ -46,6 +48,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from landcover.geo.classes import ClassScheme
+from landcover.geo.map_values import index_lut
 from landcover.geo.raster import open_raster
 
 WGS84 = "EPSG:4326"
@@ -128,8 +131,10 @@ def polygons(
     """Generalised polygons of a class map and their attributes.
 
     Args:
-        classes: ``(H, W)`` class indices; ``nodata`` pixels get no polygon.
-        scheme: Names and colours of the classes.
+        classes: ``(H, W)`` class map holding ``scheme.raw_values()`` (the values
+            :func:`~landcover.geo.map_values.map_scheme` chose); ``nodata`` pixels get no
+            polygon.
+        scheme: Names, colours and map values of the classes.
         transform: Pixel -> CRS transform (identity: pixel coordinates).
         crs: CRS of ``transform`` (``None``: no areas).
         nodata: Class value of pixels without data.
@@ -154,9 +159,11 @@ def polygons(
         ((g, i + 1) for i, g in enumerate(geoms)), out_shape=arr.shape, fill=0, dtype="int32"
     )
     counts = np.bincount(labels.ravel(), minlength=len(geoms) + 1)[1:]
+    to_index = index_lut(scheme, nodata)
     means: np.ndarray | None = None
     if probabilities is not None:
-        p = np.take_along_axis(probabilities, np.minimum(arr, len(probabilities) - 1)[None], 0)[0]
+        index = np.minimum(to_index[arr], len(probabilities) - 1)
+        p = np.take_along_axis(probabilities, index[None], 0)[0]
         sums = np.bincount(labels.ravel(), weights=p.ravel().astype(np.float64),
                            minlength=len(geoms) + 1)[1:]  # fmt: skip
         means = sums / np.maximum(counts, 1)
@@ -177,12 +184,13 @@ def polygons(
         )
     geoms = list(cover)
     attrs = []
-    for i, idx in enumerate(values):
+    for i, value in enumerate(values):
+        idx = int(to_index[value])
         r, g, b = scheme.colors[idx] if idx < len(scheme.colors) else (0, 0, 0)
         attrs.append({
-            "class_id": idx,
-            "class_index": idx,  # the pre-0.x name of class_id (docs/contracts.md)
-            "class_name": scheme.names[idx] if idx < scheme.num_classes else str(idx),
+            "class_id": value,
+            "class_index": idx,  # the class's position in the class file (0..n-1)
+            "class_name": scheme.names[idx] if idx < scheme.num_classes else str(value),
             "color": f"#{r:02x}{g:02x}{b:02x}",
             "area_m2": None if px_area is None else round(float(counts[i]) * px_area, 3),
             "mean_prob": None if means is None else round(float(means[i]), 5),
@@ -259,7 +267,7 @@ def write_geojson(
     """Polygonize a class-map GeoTIFF into a GeoJSON file (written atomically).
 
     Args:
-        class_map: uint8 class-index raster (as written by ``predict_raster``).
+        class_map: uint8 class map (as written by ``predict_raster``).
         out: Output ``.geojson`` path.
         scheme: Class names and colours.
         nodata: Class value of pixels without data.

@@ -83,10 +83,11 @@ def test_class_map_round_trip_keeps_georeferencing(
         if cog:
             assert dst.overviews(1), "COG should carry overviews"
             assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-    assert cmap[0][:3] == scheme.colors[0] and cmap[2][:3] == scheme.colors[2]
+    # the map holds the class file's values 1..3, the colour table is keyed by them
+    assert cmap[1][:3] == scheme.colors[0] and cmap[3][:3] == scheme.colors[2]
     invalid = data.nodata_mask.numpy()
     assert (arr[invalid] == 255).all()
-    assert np.array_equal(arr[~invalid], classes.numpy()[~invalid])
+    assert np.array_equal(arr[~invalid], classes.numpy()[~invalid] + 1)
     assert read_profile(out).crs.to_epsg() == 32618
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 

@@ -86,7 +86,8 @@ def test_class_map_qml_is_a_paletted_style_with_names_and_colours(styled: dict) 
     assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
     entries = renderer.findall("colorPalette/paletteEntry")
     assert [e.get("label") for e in entries] == list(scheme.names)
-    assert [int(e.get("value")) for e in entries] == list(range(scheme.num_classes))
+    # the class file's values (1..4 here), not the indices 0..3
+    assert [int(e.get("value")) for e in entries] == list(scheme.raw_values()) == [1, 2, 3, 4]
     assert [e.get("color") for e in entries] == [
         "#{:02x}{:02x}{:02x}".format(*c) for c in scheme.colors
     ]
@@ -97,11 +98,15 @@ def test_class_map_qml_is_a_paletted_style_with_names_and_colours(styled: dict) 
 
 
 def test_category_names_read_back_through_gdal(styled: dict) -> None:
-    names = list(styled["bundle"].scheme().names)
-    assert gdal_category_names(styled["out"] / "map.tif") == names
+    scheme = styled["bundle"].scheme()
+    names = list(scheme.names)
+    # GDAL's category names are indexed by pixel value: value 0 is no class here
+    assert gdal_category_names(styled["out"] / "map.tif") == ["", *names]
     with rasterio.open(styled["out"] / "map.tif") as ds:  # also inside the GeoTIFF
         tags = ds.tags(1)
-    assert [tags[f"CLASS_{i}"] for i in range(len(names))] == names
+        values = set(np.unique(ds.read(1)).tolist())
+    assert [tags[f"CLASS_{v}"] for v in scheme.raw_values()] == names
+    assert values <= {1, 2, 3, 4, NODATA_CLASS} and len(values) > 2
 
 
 def test_non_finite_pixels_without_nodata_tag_are_nodata(styled: dict) -> None:
@@ -127,7 +132,8 @@ def test_vector_files_carry_class_area_and_mean_probability(styled: dict) -> Non
     total = 0.0
     for f in fc["features"]:
         p = f["properties"]
-        assert p["class_name"] == scheme.names[p["class_id"]]
+        assert p["class_name"] == scheme.names[scheme.raw_values().index(p["class_id"])]
+        assert p["class_index"] == p["class_id"] - 1  # values 1..4, indices 0..3
         assert 0.0 < p["mean_prob"] <= 1.0
         total += p["area_m2"]
     assert total == pytest.approx((96 * 80 - 41) * 100.0)  # valid pixels x 10 m x 10 m
@@ -135,22 +141,23 @@ def test_vector_files_carry_class_area_and_mean_probability(styled: dict) -> Non
 
 def test_sieve_removes_regions_below_the_minimum_mapping_unit() -> None:
     scheme = ClassScheme(names=("a", "b"), values=(1, 2))
-    arr = np.zeros((40, 40), np.uint8)
-    arr[5:8, 5:8] = 1  # 9 px island
-    arr[20:30, 20:30] = 1  # 100 px field
+    arr = np.ones((40, 40), np.uint8)  # a map of the class file's values 1 and 2
+    arr[5:8, 5:8] = 2  # 9 px island
+    arr[20:30, 20:30] = 2  # 100 px field
     _, attrs = polygons(arr, scheme, options=VectorOptions(min_area_px=16, simplify=0))
-    assert sorted(a["class_id"] for a in attrs) == [0, 1]  # the island is gone
+    assert sorted(a["class_id"] for a in attrs) == [1, 2]  # the island is gone
+    assert {a["class_id"]: a["class_name"] for a in attrs} == {1: "a", 2: "b"}
     exact, _ = polygons(arr, scheme, options=EXACT)
     assert len(exact) == 3
     probs = np.stack([np.full(arr.shape, 0.25), np.full(arr.shape, 0.75)]).astype(np.float32)
     _, attrs = polygons(arr, scheme, options=VectorOptions(min_area_px=4, simplify=0),
                         probabilities=probs)  # fmt: skip
-    assert {a["class_id"]: a["mean_prob"] for a in attrs if a["class_id"] == 1} == {1: 0.75}
+    assert {a["class_id"]: a["mean_prob"] for a in attrs if a["class_id"] == 2} == {2: 0.75}
 
 
 def test_simplified_polygons_still_cover_the_map(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    arr = rng.integers(0, 3, size=(16, 16)).repeat(6, 0).repeat(6, 1).astype(np.uint8)
+    arr = rng.integers(1, 4, size=(16, 16)).repeat(6, 0).repeat(6, 1).astype(np.uint8)
     scheme = ClassScheme(names=("a", "b", "c"), values=(1, 2, 3))
     transform = rasterio.transform.from_origin(0, 960, 10, 10)
     geoms, attrs = polygons(arr, scheme, transform=transform, crs=rasterio.crs.CRS.from_epsg(3857),

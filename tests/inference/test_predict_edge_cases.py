@@ -80,7 +80,7 @@ def test_tiny_rasters_give_maps_and_polygons_with_both_engines(
         assert code == 0, capsys.readouterr().err
         with rasterio.open(out) as d:
             maps[engine] = d.read(1)
-        assert maps[engine].shape == shape and maps[engine].max() < 3
+        assert maps[engine].shape == shape and set(maps[engine].ravel()) <= {1, 2, 3}
         assert json.loads(gj.read_text())["features"]
     np.testing.assert_array_equal(maps["torch"], maps["onnxruntime"])
 
@@ -133,7 +133,8 @@ def test_rgba_raster_uses_its_alpha_band_as_the_mask(
     image = torch.from_numpy(rgb.astype(np.float32))
     ref = predict_array(Predictor.from_bundle(ModelBundle.load(bundle)), image,
                         valid=torch.from_numpy(alpha > 0)).classes  # fmt: skip
-    np.testing.assert_array_equal(maps["torch"], ref.numpy())
+    ref = np.where(ref.numpy() == 255, 255, ref.numpy() + 1)  # the class file's values 1..3
+    np.testing.assert_array_equal(maps["torch"], ref)
 
 
 def test_geotransform_without_crs_is_kept(tmp_path: Path) -> None:

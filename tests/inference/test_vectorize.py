@@ -12,7 +12,8 @@ import shapely.geometry
 from landcover.geo.classes import ClassScheme
 from landcover.inference.vectorize import EXACT, feature_collection, write_geojson
 
-SCHEME = ClassScheme(names=("water", "forest", "field"), values=(1, 2, 3))
+# maps here hold class indices: the scheme of a map of indices (map_scheme(..., "index"))
+SCHEME = ClassScheme(names=("water", "forest", "field"), values=(0, 1, 2))
 
 
 def _ring_area(ring: list[list[float]]) -> float:

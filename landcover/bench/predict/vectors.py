@@ -193,8 +193,14 @@ def map_result(
 
     b = ModelBundle.load(bundle)
     classes_path, probs_path = out / f"{name}_map.tif", out / f"{name}_probs.tif"
-    predict_raster(Predictor.from_bundle(b), raster, classes_path, probabilities=probs_path,
-                   progress=False)  # fmt: skip
+    predict_raster(
+        Predictor.from_bundle(b),
+        raster,
+        classes_path,
+        probabilities=probs_path,
+        progress=False,
+        class_values="index",
+    )  # fmt: skip  (the truth: indices)
     with rasterio.open(classes_path) as src:
         arr, transform, crs = src.read(1), src.transform, src.crs
     with rasterio.open(probs_path) as src:
