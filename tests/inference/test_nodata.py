@@ -176,3 +176,34 @@ def test_mask_nodata_that_the_class_file_names_is_a_class(tmp_path: Path, write_
     np.testing.assert_array_equal(read_mask(path, scheme), mask)
     other = ClassScheme(names=("land",), values=(1,))
     np.testing.assert_array_equal(read_mask(path, other), np.where(mask == 1, 0, 255))
+
+
+def test_adapt_on_finite_nodata_support_equals_nan_support(
+    tmp_path: Path, write_tif, five_band: Path
+) -> None:
+    """`landcover adapt` on support tiles with a -99999 frame: the adapted model of the
+    same tiles with NaN there (nodata pixels are neither labels nor network input)."""
+    from landcover.inference.adapt import adapt_folder, read_support
+
+    bundle = ModelBundle.load(five_band)
+    classes = "classes:\n" + "".join(f"  - {{name: class{i}, value: {i + 1}}}\n" for i in range(4))
+    results = {}
+    for name, fill in (("finite", NODATA), ("nan", np.nan)):
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        (root / "classes.yaml").write_text(classes)
+        for t in range(2):
+            img, inside = _scene(10 + t)
+            mask = (np.digitize(img[0], [0.2, 0.3, 0.4]) + 1).astype(np.float32)
+            write_tif(root / "images" / f"t{t}.tif", np.where(inside, img, fill), nodata=fill)
+            write_tif(root / "masks" / f"t{t}.tif", np.where(inside, mask, fill), nodata=fill)
+        images, masks, _ = read_support(bundle, root)
+        assert all(bool(m[~torch.from_numpy(inside)].eq(255).all()) for m in masks[-1:])
+        assert bool(images[-1][:, ~torch.from_numpy(inside)].isnan().all())
+        results[name] = adapt_folder(bundle, root, steps=2, guard=False)
+    a, b = results["finite"], results["nan"]
+    assert a.miou_before == b.miou_before and a.miou_after == b.miou_after
+    sa, sb = a.bundle.adapted_state("cpu"), b.bundle.adapted_state("cpu")
+    for key, value in sa.params.items():
+        torch.testing.assert_close(value, sb.params[key], rtol=0, atol=0)
