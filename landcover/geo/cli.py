@@ -98,6 +98,17 @@ def _run_inspect(args: argparse.Namespace) -> int:
             return 2
     regions = load_regions(args.dir, kind=kind, **options)
     print_summary([summarize(r) for r in regions], title=f"{args.dir} ({len(regions)} regions)")
+    if kind == "folder":
+        from landcover.geo.grid_check import grid_mismatches
+
+        off = grid_mismatches(args.dir)
+        for mask, what in off:
+            print(f"landcover data inspect: warning: {mask}: {what}", file=sys.stderr)
+        if off:
+            print(f"landcover data inspect: warning: {len({m for m, _ in off})} mask(s) not on "
+                  "their image's grid: masks are read pixel for pixel with their images, so "
+                  "reproject them onto the image grid (e.g. gdalwarp with the image's CRS, "
+                  "-tr and -te) or check that the label is right", file=sys.stderr)  # fmt: skip
     if args.plot is not None:
         path = plot_regions(regions, args.plot)
         print(f"wrote {path}")
