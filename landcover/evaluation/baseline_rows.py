@@ -96,7 +96,9 @@ def _tune(name: str, model: nn.Module, bundle: ModelBundle, val: Sequence[Region
           shots: Sequence[int], tasks: int) -> tuple[Learner, str]:  # fmt: skip
     loss = bundle.loss_fn()
     if not val:
-        return build_learner(name, model, loss, finetune_lr=lr, steps=steps).eval(), "given"
+        how = (f"lr={lr:g},steps={steps} as given by --finetune-lr/--finetune-steps (not "
+               "tuned: --val-regions chooses them on validation regions)")  # fmt: skip
+        return build_learner(name, model, loss, finetune_lr=lr, steps=steps).eval(), how
     k = len(bundle.class_names)
     scores: dict[tuple[float, int], list[float]] = {}
     for rate in GRID_RATES:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from landcover.evaluation.baseline_rows import (
     BASELINES,
@@ -129,12 +130,22 @@ def run(args: argparse.Namespace) -> int:
             f"Regions: {', '.join(r.name for r in regions)}; {args.tasks} tasks per shot "
             f"count with {args.query} query tiles; every bundle on the same tasks.",
             *[f"Baseline {name}: {how}." for name, how in setup.items()],
+            *split_note(first.info.get("regions")),
         ],
         ignore_index=first.ignore_index,
     )
     print(markdown_table(result))
     print(f"\nreport: {paths['report']}")
     return 0
+
+
+def split_note(regions: Any) -> list[str]:
+    """The report's line on the region split the first bundle was trained with."""
+    if not isinstance(regions, dict):
+        return []
+    parts = [f"{k} {', '.join(map(str, regions.get(k) or [])) or 'none'}"
+             for k in ("train", "val", "test")]  # fmt: skip
+    return [f"Training split of the first bundle: {'; '.join(parts)}."]
 
 
 def main(argv: list[str]) -> int:

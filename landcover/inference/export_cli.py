@@ -67,6 +67,40 @@ def find_checkpoint(run: str | Path, which: str = "best") -> Path:
     )
 
 
+def _progress(path: Path) -> tuple[int | None, float | None]:
+    """``(global_step, best monitored score)`` recorded in a checkpoint (``None``: unknown)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # load_module says what is wrong with the file
+        return None, None
+    score = None
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if "Checkpoint" in str(key) and isinstance(state, dict):
+            best = state.get("best_model_score")
+            score = None if best is None else float(best)
+    step = ckpt.get("global_step")
+    return (None if step is None else int(step)), score
+
+
+def checkpoint_choice(run: str | Path, ckpt: Path, which: str) -> str:
+    """Which checkpoint an export took and why, in one sentence (printed and stored)."""
+    step, score = _progress(ckpt)
+    at = f"step {step}" if step is not None else "an unknown step"
+    if Path(run).is_file():
+        return f"took {ckpt.name} ({at}), the checkpoint given"
+    last = ckpt.with_name("last.ckpt")
+    last_step = _progress(last)[0] if last.is_file() and last != ckpt else step
+    of = f" of {last_step}" if last_step is not None else ""
+    if ckpt.name.startswith("best-"):
+        val = f" ({score:.4f})" if score is not None else ""
+        return (f"took {ckpt.name}: the best validation mIoU after adaptation{val}, at {at}"
+                f"{of}; --checkpoint last takes the weights at the end of training")  # fmt: skip
+    why = "as asked (--checkpoint last)" if which == "last" else "the run kept no best"
+    return f"took {ckpt.name} ({at}{of}): the last checkpoint, {why}"
+
+
 def load_module(checkpoint: str | Path) -> Any:
     """The :class:`~landcover.training.module.MetaLearningModule` of a checkpoint, on CPU."""
     from landcover.training.module import MetaLearningModule
@@ -129,13 +163,17 @@ def export_run(
     inner_steps: int | None = None,
     use_eval_steps: bool = False,
 ) -> Path:
-    """Export a run's checkpoint as a model bundle at ``out`` (written atomically)."""
+    """Export a run's checkpoint as a model bundle at ``out`` (written atomically).
+
+    The bundle's ``info`` records the checkpoint and why it was taken
+    (:func:`checkpoint_choice`, also printed by ``landcover export``).
+    """
     ckpt = find_checkpoint(run, which)
     module = load_module(ckpt)
+    info = {"checkpoint": ckpt.name, "checkpoint_choice": checkpoint_choice(run, ckpt, which)}
     bundle = bundle_from_module(
-        module, inner_steps=inner_steps, info={"checkpoint": ckpt.name},
-        use_eval_steps=use_eval_steps,
-    )  # fmt: skip
+        module, inner_steps=inner_steps, info=info, use_eval_steps=use_eval_steps
+    )
     return bundle.save(out)
 
 
@@ -154,8 +192,11 @@ def export_onnx_cli(args: argparse.Namespace) -> int:
         bundle = ModelBundle.load(source)
     else:
         ckpt = find_checkpoint(source, args.checkpoint)
+        choice = checkpoint_choice(source, ckpt, args.checkpoint)
+        print(f"landcover export: {choice}")
         bundle = bundle_from_module(load_module(ckpt), inner_steps=args.steps,
-                                    info={"checkpoint": ckpt.name})  # fmt: skip
+                                    info={"checkpoint": ckpt.name,
+                                          "checkpoint_choice": choice})  # fmt: skip
     path = export_onnx(bundle, args.output, pixel_size_m=args.pixel_size,
                        tile_size=args.tile_size, overlap_percent=args.tiles_overlap)  # fmt: skip
     meta = read_metadata(path)
@@ -246,6 +287,7 @@ def main(argv: list[str]) -> int:
         print(f"landcover export: {err}", file=sys.stderr)
         return 2
     bundle = ModelBundle.load(path)
+    print(f"landcover export: {bundle.info.get('checkpoint_choice')}")
     print(
         f"wrote {path}: {bundle.learner['name']} on {bundle.model['arch']}, "
         f"{len(bundle.bands)} bands, {len(bundle.class_names)} classes, "

@@ -25,6 +25,7 @@ from typing import Any
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from landcover.training.callbacks import MetaCheckpoint
+from landcover.training.data_checks import fit_warnings, split_lines
 from landcover.training.datamodule import RegionTaskDataModule
 from landcover.training.module import MetaLearningModule
 
@@ -73,12 +74,47 @@ class MetaCLI(LightningCLI):
             root = cfg.trainer.get("default_root_dir") or os.getcwd()
             cfg.checkpoint.dirpath = os.path.join(str(root), "checkpoints")
 
+    def before_fit(self) -> None:
+        """Print the region split and every setting that does not fit the data."""
+        dm = self.datamodule
+        if not isinstance(dm, RegionTaskDataModule):
+            return
+        lines = split_lines(dm.train_regions, dm.val_regions, dm.test_regions)
+        print("landcover train: region split\n  " + "\n  ".join(lines), file=sys.stderr)
+        options = dict(getattr(self.model.hparams, "model_options", None) or {})
+        for warning in fit_warnings(dm.train_regions, dm.hparams.tile_size, options):
+            print(f"landcover train: warning: {warning}", file=sys.stderr)
+
+
+def _given(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def time_budget_alone(args: list[str]) -> list[str]:
+    """A time budget alone is the budget: add ``--trainer.max_epochs=-1`` if none is given.
+
+    ``--trainer.max_time`` without ``max_epochs`` / ``max_steps`` on the command line means
+    training until the time is up, whatever epoch count the config holds. Before, the
+    config's ``max_epochs: 5`` ended the run long before the time was up unless the user
+    raised it too; the outer rate's schedule follows the time budget
+    (:mod:`landcover.training.schedule`).
+    """
+    if not _given(args, "--trainer.max_time"):
+        return args
+    if _given(args, "--trainer.max_epochs") or _given(args, "--trainer.max_steps"):
+        return args
+    print("landcover train: --trainer.max_time given alone: training until the time is up "
+          "(the config's max_epochs is lifted; the outer rate anneals over the time)",
+          file=sys.stderr)  # fmt: skip
+    return [*args, "--trainer.max_epochs=-1"]
+
 
 def build_cli(argv: list[str], run: bool = True) -> MetaCLI:
     """Build (and by default run) the CLI on ``argv`` (a sub-command is inserted if absent)."""
     args = list(argv)
     if not args or (args[0] not in SUBCOMMANDS and args[0] not in {"-h", "--help"}):
         args = ["fit", *args]
+    args = time_budget_alone(args)
     with warnings.catch_warnings():
         # ``landcover train`` passes its own argv; LightningCLI warns when sys.argv differs.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -31,6 +31,7 @@ from landcover.models import build_model
 from landcover.tasks.scoring import score_task
 from landcover.tasks.task import Task
 from landcover.training.ddp import distributed_meta_backward
+from landcover.training.schedule import budget_cosine
 
 
 def context_channels(learner: str, options: dict[str, Any]) -> int:
@@ -115,13 +116,17 @@ class MetaLearningModule(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """Adam on every learner parameter, cosine-annealed to ``min_lr`` over the run."""
+        """Adam on every learner parameter, cosine-annealed to ``min_lr`` over the run.
+
+        The run's budget is its steps or its time (``max_time``), whichever ends first
+        (:mod:`landcover.training.schedule`).
+        """
         hp = self.hparams
         opt = torch.optim.Adam(
             self.learner.parameters(), lr=hp.outer_lr, weight_decay=hp.weight_decay
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=hp.min_lr)
+        floor = float(hp.min_lr) / float(hp.outer_lr) if hp.outer_lr else 1.0
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, budget_cosine(self.trainer, floor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_epoch_start(self) -> None:

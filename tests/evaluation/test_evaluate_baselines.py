@@ -51,3 +51,27 @@ def test_baseline_errors(tmp_path, capsys):
     assert "unknown baselines ['oracle']" in capsys.readouterr().err
     assert main([str(a), "--regions", str(held), "--baselines", "pretrain", "--tasks", "1"]) == 2
     assert "--pretrain-regions" in capsys.readouterr().err
+
+
+def test_report_says_how_an_untuned_baseline_was_set_and_the_split(tmp_path, capsys):
+    """Before: "Baseline scratch: given." and no word on the bundle's training split."""
+    from dataclasses import replace
+
+    held = write_folder_fixture(tmp_path / "held", regions=2, tiles=4, size=16, seed=1)
+    train = write_folder_fixture(tmp_path / "train", regions=3, tiles=4, size=16, seed=2)
+    path = _bundle(tmp_path / "maml.bundle", load_regions(train))
+    split = {"train": ["region_0"], "val": ["region_1"], "test": ["region_2"]}
+    bundle = ModelBundle.load(path)
+    replace(bundle, info={**bundle.info, "regions": split}).save(path)
+    out = tmp_path / "report"
+    rc = main([str(path), "--regions", str(held), "--shots", "1", "--tasks", "1", "--query",
+               "1", "--out", str(out), "--baselines", "scratch", "--finetune-lr", "0.02",
+               "--finetune-steps", "7"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    assert (
+        "Baseline scratch: lr=0.02,steps=7 as given by --finetune-lr/--finetune-steps "
+        "(not tuned: --val-regions chooses them on validation regions)."
+    ) in report
+    assert ("Training split of the first bundle: train region_0; val region_1; "
+            "test region_2.") in report  # fmt: skip

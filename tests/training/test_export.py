@@ -80,3 +80,18 @@ def test_cavia_trains_with_its_context_channels_and_exports(tmp_path):
     with torch.no_grad():
         pred = learner.predict(state, task.query_x)
     assert pred.shape[1] == dm.scheme.num_classes and torch.isfinite(pred).all()
+
+
+def test_export_says_which_checkpoint_it_took_and_why(trained, tmp_path, capsys):
+    """Before, `export` took the best-validation checkpoint (step 80 of 610) silently."""
+    _, _, root = trained
+    capsys.readouterr()
+    assert main([str(root / "run"), "-o", str(tmp_path / "best.bundle")]) == 0
+    out = capsys.readouterr().out
+    best = find_checkpoint(root / "run", "best").name
+    assert f"took {best}: the best validation mIoU after adaptation (" in out
+    assert "at step 2 of 2; --checkpoint last takes the weights at the end of training" in out
+    info = ModelBundle.load(tmp_path / "best.bundle").info
+    assert info["checkpoint"] == best and info["checkpoint_choice"] in out
+    assert main([str(root / "run"), "-o", str(tmp_path / "l.bundle"), "--checkpoint", "last"]) == 0
+    assert "took last.ckpt (step 2 of 2): the last checkpoint, as asked" in capsys.readouterr().out
