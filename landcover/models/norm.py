@@ -10,7 +10,12 @@ norms, chosen by name:
 * ``"batch"``: :class:`torch.nn.BatchNorm2d` (the core's BN policy decides how its
   statistics are used: per step, transductive, ...);
 * ``"group"``: :class:`torch.nn.GroupNorm` with at most ``groups`` groups;
-* ``"none"``: no normalisation (:class:`torch.nn.Identity`).
+* ``"none"``: no normalisation (:class:`torch.nn.Identity`);
+* ``"affine"``: a learned per-channel scale and shift and no statistics at all
+  (:class:`ChannelAffine`). GroupNorm normalises each sample over its whole spatial extent,
+  so its output depends on the window a raster is cut into (a map computed window by window
+  differs from the map of the whole raster); ``"affine"`` depends on nothing but the pixel,
+  which is what a decoder on a frozen, already normalised encoder needs.
 
 :func:`convert_norm` rewrites an existing network (an smp encoder, say) in place so that
 its BatchNorm layers follow the chosen policy, copying the affine parameters.
@@ -20,13 +25,27 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 #: Valid values of the ``norm`` option.
-NORMS: tuple[str, ...] = ("batch", "group", "none")
+NORMS: tuple[str, ...] = ("batch", "group", "none", "affine")
 
 #: Default maximum number of GroupNorm groups.
 DEFAULT_GROUPS = 8
+
+
+class ChannelAffine(nn.Module):
+    """``x * weight[c] + bias[c]``: a norm layer's affine part without its statistics."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Scale and shift every channel of ``(N, C, H, W)`` maps."""
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
 def check_norm(norm: str) -> str:
@@ -64,6 +83,8 @@ def make_norm(norm: str, channels: int, groups: int = DEFAULT_GROUPS) -> nn.Modu
         return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(group_count(channels, groups), channels)
+    if norm == "affine":
+        return ChannelAffine(channels)
     return nn.Identity()
 
 
@@ -98,11 +119,36 @@ def convert_norm(module: nn.Module, norm: str, groups: int = DEFAULT_GROUPS) -> 
 def _replacement(bn: nn.BatchNorm2d, norm: str, groups: int) -> nn.Module:
     if norm == "none":
         return nn.Identity()
+    if norm == "affine":
+        layer = ChannelAffine(bn.num_features)
+        if bn.affine:
+            layer.weight.data.copy_(bn.weight.data)
+            layer.bias.data.copy_(bn.bias.data)
+        return layer
     gn = nn.GroupNorm(group_count(bn.num_features, groups), bn.num_features, eps=bn.eps)
     if bn.affine:
         gn.weight.data.copy_(bn.weight.data)
         gn.bias.data.copy_(bn.bias.data)
     return gn
+
+
+def replace_group_norms(module: nn.Module, norm: str) -> nn.Module:
+    """Replace every ``GroupNorm`` of ``module`` by ``norm``'s layer (``"group"``: keep), in place.
+
+    For decoders that build GroupNorm themselves (smp's FPN decoder).
+    """
+    check_norm(norm)
+    if norm == "group":
+        return module
+    if norm == "batch":
+        raise ValueError("a GroupNorm decoder cannot take norm 'batch'; use group, affine or none")
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.GroupNorm):
+            setattr(module, name, ChannelAffine(child.num_channels) if norm == "affine"
+                    else nn.Identity())  # fmt: skip
+        else:
+            replace_group_norms(child, norm)
+    return module
 
 
 def count_norms(module: nn.Module) -> dict[str, int]:
