@@ -11,11 +11,12 @@ norms, chosen by name:
   statistics are used: per step, transductive, ...);
 * ``"group"``: :class:`torch.nn.GroupNorm` with at most ``groups`` groups;
 * ``"none"``: no normalisation (:class:`torch.nn.Identity`);
-* ``"affine"``: a learned per-channel scale and shift and no statistics at all
-  (:class:`ChannelAffine`). GroupNorm normalises each sample over its whole spatial extent,
-  so its output depends on the window a raster is cut into (a map computed window by window
-  differs from the map of the whole raster); ``"affine"`` depends on nothing but the pixel,
-  which is what a decoder on a frozen, already normalised encoder needs.
+* ``"layer"``: LayerNorm over the channels of each pixel (Ba et al. 2016; timm's
+  ``LayerNorm2d``, as in ConvNeXt). GroupNorm normalises each sample over its whole spatial
+  extent, so its output depends on the window a raster is cut into (a map computed window
+  by window differs from the map of the whole raster, and seams show); a per-pixel
+  LayerNorm depends on nothing but the pixel's own features, yet keeps activations at a
+  fixed scale, which a few-shot inner loop needs.
 
 :func:`convert_norm` rewrites an existing network (an smp encoder, say) in place so that
 its BatchNorm layers follow the chosen policy, copying the affine parameters.
@@ -25,27 +26,20 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 #: Valid values of the ``norm`` option.
-NORMS: tuple[str, ...] = ("batch", "group", "none", "affine")
+NORMS: tuple[str, ...] = ("batch", "group", "none", "layer")
 
 #: Default maximum number of GroupNorm groups.
 DEFAULT_GROUPS = 8
 
 
-class ChannelAffine(nn.Module):
-    """``x * weight[c] + bias[c]``: a norm layer's affine part without its statistics."""
+def pixel_layer_norm(channels: int) -> nn.Module:
+    """LayerNorm over the channels of every pixel of ``(N, C, H, W)`` maps."""
+    from timm.layers import LayerNorm2d
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Scale and shift every channel of ``(N, C, H, W)`` maps."""
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+    return LayerNorm2d(channels)
 
 
 def check_norm(norm: str) -> str:
@@ -83,8 +77,8 @@ def make_norm(norm: str, channels: int, groups: int = DEFAULT_GROUPS) -> nn.Modu
         return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(group_count(channels, groups), channels)
-    if norm == "affine":
-        return ChannelAffine(channels)
+    if norm == "layer":
+        return pixel_layer_norm(channels)
     return nn.Identity()
 
 
@@ -119,8 +113,8 @@ def convert_norm(module: nn.Module, norm: str, groups: int = DEFAULT_GROUPS) -> 
 def _replacement(bn: nn.BatchNorm2d, norm: str, groups: int) -> nn.Module:
     if norm == "none":
         return nn.Identity()
-    if norm == "affine":
-        layer = ChannelAffine(bn.num_features)
+    if norm == "layer":
+        layer = pixel_layer_norm(bn.num_features)
         if bn.affine:
             layer.weight.data.copy_(bn.weight.data)
             layer.bias.data.copy_(bn.bias.data)
@@ -141,10 +135,10 @@ def replace_group_norms(module: nn.Module, norm: str) -> nn.Module:
     if norm == "group":
         return module
     if norm == "batch":
-        raise ValueError("a GroupNorm decoder cannot take norm 'batch'; use group, affine or none")
+        raise ValueError("a GroupNorm decoder cannot take norm 'batch'; use group, layer or none")
     for name, child in list(module.named_children()):
         if isinstance(child, nn.GroupNorm):
-            setattr(module, name, ChannelAffine(child.num_channels) if norm == "affine"
+            setattr(module, name, pixel_layer_norm(child.num_channels) if norm == "layer"
                     else nn.Identity())  # fmt: skip
         else:
             replace_group_norms(child, norm)

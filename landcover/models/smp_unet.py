@@ -181,10 +181,10 @@ def build_smp_unet(
     if opts["decoder"] not in DECODERS:
         raise ValueError(f"decoder must be one of {list(DECODERS)}; got {opts['decoder']!r}")
     norm = check_norm(str(opts["norm"]))
-    if (opts["decoder"], norm) in (("unet", "affine"), ("fpn", "batch")):
+    if (opts["decoder"], norm) in (("unet", "layer"), ("fpn", "batch")):
         raise ValueError(
             f"norm {norm!r} does not fit the {opts['decoder']} decoder: the U-Net takes batch, "
-            "group or none; the FPN decoder takes group, affine (the window-independent choice) "
+            "group or none; the FPN decoder takes group, layer (the window-independent choice) "
             "or none"
         )
     if opts["freeze_encoder"] and weights is None:
