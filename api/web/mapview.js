@@ -12,7 +12,8 @@ let overlay = null;
 /** Build the map once, with the page's panel (#map-panel) as a control in its corner. */
 function ensureMap() {
   if (map) return map;
-  map = L.map("map", { crs: L.CRS.Simple, minZoom: -6, maxZoom: 5, zoomSnap: 0.25, attributionControl: false });
+  // no zoom animation: the layers are plain images, and the view is exact the moment a zoom ends
+  map = L.map("map", { crs: L.CRS.Simple, minZoom: -6, maxZoom: 5, zoomSnap: 0.25, zoomAnimation: false, attributionControl: false });
   const Panel = L.Control.extend({
     onAdd() {
       const panel = document.getElementById("map-panel");
