@@ -161,7 +161,7 @@ export async function predict(event) {
     $("#palette").value = state.map.palette;
     $("#map-view").hidden = false;
     await renderOverlay(true);
-    setStatus(status, `${caption} Download it below.`, "ok");
+    setStatus(status, `Mapped ${file.name}; the downloads below are this map.`, "ok");
   } catch (err) {
     setStatus(status, err.message, "error");
   } finally {

@@ -294,6 +294,23 @@ def test_each_problem_next_to_its_file_and_remove_all(
     expect(items).to_have_count(0)
     expect(page.locator("#tiles-clear")).to_be_hidden()
 
+    # more tiles than the service takes: said under the list, one click empties it
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(33):
+        Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(many / f"t{i}.jpg")
+        Image.fromarray(np.ones((8, 8), np.uint8)).save(many / f"t{i}.png")
+    page.set_input_files("#tile-files", sorted(str(p) for p in many.iterdir()))
+    expect(items).to_have_count(66)
+    expect(page.locator("#tiles-problems")).to_contain_text(
+        "33 labeled tiles, more than this service's limit of 32 per adaptation"
+    )
+    page.click("#adapt-button")
+    expect(page.locator("#adapt-error")).to_contain_text("Nothing was sent")
+    page.click("#tiles-clear")
+    expect(items).to_have_count(0)
+    expect(page.locator("#tiles-problems")).to_have_text("")
+
     # the service's error, next to the user's own file (never a staged name like tile_0000)
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "sizemismatch.jpg")
     Image.fromarray(np.full((32, 32, 3), (60, 16, 152), np.uint8)).save(
