@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,16 +242,23 @@ def test_too_large_files_are_named_at_once_before_any_upload(
     with rasterio.open(tmp_path / "wide.tif", "w", driver="GTiff", width=20000, height=1000,
                        count=3, dtype="uint8", compress="deflate", tiled=True) as dst:  # fmt: skip
         dst.write(np.zeros((3, 1000, 20000), np.uint8))
+    with rasterio.open(tmp_path / "bigtiff.tif", "w", driver="GTiff", width=4097, height=4097,
+                       count=3, dtype="uint8", compress="deflate", tiled=True,
+                       BIGTIFF="YES") as dst:  # fmt: skip
+        dst.write(np.zeros((3, 4097, 4097), np.uint8))
+    assert (tmp_path / "bigtiff.tif").read_bytes()[2] == 43  # a BigTIFF header
     Image.fromarray(np.zeros((1000, 20000), np.uint8)).save(tmp_path / "wide.png")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "fine.jpg")
     Image.fromarray(np.ones((64, 64), np.uint8)).save(tmp_path / "fine.png")
     open_local(page, local_server)
-    names = ["huge.png", "huge_mask.png", "wide.tif", "wide.png", "fine.jpg", "fine.png"]
+    names = ["huge.png", "huge_mask.png", "wide.tif", "wide.png", "bigtiff.tif", "fine.jpg",
+             "fine.png"]  # fmt: skip
     page.set_input_files("#tile-files", [str(tmp_path / n) for n in names])
     bad = page.locator("#tile-list li.bad")
-    expect(bad).to_have_count(4)
+    expect(bad).to_have_count(5)
     sizes = [("huge.png", 4100, 4200), ("huge_mask.png", 4100, 4200),
-             ("wide.tif", 20000, 1000), ("wide.png", 20000, 1000)]  # fmt: skip
+             ("wide.tif", 20000, 1000), ("wide.png", 20000, 1000),
+             ("bigtiff.tif", 4097, 4097)]  # fmt: skip
     for i, (name, w, h) in enumerate(sizes):
         expect(bad.nth(i).locator(".file-error")).to_contain_text(
             f"{name} is {w}×{h} = {w * h} px, more than this service's "
@@ -310,6 +319,22 @@ def test_each_problem_next_to_its_file_and_remove_all(
     page.click("#tiles-clear")
     expect(items).to_have_count(0)
     expect(page.locator("#tiles-problems")).to_have_text("")
+
+    # an error about a zip's content sits next to the zip
+    with zipfile.ZipFile(tmp_path / "region.zip", "w") as zf:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(buf, format="JPEG")
+        zf.writestr("images/t0.jpg", buf.getvalue())
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(buf, format="PNG")
+        zf.writestr("masks/t0.png", buf.getvalue())
+    page.set_input_files("#tile-files", str(tmp_path / "region.zip"))
+    page.click("#adapt-button")
+    zipped = page.locator("#tile-list li.bad")
+    expect(zipped).to_have_count(1)
+    expect(zipped).to_contain_text("region.zip")
+    expect(zipped.locator(".file-error")).to_contain_text("(7, 7, 7)")
+    page.click("#tiles-clear")
 
     # the service's error, next to the user's own file (never a staged name like tile_0000)
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "sizemismatch.jpg")
