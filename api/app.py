@@ -27,7 +27,7 @@ from api.errors import ApiError, OptionsMiddleware, install_handlers
 from api.jobs import JobError, JobRunner, Work
 from api.limits import BodyLimitMiddleware, RateLimiter, Slots
 from api.models import Adaptation
-from api.routes import adaptations, health, models, segment, web
+from api.routes import adaptations, health, limits, models, segment, web
 from api.schemas import EXAMPLE_MODEL
 from api.settings import Settings
 from api.store import Store, atomic_path
@@ -207,7 +207,7 @@ def create_app(settings: Settings | None = None, engine: ModelEngine | None = No
     install_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(OptionsMiddleware)
-    for module in (health, models, adaptations, segment):
+    for module in (health, models, limits, adaptations, segment):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

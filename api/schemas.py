@@ -97,6 +97,26 @@ class ModelInfo(BaseModel):
     )
 
 
+class ServiceLimits(BaseModel):
+    """The limits this service puts on inputs (what a client should check before sending)."""
+
+    max_upload_bytes: int = Field(description="Largest request body, in bytes.")
+    max_tile_pixels: int = Field(
+        description="Largest support tile (width × height); larger tiles get a 413. The "
+        "service cuts each tile into the crops adaptation uses."
+    )
+    max_support_pixels: int = Field(description="Most pixels of all support tiles together.")
+    max_tiles: int = Field(description="Most labeled tiles (image + mask pairs) per adaptation.")
+    max_steps: int = Field(description="Most inner steps an adaptation may ask for.")
+    max_raster_pixels: int = Field(description="Largest raster to predict (width × height).")
+    max_predict_gflop: float = Field(
+        description="Most compute one prediction may cost (pixels × the model's "
+        "flop_per_pixel / 1e9)."
+    )
+    max_adapt_gflop: float = Field(description="Most compute one adaptation may cost.")
+    formats: list[str] = Field(description="File types accepted for tiles and rasters.")
+
+
 class Timings(BaseModel):
     """Seconds spent in each phase of an adaptation."""
 

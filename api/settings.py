@@ -44,11 +44,16 @@ class Settings(BaseSettings):
         100_000_000, gt=0, description="Largest raster (width x height) accepted for predict."
     )
     max_tile_pixels: int = Field(
-        1024 * 1024, gt=0, description="Largest support tile (width x height)."
+        4096 * 4096,
+        gt=0,
+        description="Largest support tile (width x height); the service cuts each tile into "
+        "the crops adaptation uses, so a large tile costs reading time, not adaptation time.",
     )
     max_tiles: int = Field(32, gt=0, description="Most labeled tiles in one adaptation.")
     max_support_pixels: int = Field(
-        4 * 1024 * 1024, gt=0, description="Most pixels of all support tiles together."
+        8 * 4096 * 4096,
+        gt=0,
+        description="Most pixels of all support tiles together (tiles are read one at a time).",
     )
     max_steps: int = Field(100, gt=0, description="Most inner steps a client may ask for.")
     max_active_jobs_per_key: int = Field(

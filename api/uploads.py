@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import shutil
 import struct
 import zipfile
@@ -153,7 +154,13 @@ class Staged:
         """Replace staged paths in a data-layer message by the client's file names."""
         for path, name in sorted(self.names.items(), key=lambda kv: -len(kv[0])):
             message = message.replace(path, name)
-        return message.replace(str(self.folder) + "/", "").replace(str(self.folder), "upload")
+        message = message.replace(str(self.folder) + "/", "").replace(str(self.folder), "upload")
+        # a bare staged file name (the reader names "its image tile_0000.tif"); images
+        # first, since an image and its mask may share a staged name in their two folders
+        for path, name in sorted(self.names.items(), key=lambda kv: "/masks/" in kv[0]):
+            pattern = rf"(?<![\w./]){re.escape(Path(path).name)}(?![\w.])"
+            message = re.sub(pattern, lambda _, n=name: n, message)
+        return message
 
 
 def _check_count(n: int, max_tiles: int, how: str) -> None:

@@ -18,6 +18,7 @@ import rasterio.errors
 from fastapi import UploadFile
 from rasterio.enums import ColorInterp
 
+from api.cutting import crops_of_tile
 from api.errors import BadInput, TooLarge
 from api.settings import Settings
 from api.uploads import Staged, stage_support
@@ -25,6 +26,7 @@ from landcover.geo.classes import ClassScheme, excerpt
 from landcover.geo.errors import GeoDataError, MaskValueError
 from landcover.geo.folder import read_region_folder
 from landcover.geo.raster import RasterProfile, read_profile, read_raster
+from landcover.inference.adapt import input_pixel_budget
 from landcover.inference.bundle import ModelBundle
 
 
@@ -39,6 +41,14 @@ class Support:
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
+    source_pixels: int | None = None
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the tiles as uploaded (before :mod:`api.cutting` cut them)."""
+        if self.source_pixels is not None:
+            return self.source_pixels
+        return sum(int(i.shape[-1]) * int(i.shape[-2]) for i in self.images)
 
 
 def _bad(staged: Staged | None, err: Exception, code: str, hint: str = "") -> BadInput:
@@ -129,18 +139,31 @@ def receive_support(
         max_tiles=settings.max_tiles,
         max_bytes=settings.max_upload_bytes,
     )
-    return read_support(bundle, staged, settings.max_tile_pixels, settings.max_support_pixels)
+    return read_support(
+        bundle,
+        staged,
+        settings.max_tile_pixels,
+        settings.max_support_pixels,
+        input_pixel_budget(bundle),
+    )
 
 
 def read_support(
-    bundle: ModelBundle, staged: Staged, max_tile_pixels: int, max_support_pixels: int
+    bundle: ModelBundle,
+    staged: Staged,
+    max_tile_pixels: int,
+    max_support_pixels: int,
+    pool_pixels: int | None = None,
 ) -> Support:
     """Read and validate staged support tiles with the geo folder reader.
 
     Checks, each a 4xx naming the client's file: readable rasters, pixel limit, band
     count, image/mask sizes, mask values within the classes, finite pixel values (NaN or
     infinite values are accepted only where the raster declares nodata), tiles with
-    labeled data.
+    labeled data. Tiles are read one at a time; with ``pool_pixels`` (the adaptation's
+    crop-pool budget), each tile larger than the pool is cut at once into the crops the
+    adaptation may use (:func:`api.cutting.crops_of_tile`), so memory and storage stay
+    bounded whatever the tiles' size.
     """
     model_scheme = bundle.scheme()
     lut: np.ndarray | None = None
@@ -166,6 +189,7 @@ def read_support(
     else:
         scheme = model_scheme
     total = 0
+    too_large: list[str] = []
     for path in sorted((staged.folder / "images").iterdir()):
         label = staged.names[str(path)]
         try:
@@ -177,13 +201,18 @@ def read_support(
                 "corrupt_raster",
             ) from None
         if profile.width * profile.height > max_tile_pixels:
-            raise TooLarge(
-                f"tile {label} has {profile.width}×{profile.height} pixels, more than the "
-                f"limit of {max_tile_pixels} per tile; cut it into smaller tiles",
-                "too_many_pixels",
-            )
+            too_large.append(f"{label} ({profile.width}×{profile.height})")
+            continue
         check_bands(bundle, profile.count, f"image {label}", path)
         total += profile.width * profile.height
+    if too_large:
+        side = int(max_tile_pixels**0.5)
+        raise TooLarge(
+            f"{len(too_large)} tile(s) have more pixels than the limit of {max_tile_pixels} "
+            f"per tile (about {side}×{side}): {', '.join(too_large)}; cut them into smaller "
+            "tiles (the service cuts tiles within the limit into crops itself)",
+            "too_many_pixels",
+        )
     if total > max_support_pixels:
         raise TooLarge(
             f"the support tiles hold {total} pixels in all, more than the limit of "
@@ -192,8 +221,7 @@ def read_support(
             "too_many_pixels",
         )
     try:
-        region = read_region_folder(staged.folder, scheme, validate=True, cache=True)
-        samples = list(region)
+        region = read_region_folder(staged.folder, scheme, validate=True, cache=False)
     except MaskValueError as err:
         # the classes are the model's (no command-line advice); a zip's class file can
         # name them and add ignore entries
@@ -220,7 +248,8 @@ def read_support(
         code = "size_mismatch" if "must match their images" in str(err) else "invalid_tile"
         raise _bad(staged, err, code) from None
     images, masks = [], []
-    for sample, ref in zip(samples, region.tiles):
+    for i, ref in enumerate(region.tiles):
+        sample = region[i]
         mask = sample["mask"].numpy().astype(np.int64)
         if lut is not None:
             mask = lut[np.clip(mask, 0, 255)]
@@ -247,9 +276,14 @@ def read_support(
                 "some pixels with a class, or drop the tile",
                 "no_labels",
             )
-        images.append(sample["image"].numpy().astype(np.float32))
+        image = sample["image"].numpy().astype(np.float32)
+        if pool_pixels is not None:
+            image, mask = crops_of_tile(
+                image, mask, int(bundle.tile_size), model_scheme.ignore_index, pool_pixels
+            )
+        images.append(image)
         masks.append(mask)
-    return Support(images, masks)
+    return Support(images, masks, source_pixels=total)
 
 
 def _undeclared_non_finite(path: Path) -> int:

@@ -170,7 +170,7 @@ def replay(services: Services, owner: str, key: str, request_hash: str) -> Adapt
 def check_adapt_cost(services: Services, model: str, support: Support, steps: int | None) -> None:
     """413 when the adaptation would cost more compute than this service allows."""
     bundle = services.engine.base(model)
-    pixels = sum(int(i.shape[-1]) * int(i.shape[-2]) for i in support.images)
+    pixels = support.pixels
     n = steps if steps is not None else int(bundle.inner_steps or 0)
     pool = input_pixel_budget(bundle)
     cost = adapt_gflop(pixels, n, services.engine.flops_per_pixel(model), pool)

@@ -6,8 +6,12 @@
 //   jobs.js   the adaptations list and the map
 
 import { UNLABELED } from "./paint.js";
-import { download, predict, refreshAdaptations } from "./jobs.js";
-import { addFiles, addPainted, loadPaintImage, maskEncoding, painter, painterClasses, startAdaptation } from "./tiles.js";
+import { changeOpacity, download, mapState, predict, refreshAdaptations, renderOverlay } from "./jobs.js";
+import { closestPair, defaultPalette, deltaE, paletteColors } from "./palette.js";
+import { inspect } from "./sizes.js";
+import {
+  addFiles, addPainted, loadPaintImage, maskEncoding, painter, painterClasses, removeAllTiles, renderTiles, startAdaptation,
+} from "./tiles.js";
 import { $, KEY_STORE, api, currentModel, el, legendItems, setStatus, state } from "./util.js";
 
 async function init() {
@@ -27,6 +31,7 @@ async function init() {
       el("code", {}, "landcover serve --host 0.0.0.0 --api-keys …"),
       " or LANDCOVER_API_KEYS): every user then enters their key below.",
     );
+    state.localKey = config.key;
     await useKey(config.key, false);
   } else {
     banner.classList.add("exposed");
@@ -40,24 +45,50 @@ async function init() {
 }
 
 async function useKey(key, remember) {
+  const previous = state.key;
   state.key = key.trim();
   const status = $("#key-status");
   if (!state.key) {
+    state.key = previous;
     setStatus(status, "Enter a key first.", "error");
     return;
   }
   try {
-    const models = await (await api("/v1/models")).json();
+    const [models, limits] = await Promise.all([
+      api("/v1/models").then((r) => r.json()),
+      api("/v1/limits").then((r) => r.json()),
+    ]);
     if (remember) sessionStorage.setItem(KEY_STORE, state.key);
     $("#api-key").value = remember ? state.key : "";
     setStatus(status, state.local && !remember ? "Using the local session key." : "Key accepted.", "ok");
+    showLimits(limits);
     showModels(models);
     await refreshAdaptations();
   } catch (err) {
+    if (state.local && state.localKey && state.key !== state.localKey) {
+      // a wrong key in local mode: keep working with the session's local key
+      state.key = state.localKey;
+      $("#api-key").value = "";
+      setStatus(status, `${err.message}. That key was not kept; the page still uses the local session key.`, "error");
+      return;
+    }
     state.key = null;
     sessionStorage.removeItem(KEY_STORE);
     setStatus(status, err.message, "error");
   }
+}
+
+/** Bound the page's inputs by the service's own limits (GET /v1/limits). */
+function showLimits(limits) {
+  state.limits = limits;
+  const steps = $("#steps");
+  steps.max = String(limits.max_steps);
+  steps.title = `1 to ${limits.max_steps} (this service's limit)`;
+  const side = Math.floor(Math.sqrt(limits.max_tile_pixels));
+  $("#tiles-limits").textContent =
+    `This service takes up to ${limits.max_tiles} labeled tiles of up to ${limits.max_tile_pixels} px each ` +
+    `(about ${side}×${side}), and cuts them into the crops the adaptation uses; up to ${limits.max_steps} steps.`;
+  renderTiles();
 }
 
 // ------------------------------------------------------------------ 2. models
@@ -103,12 +134,13 @@ function wire() {
   $("#key-form").addEventListener("submit", (e) => { e.preventDefault(); useKey($("#api-key").value, true); });
   $("#key-forget").addEventListener("click", () => {
     sessionStorage.removeItem(KEY_STORE);
-    state.key = null;
+    state.key = state.local ? state.localKey : null;
     $("#api-key").value = "";
     setStatus($("#key-status"), "Key forgotten.");
   });
   $("#model-select").addEventListener("change", showModel);
-  $("#tile-files").addEventListener("change", (e) => { addFiles(e.target.files); e.target.value = ""; });
+  $("#tile-files").addEventListener("change", async (e) => { await addFiles(e.target.files); e.target.value = ""; });
+  $("#tiles-clear").addEventListener("click", removeAllTiles);
   const zone = $("#dropzone");
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -116,11 +148,8 @@ function wire() {
   $("#adapt-form").addEventListener("submit", startAdaptation);
   $("#refresh").addEventListener("click", refreshAdaptations);
   $("#predict-form").addEventListener("submit", predict);
-  $("#opacity").addEventListener("input", (e) => {
-    $("#map-overlay").style.opacity = String(e.target.value / 100);
-    $("#opacity-out").textContent = e.target.value;
-  });
-  $("#map-overlay").style.opacity = "0.6";
+  $("#opacity").addEventListener("input", (e) => changeOpacity(Number(e.target.value)));
+  $("#palette").addEventListener("change", () => renderOverlay());
   for (const b of document.querySelectorAll(".downloads button")) b.addEventListener("click", () => download(b.dataset.format));
   const tabs = [...document.querySelectorAll('[role="tab"]')];
   for (const t of tabs) {
@@ -153,4 +182,6 @@ function wire() {
 wire();
 init();
 // For scripted checks (the browser tests read the painted mask through this).
-window.landcoverPage = { state, painter, maskEncoding, currentModel, UNLABELED };
+window.landcoverPage = {
+  state, painter, maskEncoding, currentModel, UNLABELED, mapState, inspect, closestPair, defaultPalette, deltaE, paletteColors,
+};

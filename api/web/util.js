@@ -5,11 +5,15 @@ export const KEY_STORE = "landcover.apiKey";
 export const state = {
   key: null,
   local: false,
+  localKey: null, // local mode's session key (kept when a wrong key is tried)
+  limits: null, // GET /v1/limits
   models: new Map(), // name -> ModelInfo
-  tiles: [], // {id, file, role: image|mask|archive|painted, mask?: Blob, note?: string, sent?: string[]}
+  // {id, file, role: image|mask|archive|painted|other, kind, width, height, channels,
+  //  problem?: seen by the page, error?: the service's, mask?: Blob, note?: string, sent?: string[]}
+  tiles: [],
   adaptations: [],
   poll: null,
-  raster: null,
+  map: null, // the map on screen: {id, raster, model, caption, blobs: {format: Blob}, base, palette, urls}
   nextId: 1,
 };
 

@@ -11,6 +11,10 @@ comparison; Finn et al. 2017, section 5.1, for pretrain + fine-tune):
   steps of Adam over pooled support + query tiles of sampled tasks), then fine-tuned on each
   task's support by SGD.
 
+* ``rf``: the analyst's own tool, a random forest on a multi-scale filter bank fitted to
+  each task's support alone (:mod:`landcover.meta.random_forest`); it needs no training
+  regions.
+
 The fine-tuning rate and steps of ``scratch`` and ``pretrain`` are chosen on
 ``--val-regions`` from a small grid when given (never on the evaluated regions), else the
 ``--finetune-lr`` / ``--finetune-steps`` values are used.
@@ -37,7 +41,7 @@ from landcover.tasks.region import RegionTaskSampler
 from landcover.tasks.scoring import score_task
 
 #: Valid ``--baselines`` entries.
-BASELINES = ("unadapted", "scratch", "pretrain")
+BASELINES = ("unadapted", "scratch", "pretrain", "rf")
 PRETRAIN_NEEDS = (
     "the pretrain baseline needs --pretrain-regions DIR (the regions the meta-model was "
     "trained on, to pretrain the same network on)"
@@ -141,6 +145,13 @@ def baseline_methods(
         if name == "unadapted":
             methods["unadapted"] = Method(bundle.build_learner(), 0)
             info["unadapted"] = "the first bundle, 0 steps"
+        elif name == "rf":
+            from landcover.meta.random_forest import RandomForestLearner
+
+            methods["rf"] = Method(
+                RandomForestLearner(len(bundle.class_names), bundle.loss_fn(), seed=seed)
+            )
+            info["rf"] = "random forest (100 trees, depth 16) on a multi-scale filter bank"
         elif name == "scratch":
             torch.manual_seed(seed)
             learner, how = _tune("scratch", build_from_config(bundle.model), bundle, val_regions,

@@ -4,7 +4,7 @@ Few-shot evaluation of one or more model bundles on held-out regions: ``DIR`` is
 folder (users' region folders, SEN12MS or DeepGlobe, detected from its content). For each
 number of shots the same tasks are given to every bundle (paired comparison, the first
 bundle against the others); the report (``report.md``, ``metrics.json``, plots) goes to
-``--out``. ``--baselines unadapted,scratch,pretrain`` adds baseline rows built from the
+``--out``. ``--baselines unadapted,scratch,pretrain,rf`` adds baseline rows built from the
 first bundle's architecture, without training dummy bundles (see
 :mod:`landcover.evaluation.baseline_rows`; ``pretrain`` needs ``--pretrain-regions``)::
 

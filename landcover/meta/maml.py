@@ -20,6 +20,12 @@ Options shared by the family:
 * ``body_once``: when only ``head.*`` parameters adapt and the model has ``body`` and
   ``head`` submodules with ``forward(x) == head(body(x))``, compute ``body(x)`` once per
   task and run only the head in the inner loop (``"auto"``: whenever possible).
+* embed once: when only the final 1x1 classifier (``head.classifier.*``) adapts, the
+  per-pixel embedding ``head.decoder(body(x))`` is computed once per task (with the
+  meta-parameters, so the meta-gradient still reaches the decoder) and the inner loop runs
+  only the classifier and the upsampling: ANIL's "almost no inner loop" (Raghu et al.
+  2020) at the cost of one forward. It follows ``body_once`` (same conditions, and the
+  ``"loop"`` task batching without ``proto_init``).
 * ``proto_init``: Proto-MAML (Triantafillou et al. 2020, "Meta-Dataset", section 3.2): before
   the inner loop, the rows of the final 1x1 classifier (``head.classifier``) of every class
   present in the support are set from the support's class prototypes (masked average pooling
@@ -59,6 +65,7 @@ from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.meta.protonet import class_prototypes
 from landcover.meta.stacking import task_metrics
 from landcover.meta.task_batching import TASK_BATCH_MODES, TaskBatching
+from landcover.models.upsample import upsample_to
 from landcover.tasks.task import Task
 
 #: The classifier tensors that ``proto_init`` sets per task.
@@ -133,11 +140,13 @@ class MAML(TaskBatching, Learner):
         replaced = set(self.bn.replaced_params())
         self.adapt_names = [n for n in self._select(names, adapt) if n not in replaced]
         self.body_once = self._resolve_body_once(body_once)
+        self.embed_once = self.body_once and self._classifier_only() and task_batch == "loop"
         if self.task_batch == "grouped":
             self._check_grouped()
         self.proto_init = bool(proto_init)
         if self.proto_init:
             self._check_proto_init()
+            self.embed_once = False
 
     # ----------------------------------------------------------------- configuration
     def _select(self, names: list[str], adapt: Sequence[str] | str | None) -> list[str]:
@@ -166,6 +175,18 @@ class MAML(TaskBatching, Learner):
         if option and reasons:
             raise ValueError(f"body_once=True is impossible: {'; '.join(reasons)}")
         return bool(option)
+
+    def _classifier_only(self) -> bool:
+        """Whether only the head's final 1x1 classifier adapts (see ``embed once``)."""
+        head = getattr(self.model, "head", None)
+        classifier = getattr(head, "classifier", None)
+        return (
+            isinstance(getattr(head, "decoder", None), nn.Module)
+            and isinstance(classifier, nn.Conv2d)
+            and classifier.kernel_size == (1, 1)
+            and classifier.bias is not None
+            and all(n.startswith("head.classifier.") for n in self.adapt_names)
+        )
 
     def _check_proto_init(self) -> None:
         head = getattr(self.model, "head", None)
@@ -245,7 +266,14 @@ class MAML(TaskBatching, Learner):
             return x
         over, buffers = self.bn.tensors(None)
         params = sub_dict({**meta, **over}, "body.")
-        return self._call(self.model.body, params, sub_dict(buffers, "body."), x, {}, training)
+        feats = self._call(self.model.body, params, sub_dict(buffers, "body."), x, {}, training)
+        if not self.embed_once:
+            return feats
+        dec = sub_dict({**meta, **over}, "head.decoder.")
+        emb = self._call(
+            self.model.head.decoder, dec, sub_dict(buffers, "head.decoder."), feats, {}, training
+        )
+        return emb, feats[0].shape[-2:]
 
     def _forward(
         self, meta: TensorDict, fast: TensorDict, inputs: Any, step: int | None, training: bool
@@ -262,6 +290,11 @@ class MAML(TaskBatching, Learner):
             )
         if training:
             self.bn.count_update(step, self._tasks or 1)
+        if self.embed_once:
+            emb, size = inputs
+            w, b = params["classifier.weight"], params["classifier.bias"]
+            logits = torch.nn.functional.conv2d(emb, w, b)
+            return upsample_to(logits, size) if self.model.head.stride != 1 else logits
         return self._call(module, params, buffers, inputs, fast, training)
 
     def _call(

@@ -10,7 +10,13 @@ norms, chosen by name:
 * ``"batch"``: :class:`torch.nn.BatchNorm2d` (the core's BN policy decides how its
   statistics are used: per step, transductive, ...);
 * ``"group"``: :class:`torch.nn.GroupNorm` with at most ``groups`` groups;
-* ``"none"``: no normalisation (:class:`torch.nn.Identity`).
+* ``"none"``: no normalisation (:class:`torch.nn.Identity`);
+* ``"layer"``: LayerNorm over the channels of each pixel (Ba et al. 2016; timm's
+  ``LayerNorm2d``, as in ConvNeXt). GroupNorm normalises each sample over its whole spatial
+  extent, so its output depends on the window a raster is cut into (a map computed window
+  by window differs from the map of the whole raster, and seams show); a per-pixel
+  LayerNorm depends on nothing but the pixel's own features, yet keeps activations at a
+  fixed scale, which a few-shot inner loop needs.
 
 :func:`convert_norm` rewrites an existing network (an smp encoder, say) in place so that
 its BatchNorm layers follow the chosen policy, copying the affine parameters.
@@ -23,10 +29,17 @@ import math
 from torch import nn
 
 #: Valid values of the ``norm`` option.
-NORMS: tuple[str, ...] = ("batch", "group", "none")
+NORMS: tuple[str, ...] = ("batch", "group", "none", "layer")
 
 #: Default maximum number of GroupNorm groups.
 DEFAULT_GROUPS = 8
+
+
+def pixel_layer_norm(channels: int) -> nn.Module:
+    """LayerNorm over the channels of every pixel of ``(N, C, H, W)`` maps."""
+    from timm.layers import LayerNorm2d
+
+    return LayerNorm2d(channels)
 
 
 def check_norm(norm: str) -> str:
@@ -64,6 +77,8 @@ def make_norm(norm: str, channels: int, groups: int = DEFAULT_GROUPS) -> nn.Modu
         return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(group_count(channels, groups), channels)
+    if norm == "layer":
+        return pixel_layer_norm(channels)
     return nn.Identity()
 
 
@@ -98,11 +113,36 @@ def convert_norm(module: nn.Module, norm: str, groups: int = DEFAULT_GROUPS) -> 
 def _replacement(bn: nn.BatchNorm2d, norm: str, groups: int) -> nn.Module:
     if norm == "none":
         return nn.Identity()
+    if norm == "layer":
+        layer = pixel_layer_norm(bn.num_features)
+        if bn.affine:
+            layer.weight.data.copy_(bn.weight.data)
+            layer.bias.data.copy_(bn.bias.data)
+        return layer
     gn = nn.GroupNorm(group_count(bn.num_features, groups), bn.num_features, eps=bn.eps)
     if bn.affine:
         gn.weight.data.copy_(bn.weight.data)
         gn.bias.data.copy_(bn.bias.data)
     return gn
+
+
+def replace_group_norms(module: nn.Module, norm: str) -> nn.Module:
+    """Replace every ``GroupNorm`` of ``module`` by ``norm``'s layer (``"group"``: keep), in place.
+
+    For decoders that build GroupNorm themselves (smp's FPN decoder).
+    """
+    check_norm(norm)
+    if norm == "group":
+        return module
+    if norm == "batch":
+        raise ValueError("a GroupNorm decoder cannot take norm 'batch'; use group, layer or none")
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.GroupNorm):
+            setattr(module, name, pixel_layer_norm(child.num_channels) if norm == "layer"
+                    else nn.Identity())  # fmt: skip
+        else:
+            replace_group_norms(child, norm)
+    return module
 
 
 def count_norms(module: nn.Module) -> dict[str, int]:

@@ -3,8 +3,15 @@
 The U-Net (Ronneberger et al. 2015) of segmentation-models-pytorch (Iakubovskii 2019)
 with three changes for meta-learning:
 
-* ``encoder_weights`` is always ``None`` (no downloads; meta-training starts from a
-  random initialisation, or from weights the user loads into the bundle);
+* ``encoder_weights`` is ``None`` (a random initialisation) or ``"imagenet"`` for the
+  encoders whose ImageNet weights ship inside a pip package (never a download; see
+  :mod:`landcover.models.pretrained`); ``freeze_encoder`` holds a pretrained encoder fixed
+  (:class:`~landcover.models.frozen_encoder.FrozenEncoder`: no parameters, no batch
+  statistics, standardised bands mapped onto the weights' input distribution in the graph);
+* ``decoder`` is smp's U-Net decoder (``"unet"``, full resolution) or its FPN decoder
+  (``"fpn"``, Kirillov et al. 2019 "Panoptic Feature Pyramid Networks": a feature pyramid
+  merged at 1/4 of the input, GroupNorm only, logits upsampled bilinearly), which costs a
+  fraction of the U-Net decoder on a CPU and never depends on the batch;
 * encoder stages beyond ``encoder_depth`` are *dropped*: smp builds the full encoder and
   only skips the deep stages in ``forward``, which leaves parameters that no loss
   reaches, so ``torch.autograd.grad`` over all parameters (what MAML's inner loop takes)
@@ -24,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landcover.models.norm import DEFAULT_GROUPS, check_norm, convert_norm
+from landcover.models.norm import DEFAULT_GROUPS, check_norm, convert_norm, replace_group_norms
 from landcover.models.segmentation import SegmentationHead, SegmentationModel
 
 #: Options of ``build_model("smp:<encoder>", ...)`` and their defaults (``None`` ones
@@ -36,7 +43,15 @@ SMP_DEFAULTS: dict[str, Any] = {
     "groups": DEFAULT_GROUPS,
     "decoder_attention_type": None,
     "encoder_weights": None,
+    "freeze_encoder": False,
+    "rgb_bands": [0, 1, 2],
+    "decoder": "unet",
+    "pyramid_channels": 64,
+    "segmentation_channels": 32,
 }
+
+#: Decoders of :func:`build_smp_unet`.
+DECODERS: tuple[str, ...] = ("unet", "fpn")
 
 
 class SmpEncoder(nn.Module):
@@ -140,7 +155,9 @@ def build_smp_unet(
         **options: ``encoder_depth`` (3-5, default 4), ``decoder_channels`` (one per
             stage, default ``16 * 2**k`` from deep to shallow), ``norm`` (``"batch"``,
             ``"group"``, ``"none"``), ``groups``, ``decoder_attention_type``
-            (``None`` or ``"scse"``), ``encoder_weights`` (must be ``None``).
+            (``None`` or ``"scse"``), ``encoder_weights`` (``None`` or ``"imagenet"``),
+            ``freeze_encoder``, ``rgb_bands``, ``decoder`` (``"unet"`` or ``"fpn"``),
+            ``pyramid_channels`` and ``segmentation_channels`` (FPN).
 
     Returns:
         A :class:`SegmentationModel`.
@@ -155,10 +172,25 @@ def build_smp_unet(
     if unknown:
         raise ValueError(f"unknown smp option(s) {unknown}; valid: {sorted(SMP_DEFAULTS)}")
     opts = {**SMP_DEFAULTS, **options}
-    if opts["encoder_weights"] is not None:
+    weights = opts["encoder_weights"]
+    if weights not in (None, "imagenet"):
         raise ValueError(
-            "encoder_weights must be None: landcover never downloads weights; load a "
-            "model bundle or meta-train from a random initialisation instead"
+            f"encoder_weights must be null or 'imagenet'; got {weights!r} (landcover never "
+            "downloads weights: 'imagenet' loads them from an installed pip package)"
+        )
+    if opts["decoder"] not in DECODERS:
+        raise ValueError(f"decoder must be one of {list(DECODERS)}; got {opts['decoder']!r}")
+    norm = check_norm(str(opts["norm"]))
+    if (opts["decoder"], norm) in (("unet", "layer"), ("fpn", "batch")):
+        raise ValueError(
+            f"norm {norm!r} does not fit the {opts['decoder']} decoder: the U-Net takes batch, "
+            "group or none; the FPN decoder takes group, layer (the window-independent choice) "
+            "or none"
+        )
+    if opts["freeze_encoder"] and weights is None:
+        raise ValueError(
+            "freeze_encoder: true needs encoder_weights: imagenet (a frozen random encoder "
+            "learns nothing)"
         )
     if not encoder_name.startswith("tu-") and encoder_name not in encoder_names():
         raise KeyError(f"unknown smp encoder {encoder_name!r}; valid: {encoder_names()}")
@@ -177,27 +209,65 @@ def build_smp_unet(
     groups = int(opts["groups"])
     opts.update(encoder_depth=depth, decoder_channels=channels, norm=norm, groups=groups)
 
-    net = smp.Unet(
-        encoder_name=encoder_name,
-        encoder_depth=depth,
-        encoder_weights=None,
-        decoder_use_norm="batchnorm" if norm != "none" else False,
-        decoder_channels=channels,
-        decoder_attention_type=opts["decoder_attention_type"],
-        in_channels=in_channels,
-        classes=num_classes,
-    )
-    body = SmpEncoder(net.encoder)
-    drop_unused_modules(body, torch.zeros(2, in_channels, 2**depth * 2, 2**depth * 2))
-    convert_norm(body, norm, groups)
-    decoder = convert_norm(net.decoder, norm, groups)
+    if opts["decoder"] == "fpn":
+        depth = 5
+        seg = int(opts["segmentation_channels"])
+        if seg % 32 or int(opts["pyramid_channels"]) < 1:
+            raise ValueError(
+                "the FPN decoder's GroupNorm has 32 groups: segmentation_channels must be a "
+                f"multiple of 32 and pyramid_channels >= 1; got {seg}, {opts['pyramid_channels']}"
+            )
+        net = smp.FPN(
+            encoder_name=encoder_name, encoder_depth=5, encoder_weights=None,
+            decoder_pyramid_channels=int(opts["pyramid_channels"]),
+            decoder_segmentation_channels=seg, decoder_dropout=0.0,
+            in_channels=in_channels, classes=num_classes,
+        )  # fmt: skip
+        channels, stride, levels = [seg], 4, [2, 3, 4, 5]
+        opts.update(encoder_depth=5, decoder_channels=None)
+    else:
+        net = smp.Unet(
+            encoder_name=encoder_name,
+            encoder_depth=depth,
+            encoder_weights=None,
+            decoder_use_norm="batchnorm" if norm != "none" else False,
+            decoder_channels=channels,
+            decoder_attention_type=opts["decoder_attention_type"],
+            in_channels=in_channels,
+            classes=num_classes,
+        )
+        stride, levels = 1, None
+    if weights == "imagenet":
+        from landcover.models.pretrained import load_imagenet_weights
+
+        load_imagenet_weights(
+            getattr(net.encoder, "model", net.encoder), encoder_name, in_channels,
+            opts["rgb_bands"],
+        )  # fmt: skip
+    example = torch.zeros(2, in_channels, 2**depth * 2, 2**depth * 2)
+    if opts["freeze_encoder"]:
+        from landcover.models.frozen_encoder import FrozenEncoder
+        from landcover.models.pretrained import input_affine
+
+        drop_unused_modules(SmpEncoder(net.encoder), example)
+        body: nn.Module = FrozenEncoder(
+            net.encoder, *input_affine(in_channels, opts["rgb_bands"]), levels=levels
+        )
+    else:
+        body = SmpEncoder(net.encoder)
+        drop_unused_modules(body, example)
+        convert_norm(body, norm, groups)
+    if opts["decoder"] == "fpn":
+        decoder = replace_group_norms(net.decoder, norm)
+    else:
+        decoder = convert_norm(net.decoder, norm, groups)
     for m in [*body.modules(), *decoder.modules()]:
         if isinstance(m, nn.ReLU | nn.ReLU6 | nn.SiLU | nn.LeakyReLU) and m.inplace:
             m.inplace = False
     return SegmentationModel(
         f"smp:{encoder_name}",
         body,
-        SegmentationHead(decoder, channels[-1], num_classes),
+        SegmentationHead(decoder, channels[-1], num_classes, stride=stride),
         in_channels=in_channels,
         num_classes=num_classes,
         size_divisor=2**depth,

@@ -71,7 +71,7 @@ def test_regions_bench_quick_writes_the_report(
     text = capsys.readouterr().out
     assert "MAML++ minus pretrain+finetune" in text
     metrics = json.loads((out / "metrics.json").read_text())
-    methods = {"MAML++", "unadapted", "pretrain+finetune", "scratch", "protonet"}
+    methods = {"MAML++", "unadapted", "pretrain+finetune", "scratch", "protonet", "rf"}
     assert set(metrics["summary"]) == methods
     assert set(metrics["paired_miou"]) == methods - {"MAML++"}
     assert set(metrics["paired_miou"]["pretrain+finetune"]) == {"1", "2"}

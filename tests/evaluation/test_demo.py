@@ -10,7 +10,9 @@ from landcover.evaluation.demo import DemoSettings, main
 @pytest.mark.slow
 def test_quick_demo_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert (
+        main(["--synthetic", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    )
     report = out / "report"
     for name in ("report.md", "metrics.json", "miou_vs_shots.png", "maps.png"):
         assert (report / name).stat().st_size > 0, name

@@ -32,13 +32,14 @@ def test_baseline_rows_next_to_a_bundle(tmp_path, capsys):
     a = _bundle(tmp_path / "maml.bundle", load_regions(train))
     out = tmp_path / "report"
     rc = main([str(a), "--regions", str(held), "--shots", "1", "--tasks", "2", "--query", "1",
-               "--out", str(out), "--baselines", "unadapted,scratch,pretrain",
+               "--out", str(out), "--baselines", "unadapted,scratch,pretrain,rf",
                "--pretrain-regions", str(train), "--val-regions", str(train),
                "--pretrain-steps", "3", "--tuning-tasks", "1"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     data = json.loads((out / "metrics.json").read_text())
-    assert set(data["summary"]) == {"maml", "unadapted", "scratch", "pretrain+finetune"}
-    assert set(data["paired_miou"]) == {"unadapted", "scratch", "pretrain+finetune"}
+    assert set(data["summary"]) == {"maml", "unadapted", "scratch", "pretrain+finetune", "rf"}
+    assert set(data["paired_miou"]) == {"unadapted", "scratch", "pretrain+finetune", "rf"}
+    assert "random forest" in setup_text(data)
     setup = data["meta"]["baselines"]
     assert "(validation)" in setup["scratch"] and setup["pretrain+finetune"].startswith("3 outer")
     assert "Baseline scratch" in (out / "report.md").read_text()
@@ -75,3 +76,7 @@ def test_report_says_how_an_untuned_baseline_was_set_and_the_split(tmp_path, cap
     ) in report
     assert ("Training split of the first bundle: train region_0; val region_1; "
             "test region_2.") in report  # fmt: skip
+
+
+def setup_text(data):
+    return " ".join(str(v) for v in data["meta"]["baselines"].values())

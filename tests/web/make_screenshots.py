@@ -2,8 +2,11 @@
 
 Serves the bundle that ``landcover bench strokes`` saved (meta-trained with stroke support
 sets on Tiles 1–3) through ``landcover serve`` in local mode, then drives Chromium like an
-analyst: uploads three labeled tiles, adapts, maps a fourth image (map view), and paints
-strokes on a fifth image (painting view), then adapts from the strokes alone.
+analyst: drops files the service would refuse (a too-large image, a lone mask, a text
+file: each named next to it, before any upload; ``web_files.png``), removes them all,
+uploads three labeled tiles, adapts (the adaptations list, ``web_adaptations.png``), maps a
+fourth image (the Leaflet map view, zoomed in once, ``web_map.png``), and paints strokes on
+a fifth image (``web_paint.png``), then adapts from the strokes alone.
 
     PYTHONPATH=. python tests/web/make_screenshots.py --out docs/img
 
@@ -43,6 +46,20 @@ def quarter(folder: Path, out: Path, scale: float) -> list[tuple[Path, Path, np.
         Image.fromarray(raw).save(mask_out)
         tiles.append((image_out, mask_out, DUBAI.encode(raw)))
     return tiles
+
+
+def refused_files(out: Path, pair: tuple[Path, Path, np.ndarray]) -> list[Path]:
+    """Files the page names before any upload: too large, a lone mask and image, not an image."""
+    out.mkdir(parents=True, exist_ok=True)
+    huge = out / "mosaic_5000x4200.png"
+    Image.fromarray(np.zeros((4200, 5000, 3), np.uint8)).save(huge)
+    lone = out / "image_part_099_mask.png"
+    shutil.copy(pair[1], lone)
+    notes = out / "field_notes.txt"
+    notes.write_text("labels checked on site, 3 Dec\n")
+    orphan = out / pair[0].name
+    shutil.copy(pair[0], orphan)
+    return [huge, lone, notes, orphan]
 
 
 def stroke_plan(classes: np.ndarray, per_class: int = 2) -> list[tuple[int, list[tuple]]]:
@@ -89,15 +106,24 @@ def main() -> int:
         page.set_default_timeout(120_000)
         page.goto(f"{url}/")
         expect(page.locator("#model-select")).to_have_value("dubai")
+        args.out.mkdir(parents=True, exist_ok=True)
+        refused = refused_files(work / "refused", tiles[0])
+        page.set_input_files("#tile-files", [str(p) for p in refused])
+        expect(page.locator("#tile-list li.bad")).to_have_count(len(refused))
+        page.locator("#tiles-section").screenshot(path=str(args.out / "web_files.png"))
+        page.click("#tiles-clear")
         page.set_input_files("#tile-files", [str(x) for t in tiles[:3] for x in t[:2]])
         page.click("#adapt-button")
         expect(page.locator("#adaptations .badge.done")).to_have_count(1, timeout=300_000)
+        page.locator("#adaptations-section").screenshot(path=str(args.out / "web_adaptations.png"))
         page.set_input_files("#raster-file", str(tiles[5][0]))
         page.click("#predict-button")
         expect(page.locator("#map-view")).to_be_visible(timeout=120_000)
-        page.wait_for_function("document.querySelector('#map-overlay').naturalWidth > 0")
+        page.wait_for_function("document.querySelector('#map img.class-map').naturalWidth > 0")
         page.fill("#opacity", "55")
-        args.out.mkdir(parents=True, exist_ok=True)
+        page.locator("#map-section").scroll_into_view_if_needed()
+        page.click(".leaflet-control-zoom-in")
+        page.wait_for_timeout(500)
         page.locator("#map-section").screenshot(path=str(args.out / "web_map.png"))
 
         page.click("#tab-paint")
@@ -128,7 +154,8 @@ def main() -> int:
         expect(page.locator("#adaptations .badge.done")).to_have_count(2, timeout=300_000)
         print(page.locator("#adaptations tbody").inner_text())
         browser.close()
-    print(f"wrote {args.out / 'web_map.png'} and {args.out / 'web_paint.png'}")
+    names = ", ".join(f"web_{n}.png" for n in ("files", "adaptations", "map", "paint"))
+    print(f"wrote {names} in {args.out}")
     return 0
 
 

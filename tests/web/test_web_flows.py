@@ -96,11 +96,14 @@ def test_upload_adapt_predict_download_delete(page: Page, server: str, web_root:
     page.set_input_files("#raster-file", str(web_root / "tiles" / "tile0.tif"))
     page.click("#predict-button")
     expect(page.locator("#map-view")).to_be_visible()
-    overlay = page.locator("#map-overlay")
+    overlay = page.locator("#map img.class-map")
     expect(overlay).to_be_visible()
-    page.wait_for_function("document.querySelector('#map-overlay').naturalWidth === 48")
-    page.wait_for_function("document.querySelector('#map-base').naturalWidth === 48")
-    base_box = page.locator("#map-base").bounding_box()
+    page.wait_for_function("document.querySelector('#map img.class-map').naturalWidth === 48")
+    base = page.locator("#map img.leaflet-image-layer:not(.class-map)")
+    page.wait_for_function(
+        "document.querySelector('#map img.leaflet-image-layer:not(.class-map)').naturalWidth === 48"
+    )
+    base_box = base.bounding_box()
     over_box = overlay.bounding_box()
     assert base_box and over_box and base_box == over_box  # exactly on top of the image
     page.fill("#opacity", "25")
@@ -245,9 +248,8 @@ def test_statuses_reasons_and_the_adaptation_report(page: Page, server: str) -> 
     expect(rows.nth(1).locator(".badge")).to_have_text("running")
     expect(rows.nth(2)).to_contain_text("failed")
     expect(rows.nth(2).locator(".reason")).to_have_text(items[2]["reason"])
-    expect(rows.nth(3).locator(".miou")).to_have_text(
-        "0.310 → 0.740 (kept 7 of 10 steps; 1 held-out tile)"
-    )
+    expect(rows.nth(3).locator(".miou")).to_have_text("0.310 → 0.740 (1 held-out tile)")
+    expect(rows.nth(3).locator(".steps")).to_have_text("default (2), kept 7 of 10")
     expect(rows.nth(4).locator(".miou")).to_have_text("0.200 → 0.500")
     expect(page.locator("#predict-adaptation option")).to_have_count(2)  # done ones only
 

@@ -53,7 +53,7 @@ def test_main_flow_with_the_keyboard_alone(page: Page, server: str, web_root: Pa
     choose_with_keyboard(page, str(web_root / "tiles" / "tile2.tif"))
     tab_to(page, "#predict-button")
     page.keyboard.press("Enter")
-    expect(page.locator("#map-overlay")).to_be_visible()
+    expect(page.locator("#map img.class-map")).to_be_visible()
     tab_to(page, "#opacity")
     page.keyboard.press("ArrowLeft")
     expect(page.locator("#opacity-out")).to_have_text("59")
@@ -80,12 +80,12 @@ def test_layout_does_not_break(page: Page, server: str, web_root: Path) -> None:
     expect(page.locator("#adaptations .badge.done")).to_have_count(before + 1, timeout=60_000)
     page.set_input_files("#raster-file", str(web_root / "tiles" / "tile1.tif"))
     page.click("#predict-button")
-    expect(page.locator("#map-overlay")).to_be_visible()
+    expect(page.locator("#map img.class-map")).to_be_visible()
     width = page.viewport_size["width"]  # type: ignore[index]
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     controls = page.locator(
         "main button:visible, main select:visible, main input:not([type=file]):visible, "
-        "#map-base, #map-overlay, label.button"
+        "#map, label.button"
     )
     for i in range(controls.count()):
         box = controls.nth(i).bounding_box()

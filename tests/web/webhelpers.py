@@ -135,3 +135,31 @@ def serve(
 def uvicorn_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+
+
+DUBAI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dubai-aerial"
+DUBAI_CLASSES = Path(__file__).resolve().parents[2] / "configs" / "classes" / "dubai-aerial.yaml"
+
+
+def dubai_bundle(path: Path, tile: int = 64) -> Path:
+    """An untrained 3-band bundle with the Dubai aerial classes (model name = stem)."""
+    scheme = ClassScheme.from_file(DUBAI_CLASSES)
+    bundle = tiny_bundle(3, scheme.num_classes, model_options=TINY_UNET, tile_size=tile,
+                         mean=120.0, std=50.0)  # fmt: skip
+    return replace(bundle, bands=["red", "green", "blue"], classes=scheme.to_dict(),
+                   inner_steps=2, info={}).save(path)  # fmt: skip
+
+
+def dubai_real_size_pair(folder: Path, name: str = "dubai_1126") -> tuple[Path, Path]:
+    """Tile 4's first JPEG and palette mask at 1126×1058 px, the dataset's larger tile size.
+
+    The shared copy holds Tiles 1-4 (at most 1099×846 px); resampled to 1126×1058 the pair
+    is over the service's former limit of 1,048,576 px per tile.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.open(DUBAI / "Tile 4" / "images" / "image_part_001.jpg")
+    mask = Image.open(DUBAI / "Tile 4" / "masks" / "image_part_001.png")
+    out_image, out_mask = folder / f"{name}.jpg", folder / f"{name}.png"
+    image.resize((1126, 1058), Image.Resampling.BILINEAR).save(out_image, quality=90)
+    mask.resize((1126, 1058), Image.Resampling.NEAREST).save(out_mask)  # palette kept
+    return out_image, out_mask

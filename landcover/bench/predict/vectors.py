@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from landcover.geo.map_values import map_scheme
+
 #: Labelled tiles (128²) and Adam steps of the realistic map's model.
 TRAIN_TILES, TRAIN_STEPS, TRAIN_TILE = 4, 60, 128
 #: Minimum mapping units of the sweep (pixels).
@@ -205,7 +207,7 @@ def map_result(
         arr, transform, crs = src.read(1), src.transform, src.crs
     with rasterio.open(probs_path) as src:
         probs = np.nan_to_num(src.read())
-    rows = sweep(arr, probs, truth, b.scheme(), transform, crs)
+    rows = sweep(arr, probs, truth, map_scheme(b.scheme(), "index"), transform, crs)
     before = rows[0]
     after = next(r for r in rows if r["case"].startswith("defaults"))
     valid = arr != 255

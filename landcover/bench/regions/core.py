@@ -152,6 +152,13 @@ class FoldDataModule(RegionTaskDataModule):
         self._samplers = {}
 
 
+def ignore_index_loss(dm: RegionTaskDataModule) -> Any:
+    """The cross-entropy every method is scored with (the data's ignore value)."""
+    from torch import nn
+
+    return nn.CrossEntropyLoss(ignore_index=dm.ignore_index)
+
+
 def fit_options(s: RegionsSettings, *, progress: bool, device: str = "cpu") -> dict[str, Any]:
     """The :func:`~landcover.training.baselines.fit_learner` options every method trains with.
 
@@ -171,18 +178,39 @@ def run_fold(
     seed: int,
     progress: bool,
     device: str = "cpu",
+    keep: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train, tune and score every method on one fold.
 
     ``device`` (``"cpu"`` or ``"cuda"``): where training (Lightning's accelerator),
-    tuning and scoring run.
+    tuning and scoring run. ``keep``, when given, receives the trained MAML++ module
+    (``"mamlpp"``) and its chosen test-time steps (``"maml_steps"``), e.g. to export it.
 
     Returns:
         ``(FewShotResult on the fold's test tasks, fold info: choices, grids, timings)``.
     """
+    from landcover.models.frozen_encoder import feature_cache
+
+    # a frozen pretrained encoder's features depend on the tile alone: every method and
+    # every outer step of this fold reuse them (a no-op for other encoders)
+    with feature_cache():
+        return _run_fold(dm, s, run_dir, seed=seed, progress=progress, device=device, keep=keep)
+
+
+def _run_fold(
+    dm: FoldDataModule,
+    s: RegionsSettings,
+    run_dir: Path,
+    *,
+    seed: int,
+    progress: bool,
+    device: str,
+    keep: dict[str, Any] | None,
+) -> tuple[Any, dict[str, Any]]:
     from lightning.pytorch import seed_everything
 
     from landcover.evaluation.fewshot import Method, evaluate_test_split
+    from landcover.meta.random_forest import RandomForestLearner
     from landcover.models import build_model
     from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
 
@@ -216,12 +244,15 @@ def run_fold(
         "pretrain+finetune": Method(pre_ft),
         "scratch": Method(scratch),
         "protonet": Method(proto.learner),
+        "rf": Method(RandomForestLearner(dm.num_classes, ignore_index_loss(dm), seed=seed)),
     }
     result = evaluate_test_split(
         methods, dm, shots=s.shots, tasks_per_shot=s.tasks_per_shot, progress=progress,
         device=device,
     )  # fmt: skip
     timings["evaluate"] = time.perf_counter() - t
+    if keep is not None:
+        keep.update(mamlpp=maml, maml_steps=maml_steps)
     info = {
         "test": [r.name for r in dm.test_regions],
         "val": [r.name for r in dm.val_regions],
