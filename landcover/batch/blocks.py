@@ -5,11 +5,12 @@ sliding`): a pixel's class depends on every window that covers it, with weights 
 window's neighbours. A block is therefore not an arbitrary cut. Blocks follow the rows of
 windows of the *whole scene's* plan:
 
-- block ``k`` finishes the output rows of window rows ``[k g, (k + 1) g)`` (``g`` window
-  rows per block, from the pixel budget): rows ``[a, b)``;
+- block ``k`` finishes the output rows of a run of consecutive rows of windows (as many
+  as start within the block's share of the pixel budget): rows ``[a, b)``;
 - it predicts on the source rows from the first window that covers row ``a`` to the end
-  of the last window that covers row ``b - 1``: a halo of overlapping windows above and
-  below, as the sliding window itself overlaps;
+  of the last window that covers row ``b - 1``: its own windows plus a halo, the windows
+  above that overlap row ``a`` (one row of windows unless the overlap exceeds half the
+  window), computed again by this block as the sliding window itself overlaps;
 - that sub-raster starts on a window start of the scene's plan, so ``landcover predict``'s
   own plan of it has exactly the scene's windows there (same starts, same pooling grid,
   same batches of a row, same blending weights on the rows kept), and rows ``[a, b)`` of
@@ -66,16 +67,20 @@ def plan_blocks(
     """
     plan = WindowPlan.make(height, width, window, overlap, divisor)
     starts = plan.row_starts
-    n = len(starts)
-    step = starts[1] - starts[0] if n > 1 else plan.height
-    per_block = max(1, block_pixels // (plan.width * step))
-    if per_block >= n:
+    rows = max(1, block_pixels // plan.width)  # output rows per block, about
+    groups = [[0]]  # window rows of each block
+    for i in range(1, len(starts)):
+        if starts[i] - starts[groups[-1][0]] >= rows:
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    if len(groups) == 1:
         return [Block(0, (0, height), (0, height))]
     blocks = []
-    for k, r0 in enumerate(range(0, n, per_block)):
-        r1 = min(r0 + per_block, n)
-        a = 0 if r0 == 0 else starts[r0]
-        b = height if r1 == n else starts[r1]
+    for k, group in enumerate(groups):
+        last = k == len(groups) - 1
+        a = 0 if k == 0 else starts[group[0]]
+        b = height if last else starts[group[-1] + 1]
         needed = [i for i, s in enumerate(starts) if s < b and s + plan.win_h > a]
         read = (starts[needed[0]], min(height, starts[needed[-1]] + plan.win_h))
         blocks.append(Block(k, (a, b), read))

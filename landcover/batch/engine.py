@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, Future, LocalCluster, as_completed
 from tqdm import tqdm
 
@@ -49,6 +50,9 @@ from landcover.batch.worker import (
     scene_sources,
 )
 
+#: Dask's configuration of the environment its nanny gives worker processes.
+NANNY_ENV = "distributed.nanny.pre-spawn-environ"
+
 
 def local_cluster(workers: int | None = None, threads: int = 1) -> LocalCluster:
     """A local Dask cluster of worker processes sized to the machine.
@@ -61,9 +65,22 @@ def local_cluster(workers: int | None = None, threads: int = 1) -> LocalCluster:
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = workers or max(1, (cores or 1) // threads)
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; setting it turns off
+    # glibc's dynamic mmap threshold, so every large tensor is mmap'ed and unmapped anew:
+    # mapping ran 2x slower (measured). Unset here, for the workers' restarts too.
     # Failed tasks are reported by the run report; Dask's own error logs would repeat them.
-    return LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
-                        dashboard_address=":0", silence_logs=logging.CRITICAL)  # fmt: skip
+    with dask.config.set({f"{NANNY_ENV}.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
+                            dashboard_address=":0", silence_logs=logging.CRITICAL)  # fmt: skip
+
+
+def warm_up(client: Client) -> None:
+    """Import the mapping code (torch, the models) on every worker now.
+
+    Part of a worker's start-up; benchmarks call it so that their timings leave it out.
+    """
+    client.run(importlib.import_module, "landcover.batch.worker")
+    client.run(importlib.import_module, "landcover.inference.predict")
 
 
 @dataclass
@@ -119,8 +136,18 @@ def _plan_region(manifest: Manifest, index: int, region: Region) -> _RegionPlan:
     return plan
 
 
-def _scene_tasks(client: Client, manifest: Manifest, plan: _RegionPlan, scene: Scene) -> tuple[
-        Future, list[Future]]:  # fmt: skip
+def block_budget(block_pixels: int, pixels: int, slots: int) -> int:
+    """Output pixels per block of a scene of ``pixels`` pixels.
+
+    At least ``block_pixels``, and no more than 2 blocks per worker thread (``slots``):
+    each block also computes the row of windows above it (its halo), so more blocks than
+    the workers can share cost time without gaining any.
+    """
+    return max(block_pixels, -(-pixels // (2 * max(slots, 1))))
+
+
+def _scene_tasks(client: Client, manifest: Manifest, plan: _RegionPlan, scene: Scene,
+                 slots: int) -> tuple[Future, list[Future]]:  # fmt: skip
     """Submit a scene's tasks; returns its final future and its block futures."""
     from landcover.geo.raster import read_profile
     from landcover.inference.bundle import find_model
@@ -139,12 +166,12 @@ def _scene_tasks(client: Client, manifest: Manifest, plan: _RegionPlan, scene: S
         overlap = window // 4 if opts.overlap is None else opts.overlap
         if plan.divisor is None:
             plan.divisor = int(find_model(plan.bundle.build_learner("cpu")).size_divisor)
+        budget = block_budget(manifest.block_pixels, profile.width * profile.height, slots)
         blocks = plan_blocks(profile.height, profile.width, window, overlap, plan.divisor,
-                             manifest.block_pixels)  # fmt: skip
+                             budget)  # fmt: skip
     if len(blocks) > 1:
         parts = [client.submit(map_block, plan.model, scene, b, opts, pure=False,
-                               retries=retries, key=f"block-{scene.region}-{scene.id}-{b.index}-"
-                               f"{time.time_ns()}") for b in blocks]  # fmt: skip
+                               retries=retries) for b in blocks]  # fmt: skip
         final = client.submit(assemble_scene, plan.model, scene, blocks, opts, *parts,
                               pure=False, retries=retries)  # fmt: skip
         return final, parts
@@ -193,6 +220,7 @@ def run_batch(
     finals: dict[Future, tuple[_RegionPlan, Scene]] = {}
     everything: list[Future] = []
     region_models: dict[str, Future] = {}
+    slots = sum(client.nthreads().values())
     for plan in plans:
         todo = [s for s in plan.scenes if s.id not in plan.skipped]
         if not todo:
@@ -203,7 +231,7 @@ def run_batch(
         region_models[name] = plan.model
         everything.append(plan.model)
         for scene in todo:
-            final, parts = _scene_tasks(client, manifest, plan, scene)
+            final, parts = _scene_tasks(client, manifest, plan, scene, slots)
             finals[final] = (plan, scene)
             everything += [*parts, final]
 
@@ -223,10 +251,12 @@ def run_batch(
     for fut, (plan, scene) in finals.items():
         if fut.status == "finished":
             outcome[(plan.region.name, scene.id)] = ("mapped", fut.result())
-        else:
+        elif fut.status == "error":
             err = fut.exception()
             text = str(err.args[0]) if err is not None and err.args else repr(err)
             outcome[(plan.region.name, scene.id)] = ("failed", text)
+        else:  # cancelled or lost with the scheduler
+            outcome[(plan.region.name, scene.id)] = ("failed", f"task {fut.status}")
     for plan in plans:
         name = plan.region.name
         model = region_models.get(name)

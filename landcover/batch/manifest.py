@@ -4,7 +4,8 @@ Example (paths are relative to the manifest's folder)::
 
     output: runs/country            # where every output goes (one folder per region)
     retries: 2                      # extra tries of a failing scene before it is recorded
-    block_pixels: 16777216          # scenes with more pixels are cut into blocks
+    block_pixels: 16777216          # scenes with more pixels are cut into blocks (of at
+                                    # least this many pixels, at most 2 per worker thread)
     predict:                        # as `landcover predict`'s options
       cog: true
       style: true
@@ -30,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from landcover.batch.errors import ManifestError
 
@@ -123,7 +132,7 @@ class Manifest(BaseModel):
     block_pixels: int = Field(BLOCK_PIXELS, ge=65536)
     predict: PredictOptions = Field(default_factory=PredictOptions)
     regions: list[Region] = Field(min_length=1)
-    root: Path = Field(Path("."), exclude=True)
+    _root: Path = PrivateAttr(default=Path("."))
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
@@ -137,7 +146,7 @@ class Manifest(BaseModel):
     def path(self, p: Path | str) -> Path:
         """``p`` relative to the manifest's folder (absolute paths unchanged)."""
         p = Path(p).expanduser()
-        return p if p.is_absolute() else self.root / p
+        return p if p.is_absolute() else self._root / p
 
     def options(self, region: Region) -> PredictOptions:
         """The region's predict options (its own, else the manifest's)."""
@@ -174,11 +183,12 @@ def load_manifest(path: str | Path) -> Manifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: must be a mapping with 'output' and 'regions'")
     try:
-        manifest = Manifest.model_validate({**raw, "root": path.resolve().parent})
+        manifest = Manifest.model_validate(raw)
     except ValidationError as err:
         lines = []
         for e in err.errors():
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {_where(tuple(e['loc']), raw)}: {msg}")
         raise ManifestError(f"{path}: invalid manifest:\n" + "\n".join(lines)) from None
+    manifest._root = path.resolve().parent
     return manifest
