@@ -136,18 +136,22 @@ def _plan_region(manifest: Manifest, index: int, region: Region) -> _RegionPlan:
     return plan
 
 
-def block_budget(block_pixels: int, pixels: int, slots: int) -> int:
+def block_budget(block_pixels: int, pixels: int, slots: int, scenes: int) -> int:
     """Output pixels per block of a scene of ``pixels`` pixels.
 
-    At least ``block_pixels``, and no more than 2 blocks per worker thread (``slots``):
-    each block also computes the row of windows above it (its halo), so more blocks than
-    the workers can share cost time without gaining any.
+    A scene is cut only as far as the workers need work: into at most
+    ``ceil(2 * slots / scenes)`` blocks (``slots`` worker threads, ``scenes`` scenes to map)
+    and blocks of at least ``block_pixels``. Each block also computes the row of windows
+    above it (its halo), so blocks the workers do not need cost time and gain nothing: with
+    as many scenes as workers, scenes are not cut at all.
     """
-    return max(block_pixels, -(-pixels // (2 * max(slots, 1))))
+    wanted = -(-2 * max(slots, 1) // max(scenes, 1))
+    blocks = max(1, min(wanted, pixels // block_pixels))
+    return -(-pixels // blocks)
 
 
 def _scene_tasks(client: Client, manifest: Manifest, plan: _RegionPlan, scene: Scene,
-                 slots: int) -> tuple[Future, list[Future]]:  # fmt: skip
+                 slots: int, scenes: int) -> tuple[Future, list[Future]]:  # fmt: skip
     """Submit a scene's tasks; returns its final future and its block futures."""
     from landcover.geo.raster import read_profile
     from landcover.inference.bundle import find_model
@@ -166,7 +170,8 @@ def _scene_tasks(client: Client, manifest: Manifest, plan: _RegionPlan, scene: S
         overlap = window // 4 if opts.overlap is None else opts.overlap
         if plan.divisor is None:
             plan.divisor = int(find_model(plan.bundle.build_learner("cpu")).size_divisor)
-        budget = block_budget(manifest.block_pixels, profile.width * profile.height, slots)
+        pixels = profile.width * profile.height
+        budget = block_budget(manifest.block_pixels, pixels, slots, scenes)
         blocks = plan_blocks(profile.height, profile.width, window, overlap, plan.divisor,
                              budget)  # fmt: skip
     if len(blocks) > 1:
@@ -221,8 +226,10 @@ def run_batch(
     everything: list[Future] = []
     region_models: dict[str, Future] = {}
     slots = sum(client.nthreads().values())
+    todo_of = {p.region.name: [s for s in p.scenes if s.id not in p.skipped] for p in plans}
+    scenes = sum(len(t) for t in todo_of.values())
     for plan in plans:
-        todo = [s for s in plan.scenes if s.id not in plan.skipped]
+        todo = todo_of[plan.region.name]
         if not todo:
             continue
         name = plan.region.name
@@ -231,12 +238,11 @@ def run_batch(
         region_models[name] = plan.model
         everything.append(plan.model)
         for scene in todo:
-            final, parts = _scene_tasks(client, manifest, plan, scene, slots)
+            final, parts = _scene_tasks(client, manifest, plan, scene, slots, scenes)
             finals[final] = (plan, scene)
             everything += [*parts, final]
 
-    info = client.scheduler_info()
-    workers = info.get("workers", {})
+    threads = client.nthreads()  # every worker (scheduler_info lists only a few)
     bar = tqdm(total=len(everything), desc="batch", unit="task", disable=not progress)
     for done, _ in enumerate(as_completed(everything), start=1):
         bar.update(1)
@@ -290,10 +296,10 @@ def run_batch(
     pixels = sum(r["pixels"] for r in mapped)
     report = {
         "manifest": manifest_path,
-        "scheduler": info.get("address", "?"),
+        "scheduler": client.scheduler.address if client.scheduler else "?",
         "dashboard": client.dashboard_link if _has_dashboard(client) else None,
-        "workers": len(workers),
-        "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+        "workers": len(threads),
+        "threads": sum(threads.values()),
         "wall_seconds": wall,
         "ok": not failures,
         "totals": {

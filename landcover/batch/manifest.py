@@ -4,8 +4,8 @@ Example (paths are relative to the manifest's folder)::
 
     output: runs/country            # where every output goes (one folder per region)
     retries: 2                      # extra tries of a failing scene before it is recorded
-    block_pixels: 16777216          # scenes with more pixels are cut into blocks (of at
-                                    # least this many pixels, at most 2 per worker thread)
+    block_pixels: 16777216          # scenes with more pixels may be cut into blocks of at
+                                    # least this size, when the workers need the work
     predict:                        # as `landcover predict`'s options
       cog: true
       style: true

@@ -21,7 +21,8 @@ def make_project(
     """Write a project under ``root`` and return its manifest.
 
     One region ``r1`` adapted on a 3-tile support folder; ``scenes`` scenes of 200x180 px in
-    ``scenes/``, a 700x300 px scene cut into blocks (``big``) and a corrupt file (``bad``).
+    ``scenes/``, a 1400x300 px scene (``big``: cut into blocks when there are fewer scenes
+    than twice the worker threads) and a corrupt file (``bad``).
     """
     root.mkdir(parents=True, exist_ok=True)
     tiny_bundle(3, 3, mean=100.0, std=50.0).save(root / "meta.bundle")
@@ -33,7 +34,7 @@ def make_project(
         _write_tif(root / "scenes" / f"s{i}.tif", img)
     listed = ["scenes/*.tif"]
     if big:
-        _write_tif(root / "big.tif", rng.normal(100, 50, (3, 700, 300)).astype(np.float32))
+        _write_tif(root / "big.tif", rng.normal(100, 50, (3, 1400, 300)).astype(np.float32))
         listed.append("big.tif")
     if bad:
         (root / "bad.tif").write_bytes(b"II*\x00" + b"not a raster " * 100)

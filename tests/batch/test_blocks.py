@@ -82,3 +82,19 @@ def test_assembled_blocks_equal_predict(
     same_raster(scene.probabilities, ref.probabilities_path)
     assert not scene.work.exists()  # scratch removed
     assert record["areas"]["nodata_pixels"] == (int((image[0] == -9999).sum()) if nodata else 0)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "slots", "scenes", "blocks"),
+    [
+        (16384**2, 2, 1, 4),  # one huge scene: 2 blocks per worker thread
+        (16384**2, 2, 9, 1),  # many scenes keep the workers busy: no block halos to pay
+        (16384**2, 64, 1, 16),  # no block below block_pixels (4096²)
+        (4096**2, 8, 1, 1),  # a scene of one block budget is never cut
+    ],
+)
+def test_block_budget(pixels, slots, scenes, blocks) -> None:
+    from landcover.batch.engine import block_budget
+
+    budget = block_budget(4096**2, pixels, slots, scenes)
+    assert -(-pixels // budget) == blocks
