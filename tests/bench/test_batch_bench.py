@@ -52,4 +52,5 @@ def test_small_run_reports_identical_outputs(tmp_path: Path, capsys) -> None:
     assert batch[0]["blocks"] == 2 and batch[1]["blocks"] > 1  # the big scene in blocks
     assert rows[0]["pixels"] == 2 * 160 * 160
     assert len(rows[0]["per_scene_s"]) == 2
+    assert all(r["cpu_s"] > 0 for r in rows)
     assert "| one-big | landcover batch, 1 worker(s) |" in capsys.readouterr().out

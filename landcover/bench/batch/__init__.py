@@ -12,8 +12,9 @@ thread, COG output: the serial reference), then ``landcover batch`` on a local c
 and of 2 worker processes of one thread each (wall time of the run; the cluster's start-up
 and the workers' imports excluded). Reported: speed-up (1-worker wall / 2-worker wall,
 target >= 1.8), the 2-worker wall over half the serial sum (target <= 1.15), pixels per
-second per core, and whether every output is identical to ``landcover predict``'s
-(pixels, georeferencing, colours).
+second per core, the CPU seconds of the workers against those of the serial predictions
+(the work batch adds, whatever else the machine runs), and whether every output is
+identical to ``landcover predict``'s (pixels, georeferencing, colours).
 Timings are only meaningful on an otherwise idle machine with at least 2 free cores.
 """
 
@@ -74,11 +75,16 @@ def _check(args: argparse.Namespace) -> list[int]:
     return workers
 
 
-def _reference(bundle: Path, scenes: list[Path], out: Path) -> list[float]:
-    """Map each scene with ``landcover predict`` (1 thread, COG); their wall times."""
+def _reference(bundle: Path, scenes: list[Path], out: Path) -> tuple[list[float], float]:
+    """Map each scene with ``landcover predict`` (1 thread, COG).
+
+    Returns:
+        The scenes' wall times and the CPU seconds of them all (every thread).
+    """
     from landcover.inference import predict_cli
 
     times = []
+    cpu = time.process_time()
     for s in scenes:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # its "wrote ..." lines
@@ -87,7 +93,15 @@ def _reference(bundle: Path, scenes: list[Path], out: Path) -> list[float]:
         times.append(time.perf_counter() - start)
         if code != 0:
             raise RuntimeError(f"landcover predict failed on {s}")
-    return times
+    return times, time.process_time() - cpu
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system, every thread) of this process (run on each worker)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _identical(a: Path, b: Path) -> bool:
@@ -111,9 +125,12 @@ def _run_batch(manifest: Path, workers: int) -> dict[str, Any]:
     with local_cluster(workers, 1) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
         warm_up(client)
+        before = client.run(_cpu_seconds)
         start = time.perf_counter()
         report = run_batch(load_manifest(manifest), client, progress=False)
         report["bench_wall"] = time.perf_counter() - start
+        after = client.run(_cpu_seconds)
+        report["bench_cpu"] = sum(after[w] - before[w] for w in after)
     if not report["ok"]:
         raise RuntimeError(f"landcover batch failed: {report['failures']}")
     return report
@@ -123,7 +140,7 @@ def _case(name: str, root: Path, bundle: Path, scenes: list[Path], workers: list
           block_pixels: int) -> list[dict[str, Any]]:  # fmt: skip
     ref_dir = root / name / "predict"
     ref_dir.mkdir(parents=True)
-    serial = _reference(bundle, scenes, ref_dir)
+    serial, serial_cpu = _reference(bundle, scenes, ref_dir)
     pixels = 0
     for s in scenes:
         import rasterio
@@ -132,7 +149,7 @@ def _case(name: str, root: Path, bundle: Path, scenes: list[Path], workers: list
             pixels += ds.width * ds.height
     rows = [{"case": name, "run": "landcover predict, serial", "workers": 1,
              "wall_s": sum(serial), "per_scene_s": serial, "pixels": pixels,
-             "px_per_s_per_core": pixels / sum(serial)}]  # fmt: skip
+             "px_per_s_per_core": pixels / sum(serial), "cpu_s": serial_cpu}]  # fmt: skip
     walls: dict[int, float] = {}
     for w in workers:
         out = root / name / f"batch{w}"
@@ -151,20 +168,24 @@ def _case(name: str, root: Path, bundle: Path, scenes: list[Path], workers: list
                      "wall_s": walls[w], "pixels": pixels, "blocks": blocks,
                      "px_per_s_per_core": pixels / walls[w] / w, "identical": same,
                      "speedup": walls[min(walls)] / walls[w],
-                     "vs_half_serial": walls[w] / (sum(serial) / w)})  # fmt: skip
+                     "vs_half_serial": walls[w] / (sum(serial) / w),
+                     "cpu_s": report["bench_cpu"],
+                     "cpu_vs_serial": report["bench_cpu"] / serial_cpu})  # fmt: skip
     return rows
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = ("| case | run | wall s | px/s/core | blocks | speed-up | wall / (serial / workers) "
-            "| identical |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+            "| CPU s | CPU / serial CPU | identical |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     lines = [head]
     for r in rows:
         speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
         ratio = f"{r['vs_half_serial']:.2f}" if "vs_half_serial" in r else "-"
         lines.append(f"| {r['case']} | {r['run']} | {r['wall_s']:.1f} | "
                      f"{r['px_per_s_per_core']:,.0f} | {r.get('blocks', '-')} | {speed} | "
-                     f"{ratio} | {r.get('identical', '-')} |")  # fmt: skip
+                     f"{ratio} | {r['cpu_s']:.1f} | {r.get('cpu_vs_serial', 1.0):.2f} | "
+                     f"{r.get('identical', '-')} |")  # fmt: skip
     return "\n".join(lines)
 
 
