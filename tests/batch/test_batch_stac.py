@@ -133,3 +133,26 @@ def test_rerun_checks_outputs_not_presence(tmp_path, client) -> None:
     assert [s["status"] for s in third["scenes"]] == ["mapped"] * 3
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["totals"]["mapped"] == 3 and report["ok"]
+
+
+def test_failed_adaptation_fails_its_region_only(tmp_path, client) -> None:
+    from tests.inference.conftest import _write_support_folder
+
+    manifest_path, _ = _project(tmp_path)
+    tiny_bundle(3, 3, mean=100.0, std=50.0).save(tmp_path / "meta.bundle")
+    # classes the model does not know: `landcover adapt` refuses this folder
+    _write_support_folder(tmp_path / "wrong", classes=("water", "forest", "urban"))
+    manifest_path.write_text(
+        manifest_path.read_text()
+        + "  - name: broken\n    bundle: meta.bundle\n    support: wrong\n"
+        "    scenes: [data/rgb.tif]\n"
+    )
+    report = run_batch(load_manifest(manifest_path), client, progress=False)
+    assert not report["ok"]
+    status = {(s["region"], s["scene"]): s["status"] for s in report["scenes"]}
+    assert status == {("stac", "exact"): "mapped", ("stac", "superset"): "mapped",
+                      ("stac", "per-band"): "mapped", ("broken", "rgb"): "failed"}  # fmt: skip
+    (failure,) = report["failures"]
+    assert "region broken: adaptation" in failure["error"]
+    assert "not classes of the model" in failure["error"]
+    assert not (tmp_path / "out" / "broken" / "adapted.bundle").exists()
