@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only-folds", default=None,
         help="comma-separated fold numbers (1-based) to run, e.g. 1 to try settings quickly",
     )  # fmt: skip
-    parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5,10)")
+    parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5)")
     parser.add_argument("--tasks", type=int, default=None, help="test tasks per shot and fold")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs")
     parser.add_argument(
