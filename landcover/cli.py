@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("landcover.inference.export_cli", "export a training run as a model bundle"),
     "adapt": ("landcover.inference.adapt_cli", "adapt a bundle to a folder of labeled tiles"),
     "predict": ("landcover.inference.predict_cli", "segment a raster with a bundle"),
+    "batch": ("landcover.batch.cli", "map many regions and scenes from a manifest, on Dask"),
     "evaluate": ("landcover.evaluation.evaluate_cli", "few-shot evaluation on held-out regions"),
     "data": ("landcover.geo.cli", "synthesize or inspect datasets (data synth|inspect)"),
     "bench": ("landcover.bench.cli", "benchmarks (bench sinusoid|meta-step|omniglot|...)"),

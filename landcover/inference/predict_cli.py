@@ -17,7 +17,13 @@ from landcover.geo.errors import GeoDataError
 from landcover.geo.map_values import CLASS_VALUES
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
-from landcover.inference.predict import ENGINES, NODATA_CLASS, Predictor, predict_raster
+from landcover.inference.predict import (
+    ENGINES,
+    NODATA_CLASS,
+    Predictor,
+    default_window,
+    predict_raster,
+)
 from landcover.inference.vectorize import VectorOptions
 
 #: Window and overlap of ``--engine onnxruntime`` when not given (the fast scene path).
@@ -108,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=int,
         default=None,
-        help="window size in pixels (default: max(tile size, 256))",
+        help="window size in pixels (default: max(tile size, 256); 1024 for models on a "
+        "pretrained encoder)",
     )
     p.add_argument(
         "--overlap",
@@ -191,7 +198,10 @@ def main(argv: list[str]) -> int:
         # The fast windows, unless a window's output depends on its size (normalisation
         # over the window's own pixels: transductive BatchNorm, GroupNorm): then both
         # engines use the same windows and give the same map.
-        if args.engine == "onnxruntime" and args.window is None and not predictor.window_dependent:
+        # Models on a frozen pretrained encoder keep their larger default windows (their
+        # deep features see far past a small window's border).
+        fast_ok = not predictor.window_dependent and default_window(bundle) <= FAST_WINDOW
+        if args.engine == "onnxruntime" and args.window is None and fast_ok:
             args.window = FAST_WINDOW
             args.overlap = FAST_OVERLAP if args.overlap is None else args.overlap
         if args.precision == "int8":

@@ -15,7 +15,8 @@ per fold and per seed), ``metrics.json`` (per-task scores; the pooled margins un
 Model settings come from a LightningCLI config (``--config``, default
 ``configs/folder.yaml`` when present): ``model.learner_options``, ``model.arch``,
 ``model.model_options``, ``model.outer_lr``, ``data.tile_size``, ``data.shots``,
-``data.meta_batch_size``, ``data.batches_per_epoch``, ``trainer.max_epochs``.
+``data.meta_batch_size``, ``data.batches_per_epoch``, ``data.query``, ``data.augment``,
+``trainer.max_epochs``.
 
 Example (a read-only dataset with a class file of its own)::
 
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only-folds", default=None,
         help="comma-separated fold numbers (1-based) to run, e.g. 1 to try settings quickly",
     )  # fmt: skip
-    parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5,10)")
+    parser.add_argument("--shots", default=None, help="comma-separated shots (default 1,2,5)")
     parser.add_argument("--tasks", type=int, default=None, help="test tasks per shot and fold")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs")
     parser.add_argument(
@@ -99,6 +100,8 @@ def config_settings(config: Path | None = None) -> Any:
         s.train_shots = list(data.get("shots") or s.train_shots)
         s.meta_batch_size = int(data.get("meta_batch_size", s.meta_batch_size))
         s.batches_per_epoch = int(data.get("batches_per_epoch", s.batches_per_epoch))
+        s.query = int(data.get("query", s.query))
+        s.augment = str(data.get("augment", s.augment))
         s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
         inner = int(s.learner_options.get("steps", 5))
         s.maml_steps = sorted({1, inner, 2 * inner})

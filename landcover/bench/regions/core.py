@@ -53,10 +53,12 @@ class RegionsSettings:
         tuning_tasks: Validation tasks per shot count (1 and 5) for the choices.
         val_tasks: Validation tasks logged during training.
         augment: Augmentation of training tiles.
+        train_protonet: Train the masked-prototype learner episodically (its own run);
+            ``False`` takes prototypes on the pretrain baseline's embedding instead.
     """
 
     tile_size: int = 64
-    shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
+    shots: list[int] = field(default_factory=lambda: [1, 2, 5])
     query: int = 4
     tasks_per_shot: int = 4
     epochs: int = 10
@@ -72,11 +74,12 @@ class RegionsSettings:
         default_factory=lambda: {"steps": 5, "inner_lr": 0.1, "bn": "transductive"}
     )
     finetune_rates: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
-    finetune_steps: list[int] = field(default_factory=lambda: [10, 30])
+    finetune_steps: list[int] = field(default_factory=lambda: [5, 15])
     maml_steps: list[int] = field(default_factory=lambda: [5, 10])
     tuning_tasks: int = 2
     val_tasks: int = 8
     augment: str = "flips"
+    train_protonet: bool = False
 
 
 def grid_starts(length: int, size: int) -> list[int]:
@@ -211,6 +214,7 @@ def _run_fold(
 
     from landcover.evaluation.fewshot import Method, evaluate_test_split
     from landcover.meta.random_forest import RandomForestLearner
+    from landcover.meta.registry import build_learner
     from landcover.models import build_model
     from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
 
@@ -224,8 +228,14 @@ def _run_fold(
     pre = fit_learner("pretrain", {}, dm, run_dir / "pretrain", validate=False, **common)
     timings["train_pretrain"] = time.perf_counter() - t
     t = time.perf_counter()
-    proto = fit_learner("protonet", {"num_classes": dm.num_classes}, dm, run_dir / "protonet",
-                        validate=False, **common)  # fmt: skip
+    if s.train_protonet:
+        proto = fit_learner("protonet", {"num_classes": dm.num_classes}, dm,
+                            run_dir / "protonet", validate=False, **common).learner  # fmt: skip
+    else:
+        # masked prototypes on the pretrain baseline's per-pixel embedding (SimpleShot-style:
+        # Wang et al. 2019): no training run of its own
+        proto = build_learner("protonet", pre.learner.model, ignore_index_loss(dm),
+                              num_classes=dm.num_classes)  # fmt: skip
     timings["train_protonet"] = time.perf_counter() - t
     t = time.perf_counter()
     grid = {"rates": s.finetune_rates, "steps": s.finetune_steps, "tasks": s.tuning_tasks,
@@ -243,7 +253,7 @@ def _run_fold(
         "unadapted": Method(maml.learner, 0),
         "pretrain+finetune": Method(pre_ft),
         "scratch": Method(scratch),
-        "protonet": Method(proto.learner),
+        "protonet": Method(proto),
         "rf": Method(RandomForestLearner(dm.num_classes, ignore_index_loss(dm), seed=seed)),
     }
     result = evaluate_test_split(
