@@ -106,8 +106,9 @@ def test_stac_items_map_without_band_lists(tmp_path, client) -> None:
     with rasterio.open(ref) as ds:
         counts = np.bincount(ds.read(1).ravel(), minlength=256)
     row = next(s for s in report["scenes"] if s["scene"] == "exact")
-    assert row["class_km2"] == {f"class{i}": pytest.approx(counts[i] * 900 / 1e6)
-                                for i in range(3) if counts[i]}  # fmt: skip
+    # the map holds the class file's values 1..3 (class0..class2)
+    assert row["class_km2"] == {f"class{v - 1}": pytest.approx(counts[v] * 900 / 1e6)
+                                for v in (1, 2, 3) if counts[v]}  # fmt: skip
 
     # the region's mosaic VRT reads as the maps (all three cover the same ground)
     with rasterio.open(tmp_path / "out" / "stac" / "mosaic.vrt") as m, rasterio.open(ref) as r:
