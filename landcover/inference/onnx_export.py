@@ -279,7 +279,9 @@ def export_onnx(
         out: Output ``.onnx`` path.
         pixel_size_m: Ground size of a pixel in metres (Deepness' ``resolution``, in cm);
             default ``bundle.info["pixel_size_m"]`` when recorded, else omitted.
-        tile_size: Square tile size of the graph (default: ``max(bundle tile size, 256)``).
+        tile_size: Square tile size of the graph (default: ``landcover predict``'s window,
+            :func:`~landcover.inference.predict.default_window`: the bundle's tile size, at
+            least 256 px of the network's, i.e. ``256 * stride``).
         overlap_percent: Deepness' tile overlap in percent (default 25, like ``predict``).
         seg_small_segment: Deepness' small-segment removal (pixels, 0 = off).
 
@@ -288,9 +290,11 @@ def export_onnx(
     """
     import onnx
 
+    from landcover.inference.predict import default_window
+
     if not 0 <= overlap_percent < 100:
         raise ValueError(f"overlap must be 0..99 percent; got {overlap_percent}")
-    tile = int(tile_size or max(bundle.tile_size, 256))
+    tile = int(tile_size or default_window(bundle))
     if tile < 16:
         raise ValueError(f"tile size must be at least 16 px; got {tile}")
     if pixel_size_m is None and bundle.info.get("pixel_size_m") is not None:

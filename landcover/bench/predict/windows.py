@@ -43,8 +43,20 @@ def largest_image(root: Path) -> tuple[Path, Path]:
     return best, best.parent.parent / "masks" / f"{best.stem}.png"
 
 
-def _fit_bundle(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> Any:
-    """A transductive-BatchNorm MAML bundle whose network is fitted to ``mask``."""
+def fit_bundle(
+    image: np.ndarray, mask: np.ndarray, *, learner: str = "maml", steps: int = FIT_STEPS,
+    seed: int = 0,
+) -> Any:  # fmt: skip
+    """A bundle of the folder configuration's network fitted to ``mask`` (Adam).
+
+    Args:
+        image: ``(3, H, W)`` RGB, both sides at least 256 px.
+        mask: ``(H, W)`` class indices of :data:`landcover.bench.strokes.DUBAI`.
+        learner: ``"maml"`` (transductive BatchNorm) or ``"mamlpp"`` (per-step running
+            statistics, which then hold the training batches' running statistics).
+        steps: Adam steps on four random 256-px crops each.
+        seed: Seed of the initialisation and the crops.
+    """
     import torch
 
     from landcover.bench.strokes import DUBAI, IGNORE_INDEX
@@ -64,7 +76,7 @@ def _fit_bundle(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> Any:
     gen = torch.Generator().manual_seed(seed)
     h, w = x.shape[-2:]
     model.train()  # batch statistics, as the transductive policy normalises
-    for _ in range(FIT_STEPS):
+    for _ in range(steps):
         ys = torch.randint(0, h - WINDOW + 1, (4,), generator=gen).tolist()
         xs = torch.randint(0, w - WINDOW + 1, (4,), generator=gen).tolist()
         xb = torch.stack([xn[:, a : a + WINDOW, b : b + WINDOW] for a, b in zip(ys, xs)])
@@ -72,9 +84,10 @@ def _fit_bundle(image: np.ndarray, mask: np.ndarray, seed: int = 0) -> Any:
         opt.zero_grad()
         loss(model(xb), yb).backward()
         opt.step()
-    learner = build_learner("maml", model, loss, steps=1, inner_lr=0.1, bn="transductive")
+    bn = "transductive" if learner == "maml" else "per_step"
+    fitted = build_learner(learner, model, loss, steps=1, inner_lr=0.1, bn=bn)
     return ModelBundle.from_learner(
-        learner.eval(), bands=["red", "green", "blue"], mean=mean.tolist(), std=std.tolist(),
+        fitted.eval(), bands=["red", "green", "blue"], mean=mean.tolist(), std=std.tolist(),
         classes=DUBAI, tile_size=WINDOW,
     )  # fmt: skip
 
@@ -98,7 +111,7 @@ def window_agreement(root: Path, out_dir: Path) -> dict[str, Any]:
     raw = np.asarray(Image.open(mask_path).convert("RGB")).copy()
     raw[(raw == 0).all(axis=-1)] = (155, 155, 155)  # black = unlabeled (as in Tile 3)
     mask = DUBAI.encode(raw, mask_path)
-    bundle = _fit_bundle(image, mask)
+    bundle = fit_bundle(image, mask)
     h, w = image.shape[-2:]
     whole = -(-max(h, w) // 32) * 32
     name = f"{image_path.parent.parent.name}/{image_path.name}"
