@@ -255,7 +255,9 @@ def predict_raster(
         vector: Minimum mapping unit and simplification of the polygons (default
             :class:`VectorOptions`: 16 px, 1 px).
         style: Write QGIS styles (``.qml``) and GDAL category names (``.aux.xml``) next to
-            the class map and the probabilities.
+            the class map, the probabilities and the GeoJSON (unless the GeoJSON has the
+            class map's name: QGIS reads ``NAME.qml`` for both; ``info["notes"]`` says so).
+            The GeoPackage always carries its style inside.
         cog: Write Cloud-Optimized GeoTIFFs.
         batch_size: Windows per forward pass.
         progress: Show a progress bar (windows per second, time left).
@@ -352,6 +354,17 @@ def predict_raster(
             if geojson is not None:
                 geo_path = write_geojson(paths[0], geojson, scheme, options=opts,
                                          probabilities=prob_file)  # fmt: skip
+                shared = Path(geo_path).with_suffix(".qml") == Path(paths[0]).with_suffix(".qml")
+                if style and shared:  # QGIS reads STEM.qml for both: the class map's wins
+                    info["notes"] = [
+                        f"no QGIS style for {geo_path}: {Path(geo_path).with_suffix('.qml')} "
+                        "is the class map's; give the GeoJSON another name for a styled layer"
+                    ]
+                elif style:
+                    from landcover.geo.vector_style import write_vector_qml
+
+                    qml = write_vector_qml(geo_path, scheme)
+                    info["sidecars"] = [*info.get("sidecars", []), str(qml)]
             if gpkg is not None:
                 info["gpkg_path"] = write_gpkg(paths[0], gpkg, scheme, options=opts,
                                                probabilities=prob_file)  # fmt: skip

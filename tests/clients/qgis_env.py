@@ -48,7 +48,11 @@ def deepness_missing() -> str | None:
 
 
 def run_in_qgis(script: Path, *args: str, timeout: float = 600) -> dict:
-    """Run ``script`` with QGIS (and Deepness) importable; its last stdout line is JSON."""
+    """Run ``script`` with QGIS (and Deepness) importable; its last stdout line is JSON.
+
+    Returns:
+        That JSON object, with the child's stderr under ``"stderr"``.
+    """
     env = {
         **os.environ,
         "QT_QPA_PLATFORM": "offscreen",
@@ -62,4 +66,6 @@ def run_in_qgis(script: Path, *args: str, timeout: float = 600) -> dict:
     if proc.returncode != 0 or not lines:
         raise AssertionError(f"{script.name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                              f"\n{proc.stderr[-3000:]}")  # fmt: skip
-    return json.loads(lines[-1])
+    result = json.loads(lines[-1])
+    result["stderr"] = proc.stderr  # GDAL's warnings ("Warning 1: ...") land here
+    return result
