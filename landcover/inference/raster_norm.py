@@ -158,13 +158,13 @@ class NormStatistics:
             windows: ``(window (1, C, h, w), weight (1, 1, h, w))`` pairs; the weight is 1
                 on valid pixels and 0 on nodata and padding.
 
-        Raises:
-            ValueError: No window has a valid pixel.
+        A raster without a valid pixel gets no statistics (it has no window to map
+        either: windows without valid pixels are skipped).
         """
         self.clear()
         pairs = [(x, w) for x, w in windows if float(w.sum()) > 0]
         if not pairs:
-            raise ValueError("the raster has no valid pixel to compute statistics from")
+            return
         self._order, self._weight = [], pairs[0][1]
         try:
             forward(pairs[0][0])

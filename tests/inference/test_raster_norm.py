@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
 import torch
 from torch import nn
 
 from landcover.inference.errors import BundleError
-from landcover.inference.predict import Predictor, predict_array
+from landcover.inference.predict import Predictor, predict_array, predict_raster
 from landcover.inference.raster_norm import (
     MAX_WINDOWS,
     STATS_WINDOW,
@@ -114,3 +117,13 @@ def test_onnxruntime_engine_refuses_batch_dependent_models() -> None:
         Predictor.from_bundle(bundle, engine="onnxruntime")
     group = tiny_bundle(3, 3, model_options={"width": 4, "depth": 2, "norm": "group"})
     assert Predictor.from_bundle(group).norm_stats is None  # per window, batch-free
+
+
+def test_all_nodata_raster_maps_to_nodata(tmp_path: Path, write_tif) -> None:
+    bundle = tiny_bundle(3, 3, learner="maml", learner_options=TRANSDUCTIVE,
+                         model_options={"width": 4, "depth": 2, "norm": "batch"})  # fmt: skip
+    src = write_tif(tmp_path / "empty.tif", np.zeros((3, 40, 50), np.uint16), nodata=0)
+    out = tmp_path / "map.tif"
+    predict_raster(Predictor.from_bundle(bundle), src, out, window=32, progress=False)
+    with rasterio.open(out) as ds:
+        assert (ds.read(1) == ds.nodata).all()
