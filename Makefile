@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format postgres-server
+.PHONY: demo test lint format postgres-server clients
 
 # The API tests also run against a throwaway PostgreSQL cluster (tests/api/pgcluster.py);
 # they need the server binaries: Debian's postgresql package, installed when missing.
@@ -23,9 +23,17 @@ ifeq ($(PG_INITDB),)
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 endif
 
+# The real-client tests (tests/clients) run QGIS (Debian's python3-qgis, QGIS 3.22) and the
+# QGIS Deepness plugin (not on PyPI: its public repository, tag 0.6.5, cloned into
+# .cache/deepness; LANDCOVER_DEEPNESS / LANDCOVER_QGIS_PYTHONPATH point elsewhere).
+DEEPNESS_TAG := 0.6.5
+clients:
+	test -d /usr/lib/python3/dist-packages/qgis || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-qgis)
+	test -d .cache/deepness/src/deepness || git clone --quiet --depth 1 --branch $(DEEPNESS_TAG) https://github.com/PUTvision/qgis-plugin-deepness .cache/deepness
+
 # The browser tests (tests/web) drive Debian's chromium through Playwright (as root here);
 # the API tests start a throwaway PostgreSQL cluster with the server's binaries.
-test: $(STAMP) postgres-server
+test: $(STAMP) postgres-server clients
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
