@@ -23,13 +23,12 @@ ifeq ($(PG_INITDB),)
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 endif
 
-# The real-client tests (tests/clients) run QGIS (Debian's python3-qgis, QGIS 3.22) and the
-# QGIS Deepness plugin (not on PyPI: its public repository, tag 0.6.5, cloned into
-# .cache/deepness; LANDCOVER_DEEPNESS / LANDCOVER_QGIS_PYTHONPATH point elsewhere).
-DEEPNESS_TAG := 0.6.5
+# The real-client tests (tests/clients) run QGIS (Debian's python3-qgis, QGIS 3.22, installed
+# here when missing) and the QGIS Deepness plugin 0.6.5, which is not on any package registry:
+# they find a checkout's src folder in LANDCOVER_DEEPNESS, .cache/deepness/src or
+# ~/.cache/landcover/deepness/src, and skip naming what is missing otherwise.
 clients:
-	test -d /usr/lib/python3/dist-packages/qgis || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-qgis)
-	test -d .cache/deepness/src/deepness || git clone --quiet --depth 1 --branch $(DEEPNESS_TAG) https://github.com/PUTvision/qgis-plugin-deepness .cache/deepness
+	test -d /usr/lib/python3/dist-packages/qgis || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-qgis) || echo "python3-qgis could not be installed: tests/clients will skip"
 
 # The browser tests (tests/web) drive Debian's chromium through Playwright (as root here);
 # the API tests start a throwaway PostgreSQL cluster with the server's binaries.

@@ -9,8 +9,8 @@ the venv's, so the venv's numpy and onnxruntime are the ones Deepness imports).
   ``/usr/lib/python3/dist-packages``).
 - Deepness (Aszkowski et al. 2023, not on PyPI): the ``src`` folder of a checkout of
   https://github.com/PUTvision/qgis-plugin-deepness, found in ``LANDCOVER_DEEPNESS``
-  (default ``.cache/deepness/src`` in the repository, where ``make clients`` clones
-  tag 0.6.5).
+  (default ``.cache/deepness/src`` in the repository, else
+  ``~/.cache/landcover/deepness/src``; tag 0.6.5).
 
 Tests that need them skip, naming what is missing and how to get it.
 """
@@ -25,7 +25,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 QGIS_PATH = Path(os.environ.get("LANDCOVER_QGIS_PYTHONPATH", "/usr/lib/python3/dist-packages"))
-DEEPNESS_SRC = Path(os.environ.get("LANDCOVER_DEEPNESS", REPO / ".cache" / "deepness" / "src"))
+#: Where Deepness's ``src`` folder is looked for: ``LANDCOVER_DEEPNESS``, else the
+#: repository's ``.cache/deepness/src``, else the machine's ``~/.cache/landcover/deepness/src``
+#: (a copy kept outside any checkout, so fresh clones on the machine find it too).
+_CANDIDATES = [REPO / ".cache" / "deepness" / "src",
+               Path.home() / ".cache" / "landcover" / "deepness" / "src"]  # fmt: skip
+DEEPNESS_SRC = Path(
+    os.environ.get(
+        "LANDCOVER_DEEPNESS",
+        next((c for c in _CANDIDATES if (c / "deepness").is_dir()), _CANDIDATES[0]),
+    )
+)
 
 
 def qgis_missing() -> str | None:
@@ -41,8 +51,9 @@ def deepness_missing() -> str | None:
     missing = qgis_missing()
     if missing is None and not (DEEPNESS_SRC / "deepness" / "processing").is_dir():
         missing = (
-            f"the Deepness plugin is not in {DEEPNESS_SRC} (make clients, or set "
-            "LANDCOVER_DEEPNESS to the src folder of a qgis-plugin-deepness checkout)"
+            f"the Deepness plugin is not in {DEEPNESS_SRC} nor ~/.cache/landcover/deepness/src "
+            "(it is not on PyPI: put a checkout of qgis-plugin-deepness 0.6.5 there, or set "
+            "LANDCOVER_DEEPNESS to its src folder)"
         )
     return missing
 

@@ -3,7 +3,7 @@
 Deepness' own code (its ``Segmentor`` model class and ``MapProcessorSegmentation``, the
 plugin's full map processing including the per-class vector layers) runs in a QGIS child
 process (:mod:`qgis_env`) on a real aerial tile. Skipped, with the reason, without QGIS or
-the plugin: ``make clients`` installs both.
+the plugin (``make clients`` installs QGIS; Deepness: see :mod:`qgis_env`).
 """
 
 from __future__ import annotations
