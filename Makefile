@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format postgres-server
+.PHONY: demo test lint format postgres-server clients
 
 # The API tests also run against a throwaway PostgreSQL cluster (tests/api/pgcluster.py);
 # they need the server binaries: Debian's postgresql package, installed when missing.
@@ -23,9 +23,16 @@ ifeq ($(PG_INITDB),)
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 endif
 
+# The real-client tests (tests/clients) run QGIS (Debian's python3-qgis, QGIS 3.22, installed
+# here when missing) and the QGIS Deepness plugin 0.6.5, which is not on any package registry:
+# they find a checkout's src folder in LANDCOVER_DEEPNESS, .cache/deepness/src or
+# ~/.cache/landcover/deepness/src, and skip naming what is missing otherwise.
+clients:
+	test -d /usr/lib/python3/dist-packages/qgis || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-qgis) || echo "python3-qgis could not be installed: tests/clients will skip"
+
 # The browser tests (tests/web) drive Debian's chromium through Playwright (as root here);
 # the API tests start a throwaway PostgreSQL cluster with the server's binaries.
-test: $(STAMP) postgres-server
+test: $(STAMP) postgres-server clients
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

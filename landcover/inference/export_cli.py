@@ -230,7 +230,8 @@ def main(argv: list[str]) -> int:
         type=int,
         default=None,
         metavar="PX",
-        help="--onnx: square tile size (default max(bundle tile size, 256))",
+        help="--onnx: square tile size (default: predict's window, max(bundle tile size, "
+        "256 x the network's stride))",
     )
     parser.add_argument(
         "--tiles-overlap",

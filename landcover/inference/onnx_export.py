@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from landcover import __version__
-from landcover.inference.bundle import ModelBundle
+from landcover.inference.bundle import ModelBundle, find_model
 from landcover.inference.errors import BundleError
 from landcover.meta.functional import call_with
 from landcover.meta.protocol import AdaptedState
@@ -184,16 +184,59 @@ def _check_same(
         )
 
 
+def _refuse_batch_statistics(module: nn.Module, bands: int, model: nn.Module) -> None:
+    """Refuse a network whose output for a tile depends on the other tiles of its batch.
+
+    A learner with transductive BatchNorm normalises with the batch's statistics: in
+    Deepness every batch of tiles would be normalised by itself and the map would depend
+    on the tiles (``landcover predict`` gives such models one statistic per raster,
+    :mod:`landcover.inference.raster_norm`, which a graph of fixed tiles cannot).
+    """
+    s = 2 * int(model.size_divisor)
+    x = torch.randn(2, bands, s, s, generator=torch.Generator().manual_seed(0))
+    x[1] *= 3.0
+    try:
+        with torch.no_grad():
+            both, one = module(x)[:1], module(x[:1])
+    except Exception:  # a learner that cannot predict: the export says why (_export)
+        return
+    if not torch.allclose(both, one, rtol=1e-4, atol=1e-4):
+        raise BundleError(
+            "this model normalises with the statistics of the batch at hand (transductive "
+            "BatchNorm): in Deepness each batch of tiles would be normalised by itself and "
+            "the map would change with the tiles; map it with `landcover predict` (one "
+            "statistic for the whole raster), or train with bn: per_step or norm: group to "
+            "export it"
+        )
+
+
 def deepness_metadata(
     bundle: ModelBundle,
     *,
     pixel_size_m: float | None,
     tile_size: int,
     overlap_percent: int,
-    seg_thresh: float = 0.5,
+    seg_thresh: float = 0.0,
     small_segment: int = 0,
 ) -> dict[str, str]:
-    """The ``metadata_props`` of the Deepness graph (every value JSON-encoded)."""
+    """The ``metadata_props`` of the Deepness graph (every value JSON-encoded).
+
+    ``seg_thresh``: Deepness sets every class probability below it to 0 *before* the
+    argmax, so a pixel whose highest probability is below it becomes class 0. The graph
+    ends in a softmax over ``K`` classes, whose highest probability is at least ``1 / K``:
+    a threshold of at most ``1 / K`` never changes the argmax (the default 0 turns it
+    off); a higher one is refused.
+
+    Raises:
+        ValueError: ``seg_thresh`` outside ``[0, 1 / K]``.
+    """
+    k = len(bundle.class_names)
+    if not 0.0 <= seg_thresh <= 1.0 / k:
+        raise ValueError(
+            f"seg_thresh must be between 0 and 1/{k} (the least top probability of a "
+            f"softmax over {k} classes); got {seg_thresh}: Deepness would turn pixels "
+            "whose top probability is below it into class 0"
+        )
     meta: dict[str, Any] = {
         "model_type": "Segmentor",
         "class_names": {str(i): n for i, n in enumerate(bundle.class_names)},
@@ -239,7 +282,9 @@ def export_onnx(
         out: Output ``.onnx`` path.
         pixel_size_m: Ground size of a pixel in metres (Deepness' ``resolution``, in cm);
             default ``bundle.info["pixel_size_m"]`` when recorded, else omitted.
-        tile_size: Square tile size of the graph (default: ``max(bundle tile size, 256)``).
+        tile_size: Square tile size of the graph (default: ``landcover predict``'s window,
+            :func:`~landcover.inference.predict.default_window`: the bundle's tile size, at
+            least 256 px of the network's, i.e. ``256 * stride``).
         overlap_percent: Deepness' tile overlap in percent (default 25, like ``predict``).
         seg_small_segment: Deepness' small-segment removal (pixels, 0 = off).
 
@@ -248,17 +293,30 @@ def export_onnx(
     """
     import onnx
 
+    from landcover.inference.predict import default_window
+
     if not 0 <= overlap_percent < 100:
         raise ValueError(f"overlap must be 0..99 percent; got {overlap_percent}")
-    tile = int(tile_size or max(bundle.tile_size, 256))
+    tile = int(tile_size or default_window(bundle))
     if tile < 16:
         raise ValueError(f"tile size must be at least 16 px; got {tile}")
     if pixel_size_m is None and bundle.info.get("pixel_size_m") is not None:
         pixel_size_m = float(bundle.info["pixel_size_m"])
     module = DeepnessModule(_modules(bundle)).eval()
+    _refuse_batch_statistics(module, bundle.num_bands, find_model(module.logits.learner))
     example = torch.zeros(1, bundle.num_bands, tile, tile)
     data = _trace(module, example, {"x": {0: "batch"}, "y": {0: "batch"}})
     model = onnx.load_from_string(data)
+    with torch.no_grad():
+        shape = tuple(module(example).shape)
+    if shape != (1, len(bundle.class_names), tile, tile):
+        raise BundleError(
+            f"the network maps a {tile}x{tile} tile to an output of shape {shape}, not "
+            f"(1, {len(bundle.class_names)}, {tile}, {tile}); Deepness needs one class map "
+            "of the tile's size: choose a --tile-size that is a multiple of "
+            f"{find_model(module.logits.learner).size_divisor}"
+        )
+    _static_shapes(model, bundle.num_bands, len(bundle.class_names), tile)
     meta = deepness_metadata(bundle, pixel_size_m=pixel_size_m, tile_size=tile,
                              overlap_percent=overlap_percent,
                              small_segment=seg_small_segment)  # fmt: skip
@@ -278,6 +336,28 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _static_shapes(model: Any, bands: int, classes: int, tile: int) -> None:
+    """Declare the Deepness graph's input and output as ``(batch, C|K, tile, tile)``.
+
+    The tracer leaves the output's channel and size symbolic when the network computes a
+    size at run time (a stride > 1 U-Net upsamples its logits to the input's size), and
+    Deepness reads the number of classes and the output size from the declared shape
+    (a symbolic ``'Softmaxy_dim_1'`` crashed its map processor). Only the batch stays
+    symbolic. :func:`_check_same` then runs the graph at this size, so a declaration that
+    did not match what the graph computes is caught before anything is written.
+    """
+    for value, channels in ((model.graph.input[0], bands), (model.graph.output[0], classes)):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 4:
+            raise BundleError(
+                f"the exported graph's {value.name!r} has {len(dims)} dimensions, not 4 "
+                "(N, C, H, W); this learner cannot be exported for Deepness"
+            )
+        dims[0].dim_param = "batch"
+        for dim, size in zip(dims[1:], (channels, tile, tile)):
+            dim.dim_value = int(size)  # clears a symbolic dim_param
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

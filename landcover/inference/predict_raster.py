@@ -58,6 +58,7 @@ from landcover.inference.predict import (
     blend_rows,
     default_window,
 )
+from landcover.inference.raster_norm import grid_windows
 from landcover.inference.sliding import WindowPlan, balanced_window, pad_to
 from landcover.inference.vectorize import VectorOptions
 
@@ -197,6 +198,31 @@ def _strips(
                    torch.from_numpy(pad_to(valid, plan.win_h, plan.width)))  # fmt: skip
 
 
+def _grid(
+    src_path: str | Path, multiple: int, bands: list[int]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Raw bands and validity of a grid of windows over the raster (for one statistic)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = rasterio.open(src_path)
+    with src:
+        for y, x, rows, cols, top, bottom, left, right in grid_windows(
+            src.height, src.width, multiple
+        ):
+            win = Window(x, y, cols, rows)
+            try:
+                data = src.read(bands, window=win)
+                valid = band_validity(src, bands, data, win)
+            except rasterio.errors.RasterioIOError as err:
+                raise GeoDataError(f"cannot read pixels (corrupt file?): {err}", src_path) from None
+            data = data.astype(np.float32)
+            data[:, ~valid] = np.nan  # as in prediction: nodata is no statistic's pixel
+            own = np.zeros_like(valid)  # the window's owned part
+            own[top:bottom, left:right] = True
+            valid &= own
+            yield torch.from_numpy(data), torch.from_numpy(valid)
+
+
 def predict_raster(
     predictor: Predictor,
     src: str | Path,
@@ -231,7 +257,9 @@ def predict_raster(
         vector: Minimum mapping unit and simplification of the polygons (default
             :class:`VectorOptions`: 16 px, 1 px).
         style: Write QGIS styles (``.qml``) and GDAL category names (``.aux.xml``) next to
-            the class map and the probabilities.
+            the class map, the probabilities and the GeoJSON (unless the GeoJSON has the
+            class map's name: QGIS reads ``NAME.qml`` for both; ``info["notes"]`` says so).
+            The GeoPackage always carries its style inside.
         cog: Write Cloud-Optimized GeoTIFFs.
         batch_size: Windows per forward pass.
         progress: Show a progress bar (windows per second, time left).
@@ -295,7 +323,10 @@ def predict_raster(
                disable=not progress, smoothing=0.1)  # fmt: skip
     writer = _Writer(write)
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        with (
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES),
+            predictor.one_statistic(lambda: _grid(src, predictor.size_divisor, bands)),
+        ):
             strips = _in_thread(_strips(src, plan, bands))
             for row in blend_rows(predictor, plan, strips, batch_size, bar,
                                   argmax=not keep_probs):  # fmt: skip
@@ -334,6 +365,17 @@ def predict_raster(
             if geojson is not None:
                 geo_path = write_geojson(paths[0], geojson, scheme, options=opts,
                                          probabilities=prob_file)  # fmt: skip
+                shared = Path(geo_path).with_suffix(".qml") == Path(paths[0]).with_suffix(".qml")
+                if style and shared:  # QGIS reads STEM.qml for both: the class map's wins
+                    info["notes"] = [
+                        f"no QGIS style for {geo_path}: {Path(geo_path).with_suffix('.qml')} "
+                        "is the class map's; give the GeoJSON another name for a styled layer"
+                    ]
+                elif style:
+                    from landcover.geo.vector_style import write_vector_qml
+
+                    qml = write_vector_qml(geo_path, scheme)
+                    info["sidecars"] = [*info.get("sidecars", []), str(qml)]
             if gpkg is not None:
                 info["gpkg_path"] = write_gpkg(paths[0], gpkg, scheme, options=opts,
                                                probabilities=prob_file)  # fmt: skip

@@ -23,8 +23,11 @@ value, or the index for maps of indices; :mod:`landcover.geo.map_values`), ``cla
 ``color``, ``area_m2`` (pixels
 x pixel area before simplification; ``null`` without a CRS) and ``mean_prob`` (mean
 probability of the polygon's class over its pixels, when probabilities are given).
-GeoJSON is written in WGS 84 (RFC 7946; pixel coordinates for rasters without a CRS),
-GeoPackage (:mod:`pyogrio`, GDAL's OGR) in the raster's own CRS.
+GeoJSON is written in WGS 84 (RFC 7946; pixel coordinates for rasters without a CRS,
+which GeoJSON cannot mark as such: readers take them for WGS 84, so ``landcover predict``
+refuses ``--geojson`` there and points to ``--gpkg``), GeoPackage (:mod:`pyogrio`, GDAL's
+OGR; version 1.2, with its QGIS style) in the raster's own CRS, or with no spatial
+reference and QGIS' placement of an unreferenced raster (y = -row).
 
 Memory: the class map is read whole (1 byte per pixel) plus a 4-byte label image and, for
 ``mean_prob``, one float per pixel.
@@ -52,6 +55,10 @@ from landcover.geo.map_values import index_lut
 from landcover.geo.raster import open_raster
 
 WGS84 = "EPSG:4326"
+#: GeoPackage version written: 1.2 opens without warnings in GDAL 3.6 / QGIS 3.22.
+GPKG_VERSION = "1.2"
+#: QGIS places a raster without CRS and geotransform at x in [0, W], y in [-H, 0].
+QGIS_UNREFERENCED = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 _EARTH_M_PER_DEG = 111_320.0
 
 
@@ -300,10 +307,21 @@ def write_gpkg(
     probabilities: str | Path | None = None,
     layer: str = "landcover",
 ) -> Path:
-    """Polygonize a class-map GeoTIFF into a GeoPackage layer in the raster's CRS."""
+    """Polygonize a class-map GeoTIFF into a GeoPackage layer in the raster's CRS.
+
+    The GeoPackage is version :data:`GPKG_VERSION` (GDAL >= 3.6 writes 1.4 by default,
+    which GDAL 3.6 / QGIS 3.22 open with a "may only be partially supported" warning)
+    and carries its QGIS style (:func:`landcover.geo.vector_style.add_gpkg_style`). A
+    raster without CRS and geotransform (a plain JPEG) gets polygons where QGIS draws it
+    (x = column, y = -row) and a layer without a spatial reference.
+    """
     import pyogrio.raw
 
+    from landcover.geo.vector_style import add_gpkg_style
+
     arr, transform, crs, probs = _read(class_map, probabilities)
+    if crs is None and transform == Affine.identity():
+        transform = QGIS_UNREFERENCED  # where QGIS draws such a raster
     geoms, attrs = polygons(arr, scheme, transform=transform, crs=crs, nodata=nodata,
                             options=options, probabilities=probs)  # fmt: skip
     names = ["class_id", "class_name", "color", "area_m2", "mean_prob"]
@@ -324,7 +342,9 @@ def write_gpkg(
                 str(tmp), wkb, columns, names, driver="GPKG", layer=layer,
                 geometry_type="MultiPolygon",
                 crs=crs.to_wkt() if crs is not None else None, promote_to_multi=True,
+                dataset_options={"VERSION": GPKG_VERSION},
             )  # fmt: skip
+        add_gpkg_style(tmp, layer, scheme, geometry="geom")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

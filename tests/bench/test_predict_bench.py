@@ -41,6 +41,7 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     bench.add_arguments(parser)
     args = parser.parse_args(["--quick", "--window", "64", "--width", "128", "--scene", "320",
                               "--crop", "256", "--fast-window", "128",
+                              "--real", str(tmp_path / "absent"),
                               "--json", str(tmp_path / "b.json")])  # fmt: skip
     assert bench.run(args) == 0
     printed = capsys.readouterr().out
@@ -65,3 +66,27 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
             if r["simplify_px"] > 0:
                 assert r["coverage_valid"]
     assert 0.0 < data["vectors"]["map_accuracy"] <= 1.0
+    cost = {r["case"]: r for r in data["vector_cost"]}
+    assert list(cost) == ["map only", "+ gpkg", "+ gpkg + geojson"]
+    assert all(r["raster"] == "512x512" and r["seconds"] > 0 for r in cost.values())
+    assert (
+        cost["+ gpkg"]["extra_seconds"] == cost["+ gpkg"]["seconds"] - cost["map only"]["seconds"]
+    )
+    assert "cost of the vector output" in printed and "window agreement: skipped" in printed
+
+
+@pytest.mark.slow
+def test_window_agreement_on_a_real_aerial_image(shared_data: Path, tmp_path: Path) -> None:
+    """Transductive BatchNorm, stride 4 (configs/folder.yaml's model): before, each window
+    had its own statistics and 256/64 windows agreed with one whole-raster window on 0.82
+    of a real 1099x846 tile; with one statistic per raster and the default 1024-px windows,
+    >= 0.995 (measured 1.0)."""
+    from landcover.bench.predict.windows import window_agreement
+
+    root = shared_data / "dubai-aerial"
+    if not root.is_dir():
+        pytest.skip("dubai-aerial not in the shared data")
+    got = window_agreement(root, tmp_path)
+    assert (got["width"], got["height"]) == (1099, 846) and got["fit_pixel_accuracy"] > 0.7
+    assert got["one statistic"]["agreement"] >= 0.995
+    assert got["per-window statistics"]["agreement_256"] < 0.9

@@ -13,7 +13,12 @@ import torch
 from landcover.cli import main as cli
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
-from landcover.inference.onnx_export import OrtRunner, export_onnx, read_metadata
+from landcover.inference.onnx_export import (
+    OrtRunner,
+    deepness_metadata,
+    export_onnx,
+    read_metadata,
+)
 from landcover.inference.predict import Predictor, predict_raster
 from landcover.inference.testing import tiny_bundle
 
@@ -89,11 +94,57 @@ def test_deepness_metadata_round_trip(per_step: ModelBundle, tmp_path: Path) -> 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     assert inp.shape[1:] == [4, 128, 128] and out.shape[1:] == [3, 128, 128]
-    # a graph that does not reproduce torch (untrained transductive BatchNorm) is refused
-    with pytest.raises(BundleError, match="does not reproduce this bundle's predictions"):
+    # a softmax's top probability is at least 1/K: no threshold may zero it before the
+    # argmax (Deepness applies seg_thresh first; 0.5 turned half a real tile into class 0)
+    assert meta["seg_thresh"] == 0.0
+    with pytest.raises(ValueError, match="seg_thresh must be between 0 and 1/3"):
+        deepness_metadata(per_step, pixel_size_m=None, tile_size=128, overlap_percent=0,
+                          seg_thresh=0.5)  # fmt: skip
+    # batch statistics (transductive BatchNorm): each Deepness batch would be normalised
+    # by itself, so the export is refused
+    with pytest.raises(BundleError, match="statistics of the batch at hand"):
         export_onnx(tiny_bundle(4, 3, model_options={"width": 4, "depth": 2, "norm": "batch"}),
                     tmp_path / "t.onnx")  # fmt: skip
     assert not (tmp_path / "t.onnx").exists()
+
+
+#: Learners whose network predicts with its forward pass, as meta bundles.
+FORWARD_LEARNERS = ("maml", "fomaml", "mamlpp", "reptile", "metasgd", "anil", "imaml",
+                    "alphamaml", "bias_transform", "meta_lstm", "pretrain", "scratch")  # fmt: skip
+CASES = [(name, "group", 4) for name in FORWARD_LEARNERS] + [
+    (name, norm, stride)
+    for name in ("maml", "mamlpp", "protonet", "cavia", "ridge")
+    for norm in ("batch", "group", "none")
+    for stride in (1, 4)
+]
+
+
+@pytest.mark.parametrize(("learner", "norm", "stride"), CASES)
+def test_every_accepted_export_has_static_channels_and_tile(
+    learner: str, norm: str, stride: int, tmp_path: Path
+) -> None:
+    """Deepness reads the class count and tile size from the declared output shape: a
+    stride-4 U-Net (configs/folder.yaml) exported ['batch', 'Softmaxy_dim_1', ...] and its
+    map processor crashed. Whatever export accepts declares (batch, K, tile, tile)."""
+    options = {"width": 4, "depth": 2, "norm": norm, "stride": stride}
+    bundle = tiny_bundle(3, 5, learner=learner, seed=1, model_options=options)
+    try:
+        path = export_onnx(bundle, tmp_path / "m.onnx", tile_size=64)
+    except BundleError as err:  # refused in words, nothing written
+        assert "export" in str(err) and not (tmp_path / "m.onnx").exists()
+        assert learner in {"protonet", "cavia", "ridge"} or norm == "batch"
+        return
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    for value, channels in ((graph.input[0], 3), (graph.output[0], 5)):
+        dims = value.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch"
+        assert [d.dim_value for d in dims[1:]] == [channels, 64, 64]
+        assert not any(d.dim_param for d in dims[1:])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    assert sess.run(None, {"x": x})[0].shape == (2, 5, 64, 64)
 
 
 def test_cli_export_onnx_and_predict_with_onnxruntime(

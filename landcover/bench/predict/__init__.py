@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="precision of the fast path (int8: used only where it agrees)",
     )
+    parser.add_argument(
+        "--real",
+        type=Path,
+        default=Path("../shared/data/dubai-aerial"),
+        help="dubai-aerial folder: window agreement on its largest real image (skipped if absent)",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="write results as JSON")
 
 
@@ -191,7 +197,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["raster"] is not None:
         res = predict_raster(predictor, spec["raster"], spec["out"], window=w, overlap=overlap,
                        batch_size=int(spec.get("batch_size", 4)), balance=bool(spec.get("balance")),
-                       progress=bool(spec.get("progress", False)))  # fmt: skip
+                       progress=bool(spec.get("progress", False)), gpkg=spec.get("gpkg"),
+                       geojson=spec.get("geojson"))  # fmt: skip
     seconds = time.perf_counter() - start
     peak = _status_mb("VmHWM")
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -200,6 +207,52 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": peak, "rss_before_mb": before, "growth_mb": peak - before,
             "ru_maxrss_mb": maxrss, "peak_was_reset": reset, "seconds": seconds,
             "precision": predictor.precision, "int8_note": int8}  # fmt: skip
+
+
+def _vector_cost(fast: dict[str, Any], d: Path, side: int) -> list[dict[str, Any]]:
+    """Time and peak memory of predict on a ``side``² raster without and with vectors.
+
+    Each case in a fresh process (:func:`_child`): the map alone; with ``--gpkg``; with
+    ``--gpkg`` and ``--geojson``. The vectoriser reads the whole class map (1 byte per
+    pixel), a 4-byte label image and the probabilities for ``mean_prob``.
+    """
+    from landcover.bench.predict import scene as ps
+
+    raster = str(_write_raster(d / f"vec_{side}.tif", side, side, seed=5))
+    rows = []
+    for label, extra in (("map only", {}), ("+ gpkg", {"gpkg": str(d / "v.gpkg")}),
+                         ("+ gpkg + geojson", {"gpkg": str(d / "v2.gpkg"),
+                                               "geojson": str(d / "v2.geojson")})):  # fmt: skip
+        r = ps.run_child({**fast, "raster": raster, "out": str(d / "vec_out.tif"), **extra})
+        rows.append({"case": label, "raster": f"{side}x{side}", "seconds": r["seconds"],
+                     "growth_mb": r["growth_mb"], "peak_rss_mb": r["peak_rss_mb"]})  # fmt: skip
+    for row in rows[1:]:
+        row["extra_seconds"] = row["seconds"] - rows[0]["seconds"]
+        row["extra_mb"] = row["growth_mb"] - rows[0]["growth_mb"]
+    return rows
+
+
+def _print_vectors_and_windows(
+    vc: list[dict[str, Any]], windows: dict[str, Any] | None, real: Path
+) -> None:
+    print("\ncost of the vector output (fast path, fresh process each)")
+    print(f"{'case':<18} {'raster':>11} {'seconds':>8} {'+s':>7} {'growth MB':>10} {'+MB':>7}")
+    for r in vc:
+        print(f"{r['case']:<18} {r['raster']:>11} {r['seconds']:>8.2f} "
+              f"{r.get('extra_seconds', 0.0):>7.2f} {r['growth_mb']:>10.1f} "
+              f"{r.get('extra_mb', 0.0):>7.1f}")  # fmt: skip
+    if windows is None:
+        print(f"\nwindow agreement: skipped ({real} not found; give --real)")
+        return
+    print(f"\ndefault windows vs one whole-raster window, {windows['image']} "
+          f"({windows['width']}x{windows['height']}, real aerial JPEG; transductive-BatchNorm "
+          f"stride-4 U-Net fitted to its mask, pixel accuracy "
+          f"{windows['fit_pixel_accuracy']:.3f})")  # fmt: skip
+    default = f"default {windows['window']}/{windows['overlap']}"
+    print(f"{'statistics':<24} {default:>16} {'256/64':>8}")
+    for case in ("one statistic", "per-window statistics"):
+        w = windows[case]
+        print(f"{case:<24} {w['agreement']:>16.4f} {w['agreement_256']:>8.4f}")
 
 
 def _throughput(bundle: Path, raster: Path, out: Path, window: int, device: str) -> dict[str, Any]:
@@ -299,6 +352,13 @@ def run(args: argparse.Namespace) -> int:
             d, 256 if args.quick else 1024, _bundle, steps=10 if args.quick else pv.TRAIN_STEPS
         )
         save()
+        vc = result["vector_cost"] = _vector_cost(fast, d, 512 if args.quick else 4096)
+        save()
+        if args.real.is_dir():
+            from landcover.bench.predict.windows import window_agreement
+
+            result["windows"] = window_agreement(args.real, d)
+            save()
         thr = result["throughput"] = _throughput(bundle, tput_raster, d / "tput_out.tif",
                                                  window, args.device)  # fmt: skip
         save()
@@ -318,6 +378,7 @@ def run(args: argparse.Namespace) -> int:
         result["memory_growth_4x_mb"] = rows[2]["growth_mb"] - rows[1]["growth_mb"]
         save()
     _print(args, thr, window, rows, fw, mem_width, result["scene"], eng, vec)
+    _print_vectors_and_windows(vc, result.get("windows"), args.real)
     if args.json:
         from landcover.bench.predict.plots import plot
 
