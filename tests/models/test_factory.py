@@ -113,7 +113,7 @@ def test_convert_norm_keeps_affine() -> None:
     [
         ("unet3000", {}, "unknown architecture"),
         ("small_unet", {"widht": 3}, "unknown small_unet option"),
-        ("small_unet", {"norm": "layer"}, "unknown norm"),
+        ("small_unet", {"norm": "instance"}, "unknown norm"),
         ("smp:resnet18", {"encoder_weights": "imagenet"}, "only these ship inside pip packages"),
         ("smp:resnet18", {"encoder_depth": 2}, "encoder_depth"),
         ("smp:resnet18", {"decoder_channels": [8, 8]}, "decoder_channels"),
