@@ -65,6 +65,7 @@ from landcover.meta.protocol import AdaptedState, Learner, TaskResult
 from landcover.meta.protonet import class_prototypes
 from landcover.meta.stacking import task_metrics
 from landcover.meta.task_batching import TASK_BATCH_MODES, TaskBatching
+from landcover.models.segmentation import SegmentationHead
 from landcover.models.upsample import upsample_to
 from landcover.tasks.task import Task
 
@@ -181,7 +182,9 @@ class MAML(TaskBatching, Learner):
         head = getattr(self.model, "head", None)
         classifier = getattr(head, "classifier", None)
         return (
-            isinstance(getattr(head, "decoder", None), nn.Module)
+            # the head must be classifier(decoder(features)) (+ upsampling), nothing else
+            isinstance(head, SegmentationHead)
+            and isinstance(getattr(head, "decoder", None), nn.Module)
             and isinstance(classifier, nn.Conv2d)
             and classifier.kernel_size == (1, 1)
             and classifier.bias is not None
