@@ -66,7 +66,6 @@ from landcover.meta.protonet import class_prototypes
 from landcover.meta.stacking import task_metrics
 from landcover.meta.task_batching import TASK_BATCH_MODES, TaskBatching
 from landcover.models.segmentation import SegmentationHead
-from landcover.models.upsample import upsample_to
 from landcover.tasks.task import Task
 
 #: The classifier tensors that ``proto_init`` sets per task.
@@ -296,8 +295,7 @@ class MAML(TaskBatching, Learner):
         if self.embed_once:
             emb, size = inputs
             w, b = params["classifier.weight"], params["classifier.bias"]
-            logits = torch.nn.functional.conv2d(emb, w, b)
-            return upsample_to(logits, size) if self.model.head.stride != 1 else logits
+            return self.model.head.to_input_size(torch.nn.functional.conv2d(emb, w, b), size)
         return self._call(module, params, buffers, inputs, fast, training)
 
     def _call(

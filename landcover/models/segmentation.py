@@ -44,11 +44,12 @@ class SegmentationHead(nn.Module):
         self.classifier = nn.Conv2d(embedding_channels, num_classes, kernel_size=1)
         self.stride = int(stride)
 
+    def to_input_size(self, x: Tensor, size: Any) -> Tensor:
+        """Decoder-resolution maps ``x`` at the input's ``size`` (identity at stride 1)."""
+        return x if self.stride == 1 else upsample_to(x, size)
+
     def _upsample(self, x: Tensor, features: list[Tensor]) -> Tensor:
-        if self.stride == 1:
-            return x
-        size = features[0].shape[-2:]
-        return upsample_to(x, size)
+        return self.to_input_size(x, features[0].shape[-2:])
 
     def embed(self, features: list[Tensor]) -> Tensor:
         """Per-pixel embeddings ``(N, E, H, W)`` (the classifier's input)."""
