@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from torch import Tensor
 
+from landcover.atomic import atomic_write_text
 from landcover.evaluation.fewshot import FewShotResult
 from landcover.evaluation.metrics import SCORE_NAMES, mean_interval
 
@@ -34,20 +35,6 @@ REPORT_MD, METRICS_JSON, CURVE_PNG, MAPS_PNG = (
 )
 
 _LABELS = {"miou": "mIoU", "accuracy": "overall accuracy", "kappa": "Cohen's kappa"}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_figure(fig: Any, path: Path) -> None:
