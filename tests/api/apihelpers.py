@@ -166,7 +166,12 @@ def wait_status(
     """Poll an adaptation every ``interval`` seconds until it is done or failed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = client.get(f"/v1/adaptations/{adaptation_id}", headers=headers).json()
+        response = client.get(f"/v1/adaptations/{adaptation_id}", headers=headers)
+        body = response.json()
+        if response.status_code == 429:  # polled faster than the read limit: back off
+            time.sleep(max(interval, float(response.headers.get("Retry-After", 1))))
+            continue
+        assert response.status_code == 200, (response.status_code, body)
         if body["status"] in ("done", "failed"):
             return body
         time.sleep(interval)
