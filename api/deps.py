@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -47,6 +47,7 @@ class Services:
     auth_failures: RateLimiter
     storage_problem: str | None = None
     storage_checked: bool = False
+    storage_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check_storage(self) -> str | None:
         """Compare this replica's storage id with the one recorded in the database.
@@ -56,30 +57,40 @@ class Services:
         invisible to the others), so it reports the problem instead of losing work.
         Checked once per process (the answer cannot change without a restart).
         """
-        if self.storage_checked:
+        with self.storage_lock:
+            if self.storage_checked:
+                return self.storage_problem
+            try:
+                mine = self.store.storage_id()
+            except ValueError as exc:
+                self.storage_problem = str(exc)
+                log.error(self.storage_problem)
+                self.storage_checked = True
+                return self.storage_problem
+            try:
+                with session_scope(self.sessions) as s:
+                    row = s.get(Meta, "storage_id")
+                    if row is None:
+                        s.add(Meta(key="storage_id", value=mine))
+                        recorded = mine
+                    elif not row.value:  # left empty by a release that could race here
+                        row.value = mine
+                        recorded = mine
+                    else:
+                        recorded = row.value
+            except IntegrityError:  # another replica recorded its id at the same moment
+                with session_scope(self.sessions) as s:
+                    recorded = s.get(Meta, "storage_id").value  # type: ignore[union-attr]
+            if recorded != mine:
+                self.storage_problem = (
+                    f"the storage folder {self.store.root} (id {mine[:8]}) is not the one "
+                    f"the other replicas use (id {recorded[:8]} in the database): mount the "
+                    "same shared volume at LANDCOVER_DATA_DIR on every replica (docs/api.md, "
+                    "'Scale-out')"
+                )
+                log.error(self.storage_problem)
+            self.storage_checked = True
             return self.storage_problem
-        mine = self.store.storage_id()
-        try:
-            with session_scope(self.sessions) as s:
-                row = s.get(Meta, "storage_id")
-                if row is None:
-                    s.add(Meta(key="storage_id", value=mine))
-                    recorded = mine
-                else:
-                    recorded = row.value
-        except IntegrityError:  # another replica recorded its id at the same moment
-            with session_scope(self.sessions) as s:
-                recorded = s.get(Meta, "storage_id").value  # type: ignore[union-attr]
-        if recorded != mine:
-            self.storage_problem = (
-                f"the storage folder {self.store.root} (id {mine[:8]}) is not the one the "
-                f"other replicas use (id {recorded[:8]} in the database): mount the same "
-                "shared volume at LANDCOVER_DATA_DIR on every replica (docs/api.md, "
-                "'Scale-out')"
-            )
-            log.error(self.storage_problem)
-        self.storage_checked = True
-        return self.storage_problem
 
     def usable(self) -> bool:
         """Whether the database answers with its schema and the storage is the shared one."""

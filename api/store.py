@@ -22,6 +22,7 @@ fsynced, then renamed over its final name, so a reader sees either nothing or a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -88,23 +89,38 @@ class Store:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def storage_id(self) -> str:
-        """The random id of this storage folder (created on first use, never changed)."""
+        """The random id of this storage folder (created on first use, never changed).
+
+        The id file is written whole under a temporary name and hard-linked to
+        ``STORAGE_ID``: the link either creates the final name with its full content or
+        fails because another replica (or thread) linked its own first, so no reader ever
+        sees an empty or partial id.
+
+        Raises:
+            ValueError: ``STORAGE_ID`` exists but does not hold a 32-hex-digit id (a
+                file edited or truncated by hand); the message says how to repair it.
+        """
         path = self.root / "STORAGE_ID"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            pass
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:  # another replica created it first
-            time.sleep(0.05)
-            return path.read_text().strip()
-        new = uuid.uuid4().hex
-        with os.fdopen(fd, "w") as fh:
-            fh.write(new + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        return new
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(prefix=".storage_id.", dir=self.root)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(uuid.uuid4().hex + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                # FileExistsError: another replica created it first, so use theirs
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+        value = path.read_text().strip()
+        if not _ID.fullmatch(value):
+            raise ValueError(
+                f"{path} holds {value!r}, not a storage id (32 hex digits): restore it from "
+                "another replica's copy of the shared volume, or delete it if this folder "
+                "is the only storage and the database is new"
+            )
+        return value
 
     def folder(self, adaptation_id: str) -> Path:
         """The folder of one adaptation (``adaptation_id`` must be a service-made id)."""

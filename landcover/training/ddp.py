@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerStatus
 from torch import Tensor, nn
 
 from landcover.meta.protocol import Learner
@@ -150,3 +151,20 @@ class MetaDDPStrategy(DDPStrategy):
     def configure_ddp(self) -> None:
         """Keep the module unwrapped and give every rank rank 0's parameters."""
         broadcast_module(self.model)
+
+    def teardown(self) -> None:
+        """Leave together: a barrier, then the process group is destroyed on every rank.
+
+        Lightning destroys only NCCL groups (at exit). A gloo rank that exits while another
+        rank still talks to it makes the other rank's gloo thread throw (``Connection closed
+        by peer``), which aborts that process with SIGABRT after the work is done. After a
+        normal end (status still ``RUNNING`` here) every rank waits for the others and closes
+        its group; after an exception no barrier is entered, since the other ranks may never
+        reach it.
+        """
+        trainer = getattr(self.lightning_module, "_trainer", None)
+        finished = trainer is not None and trainer.state.status == TrainerStatus.RUNNING
+        super().teardown()
+        if finished and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()

@@ -146,3 +146,24 @@ def test_slots_bound_running_and_waiting() -> None:
     t.join(5)
     with slots.take("predictions"):  # everything released
         pass
+
+
+def test_storage_id_is_whole_and_shared_when_replicas_race(tmp_path: Path) -> None:
+    """Replicas starting at once on one folder all get the same full id, never an empty one.
+
+    (An earlier version created ``STORAGE_ID`` empty and then wrote it, so a replica reading
+    in between recorded an empty id and the others were refused as "not the shared storage".)
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(20):
+        root = tmp_path / f"shared{attempt}"
+        stores = [Store(root) for _ in range(16)]
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(Store.storage_id, stores))
+        assert len(set(ids)) == 1 and len(ids[0]) == 32, ids
+        assert (root / "STORAGE_ID").read_text().strip() == ids[0]
+        assert not list(root.glob(".storage_id.*"))  # no temporary file left behind
+    (root / "STORAGE_ID").write_text("")
+    with pytest.raises(ValueError, match="not a storage id"):
+        Store(root).storage_id()
