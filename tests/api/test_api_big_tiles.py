@@ -33,7 +33,7 @@ from landcover.inference.adapt import POOL_PIXELS, crop_pool
 from landcover.inference.testing import tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
-DUBAI = ROOT / ".." / "shared" / "data" / "dubai-aerial"
+DUBAI = ROOT / "data" / "samples" / "dubai-aerial"
 DUBAI_CLASSES = ROOT / "configs" / "classes" / "dubai-aerial.yaml"
 TILE = 64
 
@@ -69,7 +69,7 @@ def real_size_pair() -> tuple[bytes, bytes]:
     return out_image.getvalue(), out_mask.getvalue()
 
 
-@pytest.mark.skipif(not DUBAI.is_dir(), reason="the shared dubai-aerial data is not here")
+@pytest.mark.skipif(not DUBAI.is_dir(), reason="the dubai-aerial sample is not here")
 def test_real_dubai_tile_adapts_without_a_manual_crop(data_dir: Path, dubai_models: Path) -> None:
     image, mask = real_size_pair()
     settings = settings_for(data_dir, dubai_models)

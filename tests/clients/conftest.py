@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 from PIL import Image
 
-DUBAI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dubai-aerial"
+DUBAI = Path(__file__).resolve().parents[2] / "data" / "samples" / "dubai-aerial"
 #: A real 1099x846 aerial tile (the dataset's largest) and its mask.
 TILE = DUBAI / "Tile 4" / "images" / "image_part_009.jpg"
 
@@ -19,7 +19,7 @@ TILE = DUBAI / "Tile 4" / "images" / "image_part_009.jpg"
 def aerial() -> tuple[np.ndarray, np.ndarray]:
     """``(3, H, W)`` uint8 RGB of the real tile and its ``(H, W)`` class-index mask."""
     if not TILE.is_file():
-        pytest.skip(f"the shared dubai-aerial data is not at {DUBAI}")
+        pytest.skip(f"the dubai-aerial sample is not at {DUBAI}")
     from landcover.bench.strokes import DUBAI as SCHEME
 
     image = np.asarray(Image.open(TILE).convert("RGB")).transpose(2, 0, 1).copy()

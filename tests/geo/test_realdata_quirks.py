@@ -182,11 +182,11 @@ def test_deepglobe_lookalike_gets_a_deepglobe_error(tmp_path: Path) -> None:
         load_regions(flat)
 
 
-DUBAI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dubai-aerial"
+DUBAI = Path(__file__).resolve().parents[2] / "data" / "samples" / "dubai-aerial"
 DUBAI_CLASSES = Path(__file__).resolve().parents[2] / "configs" / "classes" / "dubai-aerial.yaml"
 
 
-@pytest.mark.skipif(not DUBAI.is_dir(), reason="the shared dubai-aerial data is not here")
+@pytest.mark.skipif(not DUBAI.is_dir(), reason="the dubai-aerial sample is not here")
 def test_dubai_aerial_palette_tile_reads_with_its_class_file() -> None:
     (region,) = read_regions(DUBAI / "Tile 2", classes=DUBAI_CLASSES, cache=False)
     assert len(region) == 9 and region.scheme.num_classes == 5

@@ -54,7 +54,7 @@ def dubai_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_pair(dubai_root: Path) -> Path:
     """The 1126×1058 Dubai pair on disk (``tiles/dubai_1126.jpg`` and ``.png``)."""
     if not DUBAI.is_dir():
-        pytest.skip("the shared dubai-aerial data is not here")
+        pytest.skip("the dubai-aerial sample is not here")
     dubai_real_size_pair(dubai_root / "tiles")
     return dubai_root / "tiles"
 

@@ -137,7 +137,7 @@ def uvicorn_argv(port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
 
 
-DUBAI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dubai-aerial"
+DUBAI = Path(__file__).resolve().parents[2] / "data" / "samples" / "dubai-aerial"
 DUBAI_CLASSES = Path(__file__).resolve().parents[2] / "configs" / "classes" / "dubai-aerial.yaml"
 
 

@@ -66,7 +66,9 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
     """One method on fold 1 with ``--epochs`` x 20 outer steps."""
     s = config_settings(Path("configs/folder.yaml"))
     s.epochs = args.epochs
-    s.model_options = {**s.model_options, "width": args.width}
+    if args.width is not None:  # small U-Net only
+        s.model_options = {**s.model_options, "width": args.width}
+    s.learner_options.update(yaml.safe_load(args.options) or {})
     regions = _regions(s)
     names = list(regions)
     test, val = names[0], names[1]
@@ -91,8 +93,8 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
                            "width": args.width, "train_s": time.perf_counter() - t,
                            "validation_grid": grid}  # fmt: skip
     for k in (1, 5):
-        out[f"unadapted_{k}"] = _mean_miou(learner, dm, k, 0, 8)
-        out[f"adapted_{k}"] = _mean_miou(learner, dm, k, steps, 8)
+        out[f"unadapted_{k}"] = _mean_miou(learner, dm, k, 0, args.tasks)
+        out[f"adapted_{k}"] = _mean_miou(learner, dm, k, steps, args.tasks)
     return out
 
 
@@ -151,7 +153,9 @@ def main() -> None:
     b = sub.add_parser("budget")
     b.add_argument("method", choices=["pretrain", "mamlpp"])
     b.add_argument("--epochs", type=int, default=30)
-    b.add_argument("--width", type=int, default=8)
+    b.add_argument("--width", type=int, default=None, help="small U-Net width")
+    b.add_argument("--tasks", type=int, default=8, help="test tasks per shot count")
+    b.add_argument("--options", default="{}", help="YAML mapping of MAML++ options")
     b.add_argument("--train", choices=["cross", "oracle"], default="cross")
     v = sub.add_parser("variant")
     v.add_argument("label")
@@ -163,7 +167,10 @@ def main() -> None:
         q.add_argument("--json", type=Path, default=None, help="write the result here")
     args = p.parse_args()
     torch.set_num_threads(2)
-    result = budget(args) if args.probe == "budget" else variant(args)
+    from landcover.models.frozen_encoder import feature_cache
+
+    with feature_cache():  # as bench regions: each tile passes the frozen encoder once
+        result = budget(args) if args.probe == "budget" else variant(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
