@@ -27,7 +27,8 @@ from landcover.geo.classes import ClassScheme
 from landcover.geo.map_values import map_scheme
 from landcover.inference.adapt import adapt_bundle
 from landcover.inference.bundle import ModelBundle
-from landcover.inference.predict import Predictor, predict_raster
+from landcover.inference.predict import Predictor
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.preview import preview_png, write_png
 
 log = logging.getLogger("landcover.api.engine")
@@ -233,7 +234,7 @@ class ModelEngine:
     def predict(self, predictor: Predictor, raster: Path, out: Path, fmt: Format) -> Path:
         """Segment ``raster`` into ``out`` (GeoTIFF, PNG preview or GeoJSON polygons).
 
-        The raster streams through :func:`landcover.inference.predict.predict_raster` strip
+        The raster streams through :func:`landcover.inference.predict_raster.predict_raster` strip
         by strip; PNG and GeoJSON are derived from the class-map GeoTIFF it writes.
         """
         if fmt == "geotiff":

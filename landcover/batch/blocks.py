@@ -16,7 +16,7 @@ windows of the *whole scene's* plan:
   same batches of a row, same blending weights on the rows kept), and rows ``[a, b)`` of
   its map are bit for bit those of the whole scene's map.
 
-Each block runs :func:`~landcover.inference.predict.predict_raster` itself on a VRT of its
+Each block runs :func:`~landcover.inference.predict_raster.predict_raster` itself on a VRT of its
 rows (:func:`~landcover.batch.vrt.subset_vrt`), so it inherits everything ``landcover
 predict`` does (class values, nodata, styles); :func:`assemble` copies rows ``[a, b)`` of
 every block into one GeoTIFF / COG with the first block's colour table, tags and sidecars.
@@ -33,7 +33,8 @@ from pathlib import Path
 import rasterio
 from rasterio.windows import Window
 
-from landcover.geo.raster import RasterProfile, RasterWriter
+from landcover.geo.raster import RasterProfile
+from landcover.geo.writer import RasterWriter
 from landcover.inference.sliding import WindowPlan
 
 

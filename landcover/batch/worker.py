@@ -5,7 +5,7 @@ A region's model travels as a :class:`RegionModel` (the bundle's bytes and diges
 the result of the region's preparation task, so Dask sends it to each worker that maps
 the region's scenes once, and each worker process builds its predictor once per bundle
 (:func:`predictor_for`). Scenes are mapped by ``landcover predict``'s own
-:func:`~landcover.inference.predict.predict_raster`, so the outputs are the same files.
+:func:`~landcover.inference.predict_raster.predict_raster`, so the outputs are the same files.
 Failures are raised as :class:`~landcover.batch.errors.SceneError` (plain text, always
 picklable); Dask retries the task, then the run report records the message.
 """
@@ -222,7 +222,7 @@ def _finish(scene: Scene, model: RegionModel, opts: PredictOptions, paths: list[
 
 def map_scene(model: RegionModel, scene: Scene, opts: PredictOptions) -> dict[str, Any]:
     """Map a whole scene with ``predict_raster``; returns its completion record."""
-    from landcover.inference.predict import predict_raster
+    from landcover.inference.predict_raster import predict_raster
 
     start = time.perf_counter()
     try:
@@ -240,7 +240,7 @@ def map_scene(model: RegionModel, scene: Scene, opts: PredictOptions) -> dict[st
 
 def map_block(model: RegionModel, scene: Scene, block: Block, opts: PredictOptions) -> float:
     """Map one block of a scene into its scratch folder; returns the seconds it took."""
-    from landcover.inference.predict import predict_raster
+    from landcover.inference.predict_raster import predict_raster
 
     start = time.perf_counter()
     try:

@@ -281,15 +281,3 @@ def iter_windows(
     for r in starts(height, rows, rows - overlap):
         for c in starts(width, cols, cols - overlap):
             yield Window(c, r, cols, rows)
-
-
-_WRITER_NAMES = ("RasterWriter", "class_map_writer", "write_class_map")
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the writers of :mod:`landcover.geo.writer` (imported on first use)."""
-    if name in _WRITER_NAMES:
-        from landcover.geo import writer
-
-        return getattr(writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -283,7 +283,7 @@ def export_onnx(
         pixel_size_m: Ground size of a pixel in metres (Deepness' ``resolution``, in cm);
             default ``bundle.info["pixel_size_m"]`` when recorded, else omitted.
         tile_size: Square tile size of the graph (default: ``landcover predict``'s window,
-            :func:`~landcover.inference.predict.default_window`: the bundle's tile size, at
+            :func:`~landcover.inference.default_window.default_window`: the bundle's tile size, at
             least 256 px of the network's, i.e. ``256 * stride``).
         overlap_percent: Deepness' tile overlap in percent (default 25, like ``predict``).
         seg_small_segment: Deepness' small-segment removal (pixels, 0 = off).
@@ -293,7 +293,7 @@ def export_onnx(
     """
     import onnx
 
-    from landcover.inference.predict import default_window
+    from landcover.inference.default_window import default_window
 
     if not 0 <= overlap_percent < 100:
         raise ValueError(f"overlap must be 0..99 percent; got {overlap_percent}")

@@ -17,13 +17,8 @@ from landcover.geo.errors import GeoDataError
 from landcover.geo.map_values import CLASS_VALUES
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BundleError
-from landcover.inference.predict import (
-    ENGINES,
-    NODATA_CLASS,
-    Predictor,
-    default_window,
-    predict_raster,
-)
+from landcover.inference.predict import ENGINES, NODATA_CLASS, Predictor, default_window
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.vectorize import VectorOptions
 
 #: Window and overlap of ``--engine onnxruntime`` when not given (the fast scene path).

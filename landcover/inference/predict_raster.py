@@ -44,13 +44,12 @@ from tqdm import tqdm
 from landcover.geo.errors import GeoDataError
 from landcover.geo.map_values import map_scheme, value_lut
 from landcover.geo.raster import (
-    RasterWriter,
     band_validity,
-    class_map_writer,
     data_bands,
     open_raster,
     read_profile,
 )
+from landcover.geo.writer import RasterWriter, class_map_writer
 from landcover.inference.errors import BundleError
 from landcover.inference.predict import (
     NODATA_CLASS,

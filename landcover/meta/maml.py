@@ -469,6 +469,9 @@ class MAML(TaskBatching, Learner):
         return TaskResult(loss if training else loss.detach(), float(q_loss.detach()), metrics)
 
 
+MAML._grouped_reference = MAML  # grouped task batching checks overrides against MAML's hooks
+
+
 class FOMAML(MAML):
     """First-order MAML (Finn et al. 2017, section 5.2): ``first_order=True`` by default."""
 

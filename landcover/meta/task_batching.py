@@ -45,13 +45,17 @@ class TaskBatching:
     _tasks: int | None = None
     #: BatchNorm statistics logged by the grouped forwards, folded afterwards.
     _bn_log: list | None = None
+    #: The class whose hooks grouped batching was written for (MAML sets itself here, so
+    #: this module needs no import of :mod:`landcover.meta.maml`).
+    _grouped_reference: type | None = None
 
     # ----------------------------------------------------------------- grouped hooks
     def _check_grouped(self) -> None:
         """Refuse ``task_batch="grouped"`` for learners that change the MAML hooks."""
-        from landcover.meta.maml import MAML
-
-        changed = [h for h in _GROUPED_HOOKS if getattr(type(self), h) is not getattr(MAML, h)]
+        ref = type(self)._grouped_reference
+        if ref is None:
+            raise TypeError(f"{type(self).__name__} mixes in TaskBatching without a MAML base")
+        changed = [h for h in _GROUPED_HOOKS if getattr(type(self), h) is not getattr(ref, h)]
         if changed:
             raise ValueError(
                 f"task_batch='grouped' is not available for {type(self).__name__}: it "

@@ -14,7 +14,8 @@ from landcover.batch.scenes import Scene
 from landcover.batch.worker import RegionModel, assemble_scene, map_block
 from landcover.inference.adapt import adapt_folder
 from landcover.inference.bundle import ModelBundle
-from landcover.inference.predict import Predictor, predict_raster
+from landcover.inference.predict import Predictor
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.testing import tiny_bundle
 from tests.batch.batchhelpers import same_raster
 from tests.inference.conftest import _write_support_folder, _write_tif

@@ -15,12 +15,11 @@ from rasterio.windows import Window
 from landcover.geo.classes import ClassScheme
 from landcover.geo.errors import GeoDataError
 from landcover.geo.raster import (
-    RasterWriter,
     iter_windows,
     read_profile,
     read_raster,
-    write_class_map,
 )
+from landcover.geo.writer import RasterWriter, write_class_map
 
 
 @pytest.fixture()
@@ -141,7 +140,8 @@ STREAM = textwrap.dedent(
     from rasterio.windows import Window
     from rasterio.transform import Affine
     from rasterio.crs import CRS
-    from landcover.geo.raster import RasterProfile, RasterWriter, iter_windows, read_raster
+    from landcover.geo.raster import RasterProfile, iter_windows, read_raster
+    from landcover.geo.writer import RasterWriter
     size, out = int(sys.argv[1]), sys.argv[2]
     profile = RasterProfile(size, size, 4, "uint16", CRS.from_epsg(32632),
                             Affine(10, 0, 300000, 0, -10, 5000000), 0, (None,) * 4)

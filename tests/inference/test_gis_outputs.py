@@ -15,7 +15,8 @@ import rasterio.features
 
 from landcover.cli import main as cli
 from landcover.geo.classes import ClassScheme
-from landcover.inference.predict import NODATA_CLASS, Predictor, predict_raster
+from landcover.inference.predict import NODATA_CLASS, Predictor
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.testing import tiny_bundle
 from landcover.inference.vectorize import EXACT, VectorOptions, polygons
 

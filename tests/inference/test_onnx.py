@@ -19,7 +19,8 @@ from landcover.inference.onnx_export import (
     export_onnx,
     read_metadata,
 )
-from landcover.inference.predict import Predictor, predict_raster
+from landcover.inference.predict import Predictor
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.testing import tiny_bundle
 
 

@@ -132,7 +132,7 @@ def test_geotransform_without_crs_is_kept(tmp_path: Path) -> None:
     """A raster with a geotransform but no CRS (world file, local grid): the class map and
     the polygons keep its coordinates (before: the map lost the transform and the
     polygons were in pixel coordinates)."""
-    from landcover.inference.predict import predict_raster
+    from landcover.inference.predict_raster import predict_raster
 
     path = tmp_path / "local.tif"
     transform = rasterio.Affine(0.5, 0, 1000, 0, -0.5, 2000)

@@ -14,7 +14,8 @@ from PIL import Image
 from landcover.cli import main as cli
 from landcover.inference.bundle import ModelBundle
 from landcover.inference.errors import BandMismatchError
-from landcover.inference.predict import Predictor, predict_array, predict_raster
+from landcover.inference.predict import Predictor, predict_array
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.preview import preview_png
 from landcover.inference.testing import tiny_bundle
 

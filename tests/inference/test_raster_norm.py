@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from landcover.inference.errors import BundleError
-from landcover.inference.predict import Predictor, predict_array, predict_raster
+from landcover.inference.predict import Predictor, predict_array
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.raster_norm import (
     MAX_WINDOWS,
     STATS_WINDOW,

@@ -14,7 +14,8 @@ import pytest
 
 from landcover.geo.classes import ClassScheme
 from landcover.geo.vector_style import STYLE_NAME, vector_qml
-from landcover.inference.predict import Predictor, predict_raster
+from landcover.inference.predict import Predictor
+from landcover.inference.predict_raster import predict_raster
 from landcover.inference.testing import tiny_bundle
 
 SCHEME = ClassScheme(names=("building", "road"), values=(1, 2),

@@ -179,7 +179,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from landcover.inference.bundle import ModelBundle
-    from landcover.inference.predict import Predictor, predict_raster
+    from landcover.inference.predict import Predictor
+    from landcover.inference.predict_raster import predict_raster
 
     torch.set_num_threads(int(spec["threads"]))
     engine = spec.get("engine", "torch")
@@ -260,7 +261,8 @@ def _throughput(bundle: Path, raster: Path, out: Path, window: int, device: str)
     import torch
 
     from landcover.inference.bundle import ModelBundle
-    from landcover.inference.predict import Predictor, predict_raster
+    from landcover.inference.predict import Predictor
+    from landcover.inference.predict_raster import predict_raster
     from landcover.inference.sliding import window_starts
 
     predictor = Predictor.from_bundle(ModelBundle.load(bundle), device)

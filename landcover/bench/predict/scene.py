@@ -63,7 +63,8 @@ def engines(bundle: Path, raster: Path, out: Path, threads: int) -> list[dict[st
     import torch
 
     from landcover.inference.bundle import ModelBundle
-    from landcover.inference.predict import Predictor, default_window, predict_raster
+    from landcover.inference.predict import Predictor, default_window
+    from landcover.inference.predict_raster import predict_raster
 
     torch.set_num_threads(threads)
     b = ModelBundle.load(bundle)

@@ -191,7 +191,8 @@ def map_result(
     import rasterio
 
     from landcover.inference.bundle import ModelBundle
-    from landcover.inference.predict import Predictor, predict_raster
+    from landcover.inference.predict import Predictor
+    from landcover.inference.predict_raster import predict_raster
 
     b = ModelBundle.load(bundle)
     classes_path, probs_path = out / f"{name}_map.tif", out / f"{name}_probs.tif"

@@ -6,7 +6,7 @@ statistics, and class edges would follow the windows' seams. ``landcover predict
 normalises every window with one statistic of the whole raster
 (:mod:`landcover.inference.raster_norm`); this bench measures, on a real aerial JPEG
 (the largest image of ``dubai-aerial``), how well the map of the default windows
-(:func:`~landcover.inference.predict.default_window`: 1024 px, overlap 256, for this
+(:func:`~landcover.inference.default_window.default_window`: 1024 px, overlap 256, for this
 stride-4 model; and 256 px, overlap 64, the default before) agrees with the map of one
 window that holds the whole raster, with the raster's statistic and with each window's
 own (what ``predict`` did before).
@@ -104,7 +104,8 @@ def window_agreement(root: Path, out_dir: Path) -> dict[str, Any]:
     from PIL import Image
 
     from landcover.bench.strokes import DUBAI
-    from landcover.inference.predict import Predictor, default_window, predict_raster
+    from landcover.inference.predict import Predictor, default_window
+    from landcover.inference.predict_raster import predict_raster
 
     image_path, mask_path = largest_image(root)
     image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1).copy()
