@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         metavar="N",
         help="minimum mapping unit of the polygons in pixels (default 16; 0 keeps every "
-        "pixel region)",
+        "pixel region): smaller regions merge into neighbours (GDAL sieve at 2, 4, ... N px) "
+        "in the polygons only, the raster map is not changed",
     )
     p.add_argument(
         "--min-area-m2",

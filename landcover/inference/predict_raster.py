@@ -84,7 +84,8 @@ class RasterPrediction:
         height: Raster rows.
         windows: Number of windows predicted.
         seconds: Wall-clock time.
-        info: ``gpkg_path``, ``sidecars`` (QGIS style, PAM), ``engine``.
+        info: ``gpkg_path``, ``sidecars`` (QGIS style, PAM), ``engine``; with vectors
+            ``polygons`` and ``vector_seconds``.
     """
 
     classes_path: Path
@@ -357,13 +358,18 @@ def predict_raster(
                 info["sidecars"].append(str(qml))
         geo_path = None
         if vectors:
-            from landcover.inference.vectorize import write_geojson, write_gpkg
+            from landcover.inference.vectorize import write_vectors
 
             opts = vector or VectorOptions()
             prob_file = paths[1] if keep_probs else None
-            if geojson is not None:
-                geo_path = write_geojson(paths[0], geojson, scheme, options=opts,
-                                         probabilities=prob_file)  # fmt: skip
+            # one pass for both files (strip by strip, streamed)
+            vec_start = time.perf_counter()
+            written = write_vectors(paths[0], scheme, geojson=geojson, gpkg=gpkg, options=opts,
+                                    probabilities=prob_file)  # fmt: skip
+            info["vector_seconds"] = time.perf_counter() - vec_start
+            info["polygons"] = written["polygons"]
+            geo_path = written["geojson"]
+            if geo_path is not None:
                 shared = Path(geo_path).with_suffix(".qml") == Path(paths[0]).with_suffix(".qml")
                 if style and shared:  # QGIS reads STEM.qml for both: the class map's wins
                     info["notes"] = [
@@ -375,9 +381,8 @@ def predict_raster(
 
                     qml = write_vector_qml(geo_path, scheme)
                     info["sidecars"] = [*info.get("sidecars", []), str(qml)]
-            if gpkg is not None:
-                info["gpkg_path"] = write_gpkg(paths[0], gpkg, scheme, options=opts,
-                                               probabilities=prob_file)  # fmt: skip
+            if written["gpkg"] is not None:
+                info["gpkg_path"] = written["gpkg"]
     finally:
         if tmp_dir is not None:
             tmp_dir.cleanup()

@@ -35,6 +35,22 @@ def test_child_measures_prediction_memory(tmp_path: Path) -> None:
     assert (tmp_path / "o.tif").exists()
 
 
+def test_vector_scaling_rows_are_measured_in_fresh_processes(tmp_path: Path) -> None:
+    """Two small speckled maps, GeoPackage and GeoJSON each: time, memory, polygons and
+    file size are measured (in a child process), per Mpx, and the temporary files go."""
+    from landcover.bench.predict import vector_cost
+
+    rows = vector_cost.scaling(tmp_path, (64, 128))
+    assert [(r["map"], r["format"]) for r in rows] == [
+        ("64x64", "gpkg"), ("64x64", "geojson"), ("128x128", "gpkg"), ("128x128", "geojson")
+    ]  # fmt: skip
+    for r in rows:
+        assert r["seconds"] > 0 and r["s_per_mpx"] == pytest.approx(r["seconds"] / r["mpx"])
+        assert r["polygons"] > 0 and r["file_mb"] > 0 and r["growth_mb"] >= 0
+    assert rows[0]["polygons"] == rows[1]["polygons"]  # one vectoriser for both formats
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
@@ -72,7 +88,12 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert (
         cost["+ gpkg"]["extra_seconds"] == cost["+ gpkg"]["seconds"] - cost["map only"]["seconds"]
     )
+    assert cost["+ gpkg"]["polygons"] > 0 and cost["+ gpkg"]["gpkg_mb"] > 0
+    assert cost["+ gpkg + geojson"]["geojson_mb"] > 0
+    scaling = data["vector_scaling"]
+    assert {r["map"] for r in scaling} == {"256x256", "1024x1024"}
     assert "cost of the vector output" in printed and "window agreement: skipped" in printed
+    assert "vectorising cost" in printed
 
 
 @pytest.mark.slow

@@ -21,6 +21,11 @@ Measurements on synthetic 4-band uint16 GeoTIFFs and the default CPU model (smal
    10980² scene through the fast path (time, peak memory), the engines against the
    reference path on a crop (speed, agreement), and the polygon counts of the vector
    output before/after generalisation with the agreement of the rasterised polygons.
+4. *Vector cost*: predict with and without ``--gpkg`` / ``--geojson`` (time, peak memory,
+   polygons, file sizes), and vectorising alone against map size (1024², 4096²;
+   :mod:`landcover.bench.predict.vector_cost`): time per Mpx and peak memory growth, to
+   show time linear in pixels and memory that does not grow with the map.
+   ``--only-vectors`` runs this section alone (a few minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -70,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only-scene",
         action="store_true",
         help="only the scene timing; updates the 'scene' entry of --json",
+    )
+    parser.add_argument(
+        "--only-vectors",
+        action="store_true",
+        help="only the vector output's cost (predict with/without vectors, vectorising time "
+        "and memory against map size); updates those entries of --json",
     )
     parser.add_argument(
         "--precision",
@@ -204,7 +215,11 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     peak = _status_mb("VmHWM")
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     used = res.info["window"] if res is not None else w
-    return {"window_used": used,
+    sizes = {f"{k}_mb": Path(spec[k]).stat().st_size / 2**20 for k in ("gpkg", "geojson")
+             if spec.get(k)}  # fmt: skip
+    vec = {"vector_seconds": res.info.get("vector_seconds"),
+           "polygons": res.info.get("polygons")} if res is not None else {}  # fmt: skip
+    return {"window_used": used, **sizes, **vec,
             "peak_rss_mb": peak, "rss_before_mb": before, "growth_mb": peak - before,
             "ru_maxrss_mb": maxrss, "peak_was_reset": reset, "seconds": seconds,
             "precision": predictor.precision, "int8_note": int8}  # fmt: skip
@@ -214,8 +229,9 @@ def _vector_cost(fast: dict[str, Any], d: Path, side: int) -> list[dict[str, Any
     """Time and peak memory of predict on a ``side``² raster without and with vectors.
 
     Each case in a fresh process (:func:`_child`): the map alone; with ``--gpkg``; with
-    ``--gpkg`` and ``--geojson``. The vectoriser reads the whole class map (1 byte per
-    pixel), a 4-byte label image and the probabilities for ``mean_prob``.
+    ``--gpkg`` and ``--geojson`` (one vectorising pass for both). The vectoriser reads
+    the class map and the probabilities strip by strip
+    (:mod:`landcover.inference.vector_blocks`).
     """
     from landcover.bench.predict import scene as ps
 
@@ -226,7 +242,9 @@ def _vector_cost(fast: dict[str, Any], d: Path, side: int) -> list[dict[str, Any
                                                "geojson": str(d / "v2.geojson")})):  # fmt: skip
         r = ps.run_child({**fast, "raster": raster, "out": str(d / "vec_out.tif"), **extra})
         rows.append({"case": label, "raster": f"{side}x{side}", "seconds": r["seconds"],
-                     "growth_mb": r["growth_mb"], "peak_rss_mb": r["peak_rss_mb"]})  # fmt: skip
+                     "growth_mb": r["growth_mb"], "peak_rss_mb": r["peak_rss_mb"],
+                     "polygons": r.get("polygons"), "vector_seconds": r.get("vector_seconds"),
+                     "gpkg_mb": r.get("gpkg_mb"), "geojson_mb": r.get("geojson_mb")})  # fmt: skip
     for row in rows[1:]:
         row["extra_seconds"] = row["seconds"] - rows[0]["seconds"]
         row["extra_mb"] = row["growth_mb"] - rows[0]["growth_mb"]
@@ -236,15 +254,27 @@ def _vector_cost(fast: dict[str, Any], d: Path, side: int) -> list[dict[str, Any
 def _print_vectors_and_windows(
     vc: list[dict[str, Any]], windows: dict[str, Any] | None, real: Path
 ) -> None:
-    print("\ncost of the vector output (fast path, fresh process each)")
-    print(f"{'case':<18} {'raster':>11} {'seconds':>8} {'+s':>7} {'growth MB':>10} {'+MB':>7}")
-    for r in vc:
-        print(f"{r['case']:<18} {r['raster']:>11} {r['seconds']:>8.2f} "
-              f"{r.get('extra_seconds', 0.0):>7.2f} {r['growth_mb']:>10.1f} "
-              f"{r.get('extra_mb', 0.0):>7.1f}")  # fmt: skip
+    _print_vector_cost(vc)
     if windows is None:
         print(f"\nwindow agreement: skipped ({real} not found; give --real)")
         return
+    _print_windows(windows)
+
+
+def _print_vector_cost(vc: list[dict[str, Any]]) -> None:
+    print("\ncost of the vector output (fast path, fresh process each)")
+    print(f"{'case':<18} {'raster':>11} {'seconds':>8} {'+s':>7} {'growth MB':>10} {'+MB':>7} "
+          f"{'polygons':>9} {'gpkg MB':>8} {'geojson MB':>10}")  # fmt: skip
+    for r in vc:
+        size = {k: "-" if r.get(k) is None else f"{r[k]:.1f}" for k in ("gpkg_mb", "geojson_mb")}
+        polys = "-" if r.get("polygons") is None else f"{r['polygons']:,}"
+        print(f"{r['case']:<18} {r['raster']:>11} {r['seconds']:>8.2f} "
+              f"{r.get('extra_seconds', 0.0):>7.2f} {r['growth_mb']:>10.1f} "
+              f"{r.get('extra_mb', 0.0):>7.1f} {polys:>9} {size['gpkg_mb']:>8} "
+              f"{size['geojson_mb']:>10}")  # fmt: skip
+
+
+def _print_windows(windows: dict[str, Any]) -> None:
     print(f"\ndefault windows vs one whole-raster window, {windows['image']} "
           f"({windows['width']}x{windows['height']}, real aerial JPEG; transductive-BatchNorm "
           f"stride-4 U-Net fitted to its mask, pixel accuracy "
@@ -305,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from landcover.bench.predict import scene as ps
+    from landcover.bench.predict import vector_cost as pv_cost
     from landcover.bench.predict import vectors as pv
 
     torch.set_num_threads(args.threads)
@@ -313,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     scene = args.scene or (1536 if args.quick else 10980)
     crop_size = args.crop or (768 if args.quick else 2048)
     result: dict[str, Any] = {"threads": args.threads, "memory_engine": "onnxruntime"}
-    if args.only_scene and args.json and Path(args.json).is_file():
+    if (args.only_scene or args.only_vectors) and args.json and Path(args.json).is_file():
         result = json.loads(Path(args.json).read_text())
         if "scene" in result:  # keep the earlier scene row (another configuration) beside
             result["scene_previous"] = result["scene"]
@@ -332,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
                 "threads": args.threads, "device": "cpu", "engine": "onnxruntime",
                 "precision": args.precision, "batch_size": 1, "balance": True,
                 "out": str(d / "mem_out.tif")}  # fmt: skip
+        if args.only_vectors:
+            return _only_vectors(args, fast, d, result, save)
         start = time.perf_counter()
         scene_path = _write_raster(d / "scene.tif", scene, scene, seed=3)
         gen_s = time.perf_counter() - start
@@ -355,6 +388,9 @@ def run(args: argparse.Namespace) -> int:
         )
         save()
         vc = result["vector_cost"] = _vector_cost(fast, d, 512 if args.quick else 4096)
+        save()
+        result["vector_scaling"] = pv_cost.scaling(d, pv_cost.QUICK_SIZES if args.quick
+                                                   else pv_cost.SIZES)  # fmt: skip
         save()
         if args.real.is_dir():
             from landcover.bench.predict.windows import window_agreement
@@ -381,11 +417,32 @@ def run(args: argparse.Namespace) -> int:
         save()
     _print(args, thr, window, rows, fw, mem_width, result["scene"], eng, vec)
     _print_vectors_and_windows(vc, result.get("windows"), args.real)
+    pv_cost.print_scaling(result["vector_scaling"])
     if args.json:
         from landcover.bench.predict.plots import plot
 
         png = plot(result, Path(args.json).with_suffix(".png"))
         print(f"wrote {args.json} and {png}")
+    return 0
+
+
+def _only_vectors(
+    args: argparse.Namespace, fast: dict[str, Any], d: Path, result: dict[str, Any],
+    save: Any,
+) -> int:  # fmt: skip
+    """``--only-vectors``: the vector output's cost alone (a few minutes on 2 cores)."""
+    from landcover.bench.predict import vector_cost as pv_cost
+
+    vc = result["vector_cost"] = _vector_cost(fast, d, 512 if args.quick else 4096)
+    save()
+    rows = result["vector_scaling"] = pv_cost.scaling(
+        d, pv_cost.QUICK_SIZES if args.quick else pv_cost.SIZES
+    )
+    save()
+    _print_vector_cost(vc)
+    pv_cost.print_scaling(rows)
+    if args.json:
+        print(f"wrote {args.json}")
     return 0
 
 
