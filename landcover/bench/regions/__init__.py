@@ -111,7 +111,7 @@ def config_settings(config: Path | None = None) -> Any:
         s.augment = str(data.get("augment", s.augment))
         s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
         inner = int(s.learner_options.get("steps", 5))
-        s.maml_steps = sorted({1, inner, 2 * inner})
+        s.maml_steps = sorted({1, inner, 2 * inner, 4 * inner})
     return s
 
 
