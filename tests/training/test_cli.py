@@ -75,7 +75,6 @@ def test_gpu_configs_run_task_batched_on_cpu(config, tmp_path):
     assert cli.model.learner.task_batch == "grouped"
 
 
-@pytest.mark.slow
 def test_multispectral_config_takes_a_step_on_the_scene_case_with_its_own_model(tmp_path):
     """configs/multispectral.yaml as shipped (frozen encoder, spectral path, class 1..7)."""
     from landcover.geo.scene import SceneConfig, write_scene_dataset
