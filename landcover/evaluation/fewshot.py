@@ -50,11 +50,18 @@ class Method:
 
     Attributes:
         learner: The learner (its ``adapt`` and ``predict`` are all that is used).
-        steps: Inner steps at test time (``None``: the learner's default).
+        steps: Inner steps at test time (``None``: the learner's default), or one count per
+            shot count (``{shots: steps}``, e.g. chosen per shot count on validation tasks).
     """
 
     learner: Learner
-    steps: int | None = None
+    steps: int | dict[int, int] | None = None
+
+    def steps_for(self, shots: int) -> int | None:
+        """The inner steps used on a task with ``shots`` support tiles."""
+        if isinstance(self.steps, dict):
+            return self.steps[int(shots)]
+        return self.steps
 
 
 @dataclass
@@ -165,7 +172,7 @@ def evaluate_fewshot(
             maps: dict[str, Tensor] = {}
             for name, method in methods.items():
                 scores, classes = score_task(
-                    method.learner, task, method.steps, num_classes, ignore_index
+                    method.learner, task, method.steps_for(int(k)), num_classes, ignore_index
                 )
                 for s, v in scores.items():
                     result.scores[name][int(k)][s].append(v)

@@ -3,6 +3,8 @@
 Sub-commands::
 
     landcover data synth --out DIR [--regions N] [--seed S] [--<knob> VALUE ...] [--force]
+    landcover data scene --out DIR [--seed S] [--size PX] [--drift D] [--force]
+                         (a 5-band float32 scene, -99999 nodata, values 1..7, quadrant regions)
     landcover data inspect DIR [--kind auto|folder|sen12ms|deepglobe] [--plot PNG]
     landcover data stats DIR --out stats.json     (per-band normalisation statistics)
 
@@ -72,6 +74,42 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scene_parser(sub: argparse._SubParsersAction) -> None:
+    from landcover.geo.scene import SceneConfig
+
+    p = sub.add_parser(
+        "scene",
+        help="write a 5-band float32 scene with -99999 nodata, its reference and its four "
+        "quadrants as region folders of tiles",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    d = SceneConfig()
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
+    p.add_argument("--size", type=int, default=d.size, help=f"scene side in px ({d.size})")
+    p.add_argument("--tile-size", type=int, default=d.tile_size, help=f"tile side ({d.tile_size})")
+    p.add_argument(
+        "--drift", type=float, default=d.drift,
+        help=f"std of each class's log gain across the scene (default {d.drift})",
+    )  # fmt: skip
+
+
+def _run_scene(args: argparse.Namespace) -> int:
+    from landcover.geo.scene import SceneConfig, write_scene_dataset
+
+    start = time.perf_counter()
+    config = SceneConfig(size=args.size, tile_size=args.tile_size, seed=args.seed,
+                         drift=args.drift)  # fmt: skip
+    paths = write_scene_dataset(args.out, config, overwrite=args.force)
+    print(
+        f"wrote {paths['scene']} ({config.size}×{config.size} px, 5 bands float32, nodata "
+        f"{config.nodata:g}), {paths['reference']} and quadrant regions of "
+        f"{config.tile_size}-px tiles in {paths['regions']} in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
 def _run_inspect(args: argparse.Namespace) -> int:
     from landcover.geo.datasets import detect_kind, load_regions
     from landcover.geo.inspect import plot_regions, print_problems, print_summary, summarize
@@ -133,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landcover data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _synth_parser(sub)
+    _scene_parser(sub)
     kinds = ("auto", "folder", "sen12ms", "deepglobe")
     p = sub.add_parser("inspect", help="regions, tiles, sizes, bands, CRS, class histograms")
     p.add_argument("dir", type=Path)
@@ -155,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``landcover data``; returns the exit status (2 on bad input, with the reason)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    run = {"synth": _run_synth, "inspect": _run_inspect, "stats": _run_stats}[args.command]
+    run = {"synth": _run_synth, "scene": _run_scene, "inspect": _run_inspect, "stats": _run_stats}[
+        args.command
+    ]
     try:
         return run(args)
     except (GeoDataError, FileExistsError, ValueError, KeyError) as err:

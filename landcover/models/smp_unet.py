@@ -48,6 +48,7 @@ SMP_DEFAULTS: dict[str, Any] = {
     "decoder": "unet",
     "pyramid_channels": 64,
     "segmentation_channels": 32,
+    "spectral_channels": 0,
 }
 
 #: Decoders of :func:`build_smp_unet`.
@@ -157,7 +158,9 @@ def build_smp_unet(
             ``"group"``, ``"none"``), ``groups``, ``decoder_attention_type``
             (``None`` or ``"scse"``), ``encoder_weights`` (``None`` or ``"imagenet"``),
             ``freeze_encoder``, ``rgb_bands``, ``decoder`` (``"unet"`` or ``"fpn"``),
-            ``pyramid_channels`` and ``segmentation_channels`` (FPN).
+            ``pyramid_channels`` and ``segmentation_channels`` (FPN), ``spectral_channels``
+            (``K > 0``: a per-pixel path of the input bands beside the decoder, see
+            :mod:`landcover.models.spectral_skip`; 0, the default, none).
 
     Returns:
         A :class:`SegmentationModel`.
@@ -261,13 +264,23 @@ def build_smp_unet(
         decoder = replace_group_norms(net.decoder, norm)
     else:
         decoder = convert_norm(net.decoder, norm, groups)
+    embedding = channels[-1]
+    spectral = int(opts["spectral_channels"])
+    if spectral < 0:
+        raise ValueError(f"spectral_channels must be >= 0 (0: none); got {spectral}")
+    if spectral:
+        from landcover.models.spectral_skip import SpectralSkip
+
+        decoder = SpectralSkip(decoder, in_channels, spectral, embedding)
+        embedding, stride = decoder.out_channels, 1
+    opts.update(spectral_channels=spectral)
     for m in [*body.modules(), *decoder.modules()]:
         if isinstance(m, nn.ReLU | nn.ReLU6 | nn.SiLU | nn.LeakyReLU) and m.inplace:
             m.inplace = False
     return SegmentationModel(
         f"smp:{encoder_name}",
         body,
-        SegmentationHead(decoder, channels[-1], num_classes, stride=stride),
+        SegmentationHead(decoder, embedding, num_classes, stride=stride),
         in_channels=in_channels,
         num_classes=num_classes,
         size_divisor=2**depth,

@@ -206,6 +206,35 @@ def choose_steps(
     return counts[max(grid, key=lambda key: grid[key])], grid
 
 
+def choose_steps_per_shot(
+    learner: Learner,
+    datamodule: RegionTaskDataModule,
+    candidates: Sequence[int],
+    *,
+    shots: Sequence[int],
+    tasks: int = 8,
+    progress: bool = False,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[int, int], dict[str, float]]:
+    """Choose a learner's test-time inner steps for each shot count on the validation regions.
+
+    One support tile overfits in fewer steps than five (the adaptation guard of
+    ``landcover adapt`` chooses per support too): each shot count gets the candidate with
+    the best mean validation mIoU on validation tasks with that many support tiles.
+
+    Returns:
+        ``({shots: steps}, {"<k>-shot steps=<n>": mean validation mIoU})``.
+    """
+    chosen: dict[int, int] = {}
+    grid: dict[str, float] = {}
+    for k in shots:
+        best, scores = choose_steps(learner, datamodule, candidates, shots=(int(k),),
+                                    tasks=tasks, progress=progress, device=device)  # fmt: skip
+        chosen[int(k)] = best
+        grid.update({f"{int(k)}-shot {key}": v for key, v in scores.items()})
+    return chosen, grid
+
+
 def _validation_grid(
     methods: dict[str, tuple[Learner, int | None]],
     datamodule: RegionTaskDataModule,

@@ -66,7 +66,7 @@ def test_regions_bench_quick_writes_the_report(
     root = write_folder_fixture(tmp_path / "d", regions=4, tiles=2, size=32, image_format="png")
     out = tmp_path / "report"
     argv = ["bench", "regions", str(root), "--quick", "--folds", "2", "--seeds", "0",
-            "--out", str(out), "--no-progress"]  # fmt: skip
+            "--out", str(out), "--no-progress", "--export"]  # fmt: skip
     assert landcover(argv) == 0
     text = capsys.readouterr().out
     assert "MAML++ minus pretrain+finetune" in text
@@ -82,3 +82,10 @@ def test_regions_bench_quick_writes_the_report(
     for name in ("report.md", "miou_vs_shots.png", "maps.png"):
         assert (out / name).stat().st_size > 0
     assert "Per fold" in (out / "report.md").read_text()
+    # --export: each fold's MAML++ model as a bundle that adapt and predict load
+    from landcover.inference.bundle import ModelBundle
+
+    bundles = sorted((out / "bundles").glob("*.bundle"))
+    assert [b.name for b in bundles] == ["seed0_fold1.bundle", "seed0_fold2.bundle"]
+    bundle = ModelBundle.load(bundles[0])
+    assert bundle.class_names == ["water", "forest", "crops"]

@@ -80,3 +80,16 @@ def test_report_files(tmp_path):
     with pytest.raises(KeyError, match="unknown main method"):
         write_report(res, tmp_path / "x", class_names=["x", "y", "z"], colors=[(0, 0, 0)] * 3,
                      main_method="c")  # fmt: skip
+
+
+def test_steps_per_shot_count_are_used_for_their_shot_count():
+    learner = _learner(steps=10, inner_lr=0.5)
+    methods = {"per_shot": Method(learner, {1: 0, 2: 10}), "zero": Method(learner, 0),
+               "ten": Method(learner, 10)}  # fmt: skip
+    res = evaluate_fewshot(methods, _source, num_classes=3, shots=[1, 2], tasks_per_shot=2,
+                           progress=False)  # fmt: skip
+    assert res.scores["per_shot"][1]["miou"] == res.scores["zero"][1]["miou"]
+    assert res.scores["per_shot"][2]["miou"] == res.scores["ten"][2]["miou"]
+    assert res.scores["ten"][2]["miou"] != res.scores["zero"][2]["miou"]
+    with pytest.raises(KeyError):
+        Method(learner, {1: 0}).steps_for(5)

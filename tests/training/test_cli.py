@@ -75,6 +75,26 @@ def test_gpu_configs_run_task_batched_on_cpu(config, tmp_path):
     assert cli.model.learner.task_batch == "grouped"
 
 
+def test_multispectral_config_takes_a_step_on_the_scene_case_with_its_own_model(tmp_path):
+    """configs/multispectral.yaml as shipped (frozen encoder, spectral path, class 1..7)."""
+    from landcover.geo.scene import SceneConfig, write_scene_dataset
+
+    paths = write_scene_dataset(tmp_path / "case", SceneConfig(size=128, tile_size=32))
+    tiny = [*TINY_TASKS[:-2], "--model.learner_options", "{steps: 1, inner_lr: 0.1}"]
+    tiny[tiny.index("--data.tile_size") + 1] = "32"
+    args = [
+        "fit", "--config", str(CONFIGS / "multispectral.yaml"), "--data.root",
+        str(paths["regions"]), *tiny, "--data.val_tasks", "1", "--trainer.fast_dev_run", "true",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+    ]  # fmt: skip
+    cli = build_cli(args)
+    assert cli.trainer.global_step == 1
+    assert cli.model.data_meta["band_names"] == ["blue", "green", "red", "nir", "swir1"]
+    assert cli.model.learner.model.options["spectral_channels"] == 16
+    assert cli.model.learner.model.head.stride == 1
+
+
 def test_bad_config_value_is_an_error(tmp_path, capsys):
     rc = main(["--config", str(CONFIGS / "synthetic.yaml"), "--data.dataset", "nope",
                "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip

@@ -10,7 +10,9 @@ and seeds are pooled task by task, so every comparison stays paired.
 
 Writes into ``--out``: ``report.md`` (tables with 95% intervals, MAML++ minus each baseline,
 per fold and per seed), ``metrics.json`` (per-task scores; the pooled margins under
-``paired_miou``), ``miou_vs_shots.png`` and ``maps.png`` (image, truth, each method).
+``paired_miou``), ``miou_vs_shots.png`` and ``maps.png`` (image, truth, each method);
+with ``--export``, each fold's MAML++ model as ``bundles/seed{S}_fold{F}.bundle`` (to adapt
+to the held-out region and map a whole scene with ``landcover adapt`` / ``predict``).
 
 Model settings come from a LightningCLI config (``--config``, default
 ``configs/folder.yaml`` when present): ``model.learner_options``, ``model.arch``,
@@ -69,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", choices=["auto", "cpu", "cuda"],
         help="where training, tuning and scoring run (auto: cuda when available)",
     )  # fmt: skip
+    parser.add_argument(
+        "--export", action="store_true",
+        help="also save each fold's MAML++ model as OUT/bundles/seed{S}_fold{F}.bundle (with "
+        "its chosen test-time steps), for `landcover adapt` and `landcover predict`",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (tests)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -104,7 +111,7 @@ def config_settings(config: Path | None = None) -> Any:
         s.augment = str(data.get("augment", s.augment))
         s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
         inner = int(s.learner_options.get("steps", 5))
-        s.maml_steps = sorted({1, inner, 2 * inner})
+        s.maml_steps = sorted({1, inner, 2 * inner, 4 * inner})
     return s
 
 
@@ -171,6 +178,18 @@ def _write_partial(out: Path, runs: list[dict[str, Any]]) -> None:
     atomic_write_text(out / "partial_folds.json", json.dumps(rows, indent=2, allow_nan=True))
 
 
+def _export(keep: dict[str, Any], out: Path, seed: int, fold: int, test: list[str],
+            root: Path) -> Path:  # fmt: skip
+    """Save one fold's MAML++ model (``keep`` from ``run_fold``) as a bundle."""
+    from landcover.inference.export_cli import bundle_from_module
+
+    info = {"bench": f"MAML++ of landcover bench regions {root}, seed {seed}, fold {fold} "
+                     f"(test regions {test})"}  # fmt: skip
+    bundle = bundle_from_module(keep["mamlpp"], inner_steps=keep["maml_steps"], info=info)
+    (out / "bundles").mkdir(parents=True, exist_ok=True)
+    return bundle.save(out / "bundles" / f"seed{seed}_fold{fold}.bundle")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bench (exit 2 with a message on bad input)."""
     from landcover.geo.errors import GeoDataError
@@ -232,8 +251,12 @@ def _run(args: argparse.Namespace) -> int:
             train = [r for n, r in regions.items() if n not in test and n not in val]
             dm = FoldDataModule(train, [regions[n] for n in val], [regions[n] for n in test],
                                 s, seed)  # fmt: skip
+            keep: dict[str, Any] | None = {} if args.export else None
             result, info = run_fold(dm, s, args.out / "runs" / f"seed{seed}_fold{j}",
-                                    seed=seed, progress=progress, device=device)  # fmt: skip
+                                    seed=seed, progress=progress, device=device,
+                                    keep=keep)  # fmt: skip
+            if keep is not None:
+                info["bundle"] = str(_export(keep, args.out, seed, j + 1, test, args.root))
             runs.append({"seed": seed, "fold": j, "result": result, "info": info})
             _write_partial(args.out, runs)
     pooled = merge_results([r["result"] for r in runs])

@@ -49,7 +49,7 @@ class RegionsSettings:
         learner_options: MAML++ options.
         finetune_rates: Candidate fine-tuning SGD rates of the baselines.
         finetune_steps: Candidate fine-tuning steps of the baselines.
-        maml_steps: Candidate test-time steps of MAML++.
+        maml_steps: Candidate test-time steps of MAML++ (chosen per shot count).
         tuning_tasks: Validation tasks per shot count (1 and 5) for the choices.
         val_tasks: Validation tasks logged during training.
         augment: Augmentation of training tiles.
@@ -216,7 +216,7 @@ def _run_fold(
     from landcover.meta.random_forest import RandomForestLearner
     from landcover.meta.registry import build_learner
     from landcover.models import build_model
-    from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
+    from landcover.training.baselines import choose_finetune, choose_steps_per_shot, fit_learner
 
     seed_everything(seed, workers=True, verbose=False)
     timings: dict[str, float] = {}
@@ -243,9 +243,11 @@ def _run_fold(
     pre_ft, pre_grid = choose_finetune("pretrain", pre.learner.model, dm, **grid)
     scratch_model = build_model(s.arch, dm.num_bands, dm.num_classes, **s.model_options)
     scratch, scr_grid = choose_finetune("scratch", scratch_model, dm, **grid)
-    maml_steps, maml_grid = choose_steps(
-        maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks, progress=progress, device=device
-    )
+    # MAML++'s test-time steps per shot count (one tile overfits sooner than five)
+    maml_steps, maml_grid = choose_steps_per_shot(
+        maml.learner, dm, s.maml_steps, shots=s.shots, tasks=s.tuning_tasks, progress=progress,
+        device=device,
+    )  # fmt: skip
     timings["tune"] = time.perf_counter() - t
     t = time.perf_counter()
     methods = {
@@ -262,13 +264,14 @@ def _run_fold(
     )  # fmt: skip
     timings["evaluate"] = time.perf_counter() - t
     if keep is not None:
-        keep.update(mamlpp=maml, maml_steps=maml_steps)
+        # a bundle's default steps: the most chosen (`landcover adapt`'s guard tries fewer)
+        keep.update(mamlpp=maml, maml_steps=max(maml_steps.values()))
     info = {
         "test": [r.name for r in dm.test_regions],
         "val": [r.name for r in dm.val_regions],
         "train": [r.name for r in dm.train_regions],
         "choices": {
-            "MAML++": f"steps={maml_steps}",
+            "MAML++": "steps " + ", ".join(f"{k}-shot {n}" for k, n in maml_steps.items()),
             "pretrain+finetune": max(pre_grid, key=pre_grid.get),
             "scratch": max(scr_grid, key=scr_grid.get),
         },
