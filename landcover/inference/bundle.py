@@ -370,3 +370,28 @@ def _json_check(value: Any, what: str) -> None:
         json.dumps(value)
     except (TypeError, ValueError) as err:
         raise BundleError(f"{what} must be JSON-serialisable to go into a bundle: {err}") from None
+
+
+#: The classifier tensors a Proto-MAML learner (``proto_init``) sets from each task's support.
+_PROTO_CLASSIFIER = "head.classifier.weight"
+
+
+def check_mappable(bundle: ModelBundle, state: AdaptedState) -> None:
+    """Refuse to map with a Proto-MAML model that was not adapted.
+
+    A learner meta-trained with ``proto_init`` sets its classifier from the class prototypes
+    of each task's labelled tiles, so its meta-learned classifier is never trained: mapping
+    with it (a meta bundle, or an adapted one that kept 0 steps) gives a meaningless map.
+
+    Raises:
+        BundleError: The bundle's learner uses ``proto_init`` and ``state`` took no inner
+            step or holds no adapted classifier; the message says how to adapt it.
+    """
+    options = (bundle.learner or {}).get("options") or {}
+    if options.get("proto_init") and (state.step < 1 or _PROTO_CLASSIFIER not in state.params):
+        raise BundleError(
+            "this model was meta-trained with proto_init (Proto-MAML): its classifier is "
+            "made from each region's labelled tiles, so it cannot map before it is adapted; "
+            "run `landcover adapt BUNDLE --support DIR -o adapted.bundle` (or the service's "
+            "POST /v1/adaptations) and map with the adapted model"
+        )

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from landcover import __version__
-from landcover.inference.bundle import ModelBundle, find_model
+from landcover.inference.bundle import ModelBundle, check_mappable, find_model
 from landcover.inference.errors import BundleError
 from landcover.meta.functional import call_with
 from landcover.meta.protocol import AdaptedState
@@ -81,6 +81,7 @@ class DeepnessModule(nn.Module):
 def _modules(bundle: ModelBundle) -> LogitsModule:
     learner = bundle.build_learner("cpu")
     state = bundle.adapted_state("cpu") if bundle.kind == "adapted" else AdaptedState()
+    check_mappable(bundle, state)
     return LogitsModule(learner, state).eval()
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from landcover.inference.bundle import ModelBundle, find_model
+from landcover.inference.bundle import ModelBundle, check_mappable, find_model
 from landcover.inference.default_window import default_window
 from landcover.inference.errors import BundleError
 from landcover.inference.raster_norm import BATCH, NormStatistics, grid_windows
@@ -75,6 +75,7 @@ class Predictor:
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}; got {engine!r}")
+        check_mappable(bundle, state)
         self.bundle = bundle
         self.learner = learner
         self.state = state

@@ -30,7 +30,8 @@ fi
 t1=$(date +%s)
 
 # 3. the held-out quadrant of MAP_FOLD: SHOTS of its tiles (those with most valid pixels) as
-#    the analyst's labeled support; adapt (guarded) and map the whole scene, also unadapted
+#    the analyst's labeled support; adapt (guarded) and map the whole scene (unadapted too,
+#    unless the model is Proto-MAML: predict refuses a classifier that was never trained)
 HELD=$(python - "$OUT/bench/partial_folds.json" "$MAP_FOLD" <<'PY'
 import json, sys
 folds = json.load(open(sys.argv[1]))
@@ -60,13 +61,19 @@ landcover adapt "$BUNDLE" --support "$OUT/support" --steps 0 --no-guard -o "$OUT
   --json > "$OUT/unadapted.json"
 landcover predict "$OUT/adapted.bundle" "$OUT/case/scene.tif" "$OUT/map_adapted.tif" --quiet --json \
   | tee "$OUT/predict.json"
-landcover predict "$OUT/unadapted.bundle" "$OUT/case/scene.tif" "$OUT/map_unadapted.tif" --quiet \
-  --json > /dev/null
+# a Proto-MAML model kept at 0 steps has no classifier: predict refuses it (and says why)
+if landcover predict "$OUT/unadapted.bundle" "$OUT/case/scene.tif" "$OUT/map_unadapted.tif" \
+  --quiet > "$OUT/unadapted_predict.txt" 2>&1; then
+  grep -q "proto_init" configs/multispectral.yaml && { echo "predict mapped an unadapted Proto-MAML model"; exit 1; }
+  UNADAPTED=(--map "unadapted=$OUT/map_unadapted.tif")
+else
+  UNADAPTED=()
+fi
 t2=$(date +%s)
 
 # 4. score the maps over the reference's valid pixels; scene | reference | maps
 python "$HERE/score_map.py" --scene "$OUT/case/scene.tif" --reference "$OUT/case/reference.tif" \
-  --map "adapted=$OUT/map_adapted.tif" --map "unadapted=$OUT/map_unadapted.tif" \
+  --map "adapted=$OUT/map_adapted.tif" "${UNADAPTED[@]}" \
   --held-out "$HELD" --support "$OUT/support" --out "$OUT"
 echo "{\"bench_s\": $((t1 - t0)), \"adapt_predict_s\": $((t2 - t1)), \"total_s\": $(( $(date +%s) - t0 ))}" \
   | tee "$OUT/wall.json"

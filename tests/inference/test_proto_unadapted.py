@@ -1,0 +1,56 @@
+"""A Proto-MAML model cannot map before it is adapted (its classifier was never trained)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from landcover.inference.bundle import ModelBundle
+from landcover.inference.errors import BundleError
+from landcover.inference.onnx_export import export_onnx
+from landcover.inference.predict import Predictor, predict_array
+from landcover.inference.testing import tiny_bundle
+from landcover.meta.protocol import AdaptedState
+
+
+def _proto_bundle() -> ModelBundle:
+    return tiny_bundle(
+        learner="mamlpp", learner_options={"steps": 1, "inner_lr": 0.1, "proto_init": True,
+                                           "bn": "none"},
+        model_options={"width": 4, "depth": 2, "norm": "none"},
+    )  # fmt: skip
+
+
+def test_meta_or_zero_step_proto_maml_bundle_is_refused_with_the_fix(tmp_path) -> None:
+    bundle = _proto_bundle()
+    with pytest.raises(BundleError, match=r"proto_init.*landcover adapt"):
+        Predictor.from_bundle(bundle)
+    kept_nothing = bundle.with_adapted(AdaptedState())  # a guard that kept 0 steps
+    with pytest.raises(BundleError, match="cannot map before it is adapted"):
+        Predictor.from_bundle(kept_nothing)
+    # `landcover adapt --steps 0` keeps the meta-learned tensors as fast weights, step 0
+    learner = bundle.build_learner("cpu")
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    zero = learner.adapt(x, y, steps=0).detached()
+    zero.params.update({n: p.detach() for n, p in learner.named_parameters() if "classifier" in n})
+    with pytest.raises(BundleError, match="proto_init"):
+        Predictor.from_bundle(bundle.with_adapted(zero))
+    with pytest.raises(BundleError, match="proto_init"):
+        export_onnx(bundle, tmp_path / "m.onnx")
+
+
+def test_adapted_proto_maml_bundle_maps() -> None:
+    bundle = _proto_bundle()
+    learner = bundle.build_learner("cpu")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    y = torch.randint(0, 3, (2, 32, 32), generator=g)
+    state = learner.adapt(x, y)
+    assert "head.classifier.weight" in state.params
+    predictor = Predictor.from_bundle(bundle.with_adapted(state.detached()))
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 40, 40)).astype(np.float32))
+    classes = predict_array(predictor, image).classes
+    assert classes.shape == (40, 40) and int(classes.min()) >= 0
+    # unadapted tiny (non-Proto-MAML) bundles still map as before
+    assert Predictor.from_bundle(tiny_bundle()) is not None
