@@ -36,6 +36,7 @@ from landcover.inference.bundle_format import (
     read_header,
 )
 from landcover.inference.errors import BandMismatchError, BundleError
+from landcover.meta.maml import PROTO_NAMES
 from landcover.meta.protocol import AdaptedState, Learner
 from landcover.models.segmentation import SegmentationModel
 
@@ -372,10 +373,6 @@ def _json_check(value: Any, what: str) -> None:
         raise BundleError(f"{what} must be JSON-serialisable to go into a bundle: {err}") from None
 
 
-#: The classifier tensors a Proto-MAML learner (``proto_init``) sets from each task's support.
-_PROTO_CLASSIFIER = "head.classifier.weight"
-
-
 def check_mappable(bundle: ModelBundle, state: AdaptedState) -> None:
     """Refuse to map with a Proto-MAML model that was not adapted.
 
@@ -388,7 +385,7 @@ def check_mappable(bundle: ModelBundle, state: AdaptedState) -> None:
             step or holds no adapted classifier; the message says how to adapt it.
     """
     options = (bundle.learner or {}).get("options") or {}
-    if options.get("proto_init") and (state.step < 1 or _PROTO_CLASSIFIER not in state.params):
+    if options.get("proto_init") and (state.step < 1 or PROTO_NAMES[0] not in state.params):
         raise BundleError(
             "this model was meta-trained with proto_init (Proto-MAML): its classifier is "
             "made from each region's labelled tiles, so it cannot map before it is adapted; "

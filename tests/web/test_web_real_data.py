@@ -169,22 +169,21 @@ def test_real_size_tile_adapts_and_maps_with_pan_zoom_and_cached_downloads(
     # pan (drag, arrow keys) and zoom (button, wheel)
     start = page.evaluate("window.landcoverPage.mapState()")
     cx, cy = map_box["x"] + map_box["width"] * 0.3, map_box["y"] + map_box["height"] * 0.6
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    for k in range(1, 21):
-        page.mouse.move(cx + 8 * k, cy + 4 * k)
-    page.mouse.up()
-    page.wait_for_timeout(600)
+
+    def drag() -> None:  # 160 x 80 px from (cx, cy) in 20 moves, then let the map settle
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        for k in range(1, 21):
+            page.mouse.move(cx + 8 * k, cy + 4 * k)
+        page.mouse.up()
+        page.wait_for_timeout(600)
+
+    drag()
     dragged = page.evaluate("window.landcoverPage.mapState()")
     page.click(".leaflet-control-zoom-in")
     page.wait_for_function(f"window.landcoverPage.mapState().zoom > {start['zoom']}")
     zoomed = page.evaluate("window.landcoverPage.mapState()")
-    page.mouse.move(cx, cy)
-    page.mouse.down()
-    for k in range(1, 21):
-        page.mouse.move(cx + 8 * k, cy + 4 * k)
-    page.mouse.up()
-    page.wait_for_timeout(600)
+    drag()
     panned = page.evaluate("window.landcoverPage.mapState()")
     page.focus("#map")
     page.keyboard.press("ArrowUp")
