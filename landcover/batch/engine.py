@@ -52,6 +52,8 @@ from landcover.batch.worker import (
 
 #: Dask's configuration of the environment its nanny gives worker processes.
 NANNY_ENV = "distributed.nanny.pre-spawn-environ"
+#: Dask's switch of its workers' statistical profiler.
+PROFILE = "distributed.worker.profile.enabled"
 
 
 def local_cluster(workers: int | None = None, threads: int = 1) -> LocalCluster:
@@ -68,8 +70,13 @@ def local_cluster(workers: int | None = None, threads: int = 1) -> LocalCluster:
     # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; setting it turns off
     # glibc's dynamic mmap threshold, so every large tensor is mmap'ed and unmapped anew:
     # mapping ran 2x slower (measured). Unset here, for the workers' restarts too.
+    # Dask's statistical profiler samples every worker thread's stack every 10 ms (for the
+    # dashboard's profile page): on a torch convolution loop it cost a worker 10-15 % more
+    # CPU than the same work in-process (measured, docs/batch.md). Off for the local
+    # cluster; an existing cluster (--scheduler) keeps its own configuration.
     # Failed tasks are reported by the run report; Dask's own error logs would repeat them.
-    with dask.config.set({f"{NANNY_ENV}.MALLOC_TRIM_THRESHOLD_": None}):
+    quiet = {f"{NANNY_ENV}.MALLOC_TRIM_THRESHOLD_": None, PROFILE: False}
+    with dask.config.set(quiet):
         return LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
                             dashboard_address=":0", silence_logs=logging.CRITICAL)  # fmt: skip
 

@@ -90,3 +90,19 @@ def test_killed_worker_rerun_and_corrupt_scene(tmp_path: Path, capsys) -> None:
     # the report files exist, in JSON and Markdown
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| r1 | bad | failed |" in md and "not a readable raster" in md
+
+
+def test_local_cluster_workers_run_without_the_profiler_and_malloc_trim() -> None:
+    """The local cluster's workers skip what cost mapping CPU (docs/batch.md)."""
+    import dask
+
+    from landcover.batch.engine import PROFILE, local_cluster
+
+    with local_cluster(workers=1) as cluster, Client(cluster) as client:
+        (env,) = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()
+        (profile,) = client.run(lambda: dask.config.get(PROFILE)).values()
+        (threads,) = client.run(lambda: os.environ.get("OMP_NUM_THREADS")).values()
+    assert env is None
+    assert profile is False
+    assert threads == "1"  # Dask's other worker settings are kept
+    assert dask.config.get(PROFILE) is True  # this process's configuration is untouched

@@ -89,3 +89,24 @@ def test_regions_bench_quick_writes_the_report(
     assert [b.name for b in bundles] == ["seed0_fold1.bundle", "seed0_fold2.bundle"]
     bundle = ModelBundle.load(bundles[0])
     assert bundle.class_names == ["water", "forest", "crops"]
+
+
+@pytest.mark.slow
+def test_jobs_run_folds_in_processes_with_the_same_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--jobs 2`` pools the same per-task scores, in the same order, as one process."""
+    root = write_folder_fixture(tmp_path / "d", regions=3, tiles=2, size=32, image_format="png")
+    per_task = {}
+    for jobs, threads in ((1, 1), (2, 2)):  # one torch thread per run either way
+        out = tmp_path / f"jobs{jobs}"
+        argv = ["bench", "regions", str(root), "--quick", "--seeds", "0", "--out", str(out),
+                "--no-progress", "--jobs", str(jobs), "--threads", str(threads)]  # fmt: skip
+        assert landcover(argv) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert [(f["seed"], f["fold"]) for f in metrics["folds"]] == [(0, 0), (0, 1), (0, 2)]
+        per_task[jobs] = metrics["per_task"]
+    assert "3 runs on 2 processes of 1 thread(s)" in capsys.readouterr().err
+    assert per_task[2] == per_task[1]
+    with pytest.raises(SystemExit):
+        landcover(["bench", "regions", str(root), "--jobs", "x"])

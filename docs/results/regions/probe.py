@@ -43,7 +43,7 @@ from landcover.geo.datasets import load_regions
 from landcover.tasks.scoring import score_task
 from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
 
-ROOT = Path("../shared/data/dubai-aerial")
+ROOT = Path("data/samples/dubai-aerial")
 CLASSES = Path("configs/classes/dubai-aerial.yaml")
 FINAL = Path("docs/results/regions/dubai_final/metrics.json")
 
@@ -102,10 +102,12 @@ def variant(args: argparse.Namespace) -> dict[str, Any]:
     """MAML++ with ``--options`` on the final run's test tasks of ``--seed``."""
     s = config_settings(Path("configs/folder.yaml"))
     s.learner_options.update(yaml.safe_load(args.options) or {})
+    if args.epochs is not None:
+        s.epochs = args.epochs
     inner = int(s.learner_options.get("steps", 5))
     s.maml_steps = sorted({1, inner, 2 * inner})
     regions = _regions(s)
-    final = json.loads(FINAL.read_text(encoding="utf-8"))
+    final = json.loads(args.final.read_text(encoding="utf-8"))
     order = [(r["seed"], r["fold"]) for r in final["folds"]]
     per_run = final["meta"]["tasks_per_shot"]
     wanted = [int(x) for x in args.folds.split(",")]
@@ -162,11 +164,14 @@ def main() -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--folds", default="0,1,2,3")
     v.add_argument("--options", default="{}", help="YAML mapping of MAML++ options")
+    v.add_argument("--epochs", type=int, default=None, help="x 20 outer steps (config's)")
+    v.add_argument("--final", type=Path, default=FINAL, help="metrics.json to pair with")
     for q in (b, v):
         q.add_argument("--out", default="/tmp/regions_probe", help="run folders")
         q.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     from landcover.models.frozen_encoder import feature_cache
 
     with feature_cache():  # as bench regions: each tile passes the frozen encoder once

@@ -68,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size", type=int, default=None, help="tile side in pixels")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
+        "--jobs", type=int, default=1,
+        help="(seed, fold) runs at once, each in its own process with threads/jobs torch "
+        "threads (on a few CPU cores, 2 jobs of 1 thread finish sooner than 1 job of 2)",
+    )  # fmt: skip
+    parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"],
         help="where training, tuning and scoring run (auto: cuda when available)",
     )  # fmt: skip
@@ -190,6 +195,82 @@ def _export(keep: dict[str, Any], out: Path, seed: int, fold: int, test: list[st
     return bundle.save(out / "bundles" / f"seed{seed}_fold{fold}.bundle")
 
 
+class _FoldRun:
+    """One (seed, fold) run of the bench; picklable, so a process pool can run it.
+
+    It holds how to load the regions, not the regions (their tiles read lazily through
+    closures); each process loads them once.
+    """
+
+    def __init__(self, s: Any, source: dict[str, Any], out: Path, root: Path, export: bool,
+                 device: str, progress: bool, threads: int) -> None:  # fmt: skip
+        self.s, self.source, self.out, self.root = s, source, out, root
+        self.export, self.device, self.progress, self.threads = export, device, progress, threads
+        self._regions: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_regions": None}
+
+    def regions(self) -> dict[str, Any]:
+        """The gridded regions by name (loaded on first use in this process)."""
+        if self._regions is None:
+            self._regions = _load_grid(self.s, **self.source)[1]
+        return self._regions
+
+    def __call__(self, item: tuple[int, int, list[str], list[str]]) -> dict[str, Any]:
+        """Train, tune and score every method on fold ``j`` with ``seed``."""
+        import torch
+
+        from landcover.bench.regions.core import FoldDataModule, run_fold
+
+        seed, j, test, val = item
+        torch.set_num_threads(self.threads)
+        regions = self.regions()
+        train = [r for n, r in regions.items() if n not in test and n not in val]
+        dm = FoldDataModule(train, [regions[n] for n in val], [regions[n] for n in test],
+                            self.s, seed)  # fmt: skip
+        keep: dict[str, Any] | None = {} if self.export else None
+        result, info = run_fold(dm, self.s, self.out / "runs" / f"seed{seed}_fold{j}",
+                                seed=seed, progress=self.progress, device=self.device,
+                                keep=keep)  # fmt: skip
+        if keep is not None:
+            info["bundle"] = str(_export(keep, self.out, seed, j + 1, test, self.root))
+        return {"seed": seed, "fold": j, "result": result, "info": info}
+
+
+def _load_grid(
+    s: Any, root: Path, kind: str, options: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The dataset's regions sorted by name, and each cut into the bench's tile grid."""
+    from landcover.bench.regions.core import grid_region
+    from landcover.geo.datasets import load_regions
+
+    raw = sorted(load_regions(root, kind=kind, **options), key=lambda r: r.name)
+    return raw, {r.name: grid_region(r, s.tile_size) for r in raw}
+
+
+def _run_plan(fold: _FoldRun, plan: list[tuple[int, int, list[str], list[str]]], jobs: int,
+              start: float) -> Any:  # fmt: skip
+    """Yield each run of ``plan`` as it finishes: in this process, or in ``jobs`` processes."""
+    if jobs == 1:
+        for n, item in enumerate(plan):
+            seed, j, test, val = item
+            so_far = time.perf_counter() - start
+            print(f"[{n + 1}/{len(plan)}] seed {seed}, fold {j + 1}: test {test}, val {val} "
+                  f"({so_far:.0f} s so far)", file=sys.stderr, flush=True)  # fmt: skip
+            yield fold(item)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    print(f"{len(plan)} runs on {jobs} processes of {fold.threads} thread(s)", file=sys.stderr,
+          flush=True)  # fmt: skip
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(fold, item) for item in plan]
+        for f in as_completed(futures):
+            yield f.result()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bench (exit 2 with a message on bad input)."""
     from landcover.geo.errors import GeoDataError
@@ -204,9 +285,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from landcover.bench.regions.core import FoldDataModule, grid_region, run_fold
     from landcover.bench.regions.report import merge_results, write_regions_report
-    from landcover.geo.datasets import detect_kind, load_regions
+    from landcover.geo.datasets import detect_kind
 
     s = settings_from(args)
     seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
@@ -222,8 +302,8 @@ def _run(args: argparse.Namespace) -> int:
         options["cache"] = True
     elif args.classes:
         raise ValueError(f"--classes applies to region folders, not to {kind} datasets")
-    raw = sorted(load_regions(args.root, kind=kind, **options), key=lambda r: r.name)
-    regions = {r.name: grid_region(r, s.tile_size) for r in raw}
+    source = {"root": args.root, "kind": kind, "options": options}
+    raw, regions = _load_grid(s, **source)
     small = {n: len(r) for n, r in regions.items() if len(r) < max(s.shots) + 1}
     if small:
         raise ValueError(
@@ -239,26 +319,23 @@ def _run(args: argparse.Namespace) -> int:
             )
         splits = [(j, split) for j, split in splits if j + 1 in wanted]
     progress = not args.no_progress
+    jobs = max(1, int(args.jobs))
+    if jobs > 1 and device == "cuda":
+        raise ValueError("--jobs applies to CPU runs; on a GPU run the folds one at a time")
     start = time.perf_counter()
+    plan = [(seed, j, test, val) for seed in seeds for j, (test, val) in splits]
+    threads = max(1, args.threads // jobs) if jobs > 1 else max(1, args.threads)
+    fold = _FoldRun(s, source, args.out, args.root, args.export, device, progress and jobs == 1,
+                    threads)  # fmt: skip
+    fold._regions = regions  # this process has them already (workers load their own)
     runs: list[dict[str, Any]] = []
-    total = len(seeds) * len(splits)
-    for seed in seeds:
-        for j, (test, val) in splits:
-            done = len(runs)
-            so_far = time.perf_counter() - start
-            print(f"[{done + 1}/{total}] seed {seed}, fold {j + 1}: test {test}, val {val} "
-                  f"({so_far:.0f} s so far)", file=sys.stderr, flush=True)  # fmt: skip
-            train = [r for n, r in regions.items() if n not in test and n not in val]
-            dm = FoldDataModule(train, [regions[n] for n in val], [regions[n] for n in test],
-                                s, seed)  # fmt: skip
-            keep: dict[str, Any] | None = {} if args.export else None
-            result, info = run_fold(dm, s, args.out / "runs" / f"seed{seed}_fold{j}",
-                                    seed=seed, progress=progress, device=device,
-                                    keep=keep)  # fmt: skip
-            if keep is not None:
-                info["bundle"] = str(_export(keep, args.out, seed, j + 1, test, args.root))
-            runs.append({"seed": seed, "fold": j, "result": result, "info": info})
-            _write_partial(args.out, runs)
+    for done, r in enumerate(_run_plan(fold, plan, jobs, start), 1):
+        runs.append(r)
+        runs.sort(key=lambda x: (seeds.index(x["seed"]), x["fold"]))
+        _write_partial(args.out, runs)
+        so_far = time.perf_counter() - start
+        print(f"[{done}/{len(plan)}] seed {r['seed']}, fold {r['fold'] + 1} done "
+              f"({so_far:.0f} s so far)", file=sys.stderr, flush=True)  # fmt: skip
     pooled = merge_results([r["result"] for r in runs])
     wall = time.perf_counter() - start
     summary = write_regions_report(
