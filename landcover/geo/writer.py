@@ -13,10 +13,12 @@ Colour tables: a TIFF palette has one entry per possible pixel value, ``2 ** Bit
 entries, whatever was written). QGIS builds the paletted renderer and its legend of a raster
 without a ``.qml`` from every entry of that table (``QgsGdalProviderBase::colorTable``, one
 class per entry, QGIS 3.22), so a plain 8-bit class map lists 256 values in QGIS' legend.
-:func:`class_map_writer` therefore packs the map into the fewest bits that hold every class
-value and the nodata value (``NBITS``, kept by the COG driver): values 1..7 with nodata 0
-make a 3-bit map whose table, and QGIS' legend, has 8 entries: nodata and the 7 classes.
-With nodata 255 (the default) the map needs all 8 bits and the table all 256 entries.
+:func:`class_map_writer` therefore packs the map into the fewest bits of 1, 2 or 4 that hold
+every class value and the nodata value (``NBITS``, kept by the COG driver): values 1..3 with
+nodata 0 make a 2-bit map whose table, and QGIS' legend, has 4 entries: nodata and the 3
+classes; values 1..7 with nodata 0 a 4-bit map (16 entries). Only TIFF's baseline palette
+depths are used (Pillow, for one, cannot open a 3-bit TIFF). With nodata 255 (the default)
+the map needs all 8 bits and the table all 256 entries.
 """
 
 from __future__ import annotations
@@ -186,8 +188,9 @@ class RasterWriter:
 
 
 def class_map_bits(values: Sequence[int], nodata: int) -> int:
-    """Bits per pixel of a class map holding ``values`` and ``nodata``: the fewest, 1..8."""
-    return max(1, max((*values, nodata)).bit_length())
+    """Bits per pixel of a class map holding ``values`` and ``nodata``: the fewest of 1, 2, 4, 8."""
+    needed = max((*values, nodata)).bit_length()
+    return next(b for b in (1, 2, 4, 8) if b >= needed)
 
 
 def class_map_writer(

@@ -2,8 +2,8 @@
 
 QGIS builds the default paletted renderer of a raster without a style from every entry of
 its GDAL colour table, one legend item per entry (``QgsGdalProviderBase::colorTable``), and
-GDAL reads ``2 ** bits`` entries from a TIFF palette. A map packed into 3 bits (values 1..7,
-nodata 0) lists nodata and the 7 classes; the default nodata 255 needs 8 bits and lists 256.
+GDAL reads ``2 ** bits`` entries from a TIFF palette. A map packed into 2 bits (values 1..3,
+nodata 0) lists nodata and the 3 classes; the default nodata 255 needs 8 bits and lists 256.
 Opened in a child process (:mod:`qgis_vectors`); skipped, with the reason, without QGIS.
 """
 
@@ -25,12 +25,8 @@ from .qgis_env import qgis_missing, run_in_qgis
 pytestmark = pytest.mark.skipif(qgis_missing() is not None, reason=str(qgis_missing()))
 
 SCRIPT = Path(__file__).with_name("qgis_vectors.py")
-SEVEN = ClassScheme(
-    names=("water", "forest", "field", "road", "building", "bare", "grass"),
-    values=(1, 2, 3, 4, 5, 6, 7),
-    colors=((0, 0, 255), (0, 128, 0), (255, 255, 0), (128, 128, 128), (255, 0, 0),
-            (200, 180, 150), (120, 220, 120)),
-)  # fmt: skip
+THREE = ClassScheme(names=("building", "road", "water"), values=(1, 2, 3),
+                    colors=((60, 16, 152), (110, 193, 228), (226, 169, 41)))  # fmt: skip
 PROFILE = RasterProfile(width=64, height=64, count=3, dtype="uint8", crs=CRS.from_epsg(32640),
                         transform=Affine(0.5, 0, 300_000, 0, -0.5, 2_790_000), nodata=None,
                         descriptions=(None,) * 3)  # fmt: skip
@@ -41,27 +37,27 @@ def _hex(rgb: tuple[int, ...]) -> str:
 
 
 def test_a_class_map_without_sidecars_lists_its_classes_in_qgis(tmp_path: Path) -> None:
-    """Before: 256 legend entries, 249 of them black, for any class map."""
-    classes = (np.arange(64)[None, :] * 7 // 64).repeat(64, 0)  # indices 0..6 in bands
+    """Before: 256 legend entries, 252 of them black, for any class map."""
+    classes = (np.arange(64)[None, :] * 3 // 64).repeat(64, 0)  # indices 0..2 in bands
     valid = np.ones((64, 64), bool)
     valid[:16, :16] = False
-    short = write_class_map(tmp_path / "short.tif", classes, PROFILE, SEVEN, valid=valid,
+    short = write_class_map(tmp_path / "short.tif", classes, PROFILE, THREE, valid=valid,
                             nodata=0, cog=True)  # fmt: skip
-    full = write_class_map(tmp_path / "full.tif", classes, PROFILE, SEVEN, valid=valid)
+    full = write_class_map(tmp_path / "full.tif", classes, PROFILE, THREE, valid=valid)
     assert not list(tmp_path.glob("*.qml")) and not list(tmp_path.glob("*.aux.xml"))
     got = run_in_qgis(SCRIPT, str(short), str(full))["layers"]
     layer = got[str(short)]
     assert layer["valid"] and layer["renderer"] == "paletted" and layer["crs"] == "EPSG:32640"
-    # the legend: nodata (transparent) and the 7 classes at the class file's values
+    # the legend: nodata (transparent) and the 3 classes at the class file's values
     assert layer["nodata"] == 0
-    assert [c[0] for c in layer["classes"]] == list(range(8))
+    assert [c[0] for c in layer["classes"]] == [0, 1, 2, 3]
     assert layer["classes"][0][2] == 0  # nodata's entry is transparent
-    assert [c[1] for c in layer["classes"][1:]] == [_hex(rgb) for rgb in SEVEN.colors]
-    assert len(layer["legend"]) == 8
+    assert [c[1] for c in layer["classes"][1:]] == [_hex(rgb) for rgb in THREE.colors]
+    assert [item[1] for item in layer["legend"]] == ["#000000", *(_hex(c) for c in THREE.colors)]
     # drawn: nodata transparent, each class in its colour
     drawn = np.array([[px[1] for px in row] for row in layer["drawn"]])
     assert (drawn[~valid] == 0).all() and (drawn[valid] == 255).all()
-    colours = {_hex(rgb) for rgb in SEVEN.colors}
+    colours = {_hex(rgb) for rgb in THREE.colors}
     assert {px[0] for row, ok in zip(layer["drawn"], valid) for px, v in zip(row, ok) if v} \
         == colours  # fmt: skip
     # the default nodata 255 needs 8 bits: QGIS lists all 256 entries of the TIFF palette
