@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--geojson",
         default=None,
         metavar="PATH",
-        help="also write generalised polygons (GeoJSON, WGS 84)",
+        help="also write generalised polygons (GeoJSON, WGS 84; a raster without CRS: its "
+        "own coordinates, as QGIS places it)",
     )
     p.add_argument(
         "--gpkg",
@@ -160,27 +161,6 @@ def _check_paths_and_device(args: argparse.Namespace, probs: str | None) -> str 
     return None
 
 
-def _check_geojson_referenced(src: str) -> None:
-    """Refuse GeoJSON for a raster without CRS and geotransform (a plain JPEG or PNG).
-
-    GeoJSON has no way to say "no CRS": GDAL and QGIS read every GeoJSON as WGS 84, so
-    pixel coordinates would land near 0°N 0°E as "latitudes" up to the image height. A
-    GeoPackage can hold a layer without a spatial reference, placed where QGIS draws such
-    a raster (:func:`landcover.inference.vectorize.write_gpkg`).
-    """
-    from affine import Affine
-
-    from landcover.geo.raster import read_profile
-
-    profile = read_profile(src)
-    if profile.crs is None and profile.transform == Affine.identity():
-        raise ValueError(
-            f"{src} has no CRS nor geotransform, and GeoJSON cannot hold coordinates "
-            "without a CRS (QGIS would read the pixel grid as longitudes/latitudes); use "
-            "--gpkg for polygons that overlay the image in QGIS, or georeference it first"
-        )
-
-
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (2 for bad input)."""
     args = build_parser().parse_args(argv)
@@ -206,8 +186,6 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     try:
         vector = VectorOptions(int(args.min_area), args.min_area_m2, args.simplify)
-        if args.geojson is not None:
-            _check_geojson_referenced(args.input)
         bundle = ModelBundle.load(args.bundle)
         if bundle.kind != "adapted":
             print("landcover predict: note: this bundle is not adapted; predicting with the "

@@ -32,6 +32,7 @@ def describe(path: str) -> dict:
         "valid": layer.isValid(),
         "crs": layer.crs().authid() if layer.crs().isValid() else None,
         "crs_name": layer.crs().description(),
+        "geographic": layer.crs().isGeographic(),
         "extent": [ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()],
     }
     if isinstance(layer, QgsVectorLayer):
