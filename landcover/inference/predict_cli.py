@@ -134,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         "with the colours and names keyed by them, also in the styles and polygons' class_id); "
         "'index' the class indices 0..n-1",
     )
+    p.add_argument(
+        "--map-nodata",
+        type=int,
+        default=NODATA_CLASS,
+        metavar="V",
+        help=f"the class map's value where the input has no data (default {NODATA_CLASS}); "
+        "no class may take it. A value below 16, e.g. 0 for classes 1..7, packs the map into "
+        "4 bits or fewer, so that its colour table - the legend QGIS shows for the GeoTIFF "
+        "without its .qml - lists 16 values or fewer instead of 256",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -210,7 +220,7 @@ def main(argv: list[str]) -> int:
             probabilities=probs, geojson=args.geojson, gpkg=args.gpkg, vector=vector,
             style=not args.no_style, cog=args.cog, batch_size=args.batch_size,
             balance=args.engine == "onnxruntime" and args.window == FAST_WINDOW,
-            progress=not args.quiet, class_values=args.class_values,
+            progress=not args.quiet, class_values=args.class_values, nodata=args.map_nodata,
         )  # fmt: skip
     except (BundleError, GeoDataError, ValueError) as err:
         print(f"landcover predict: error: {err}", file=sys.stderr)
@@ -229,6 +239,7 @@ def main(argv: list[str]) -> int:
         "engine": args.engine,
         "precision": predictor.precision,
         "class_values": result.info["class_values"],
+        "nodata": result.info["nodata"],
         "width": result.width,
         "height": result.height,
         "windows": result.windows,
@@ -244,7 +255,7 @@ def main(argv: list[str]) -> int:
             if summary[key]:
                 print(f"wrote {summary[key]}")
         values = ", ".join(f"{v} {n}" for n, v in summary["class_values"].items())
-        print(f"map values: {values}, {NODATA_CLASS} nodata")
+        print(f"map values: {values}, {summary['nodata']} nodata")
         print(f"{result.width}x{result.height} px, {result.windows} windows, "
               f"{result.seconds:.2f} s ({result.pixels_per_second:,.0f} px/s)")  # fmt: skip
     return 0

@@ -4,21 +4,26 @@ QGIS builds the default paletted renderer of a raster without a style from every
 its GDAL colour table, one legend item per entry (``QgsGdalProviderBase::colorTable``), and
 GDAL reads ``2 ** bits`` entries from a TIFF palette. A map packed into 2 bits (values 1..3,
 nodata 0) lists nodata and the 3 classes; the default nodata 255 needs 8 bits and lists 256.
+``landcover predict --map-nodata 0`` writes such a map.
 Opened in a child process (:mod:`qgis_vectors`); skipped, with the reason, without QGIS.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from landcover.cli import main as cli
 from landcover.geo.classes import ClassScheme
 from landcover.geo.raster import RasterProfile
 from landcover.geo.writer import write_class_map
+from landcover.inference.testing import tiny_bundle
 
 from .qgis_env import qgis_missing, run_in_qgis
 
@@ -62,3 +67,24 @@ def test_a_class_map_without_sidecars_lists_its_classes_in_qgis(tmp_path: Path) 
         == colours  # fmt: skip
     # the default nodata 255 needs 8 bits: QGIS lists all 256 entries of the TIFF palette
     assert got[str(full)]["renderer"] == "paletted" and len(got[str(full)]["legend"]) == 256
+
+
+def test_predict_with_map_nodata_0_lists_the_classes_in_qgis(tmp_path: Path) -> None:
+    """``landcover predict --map-nodata 0 --no-style``: the GeoTIFF alone, legend of 4."""
+    bundle = replace(tiny_bundle(3, 3, mean=100.0, std=40.0, seed=5), classes=THREE.to_dict())
+    img = np.random.default_rng(1).normal(100, 60, (3, 64, 64)).astype(np.float32)
+    img[:, :16, :16] = np.nan
+    with rasterio.open(tmp_path / "in.tif", "w", driver="GTiff", width=64, height=64, count=3,
+                       dtype="float32", nodata=float("nan"), crs=PROFILE.crs,
+                       transform=PROFILE.transform) as dst:  # fmt: skip
+        dst.write(img)
+    out = tmp_path / "map.tif"
+    assert cli(["predict", str(bundle.save(tmp_path / "m.bundle")), str(tmp_path / "in.tif"),
+                str(out), "--quiet", "--no-style", "--cog", "--map-nodata", "0"]) == 0  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "m.bundle", "map.tif"]
+    layer = run_in_qgis(SCRIPT, str(out))["layers"][str(out)]
+    assert layer["renderer"] == "paletted" and layer["nodata"] == 0
+    assert [c[0] for c in layer["classes"]] == [0, 1, 2, 3] and layer["classes"][0][2] == 0
+    assert [c[1] for c in layer["classes"][1:]] == [_hex(rgb) for rgb in THREE.colors]
+    drawn = np.array([[px[1] for px in row] for row in layer["drawn"]])
+    assert (drawn[:16, :16] == 0).all() and (drawn[16:, 16:] == 255).all()
