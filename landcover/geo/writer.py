@@ -7,6 +7,18 @@ GDAL's COG driver. Peak memory is one window plus GDAL's block cache, whatever t
 size. :func:`write_class_map` writes a whole class map (uint8, colour table, nodata where the
 input had none) keeping the input's CRS and transform. Also importable from
 :mod:`landcover.geo.raster`.
+
+Colour tables: a TIFF palette has one entry per possible pixel value, ``2 ** BitsPerSample``
+(TIFF 6.0, ColorMap), and GDAL reads exactly that many (GTiff driver: ``1 << nBitsPerSample``
+entries, whatever was written). QGIS builds the paletted renderer and its legend of a raster
+without a ``.qml`` from every entry of that table (``QgsGdalProviderBase::colorTable``, one
+class per entry, QGIS 3.22), so a plain 8-bit class map lists 256 values in QGIS' legend.
+:func:`class_map_writer` therefore packs the map into the fewest bits of 1, 2 or 4 that hold
+every class value and the nodata value (``NBITS``, kept by the COG driver): values 1..3 with
+nodata 0 make a 2-bit map whose table, and QGIS' legend, has 4 entries: nodata and the 3
+classes; values 1..7 with nodata 0 a 4-bit map (16 entries). Only TIFF's baseline palette
+depths are used (Pillow, for one, cannot open a 3-bit TIFF). With nodata 255 (the default)
+the map needs all 8 bits and the table all 256 entries.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from torch import Tensor
 from landcover.geo.classes import ClassScheme
 from landcover.geo.raster import RasterProfile
 
-__all__ = ["RasterWriter", "class_map_writer", "write_class_map"]
+__all__ = ["RasterWriter", "class_map_bits", "class_map_writer", "write_class_map"]
 
 
 class RasterWriter:
@@ -57,6 +69,7 @@ class RasterWriter:
         block_size: int = 256,
         compress: str = "deflate",
         tags: Mapping[str, str] | None = None,
+        nbits: int | None = None,
     ) -> None:
         """Open the temporary output.
 
@@ -72,6 +85,9 @@ class RasterWriter:
             block_size: Internal tile size (multiple of 16).
             compress: GDAL compression.
             tags: GDAL metadata items of band 1 (stored inside the GeoTIFF).
+            nbits: Bits per pixel of a uint8 raster, 1..7 (GDAL's ``NBITS``; a colour table
+                then has ``2 ** nbits`` entries); values that do not fit are refused on
+                :meth:`write`. ``None``: the dtype's bits.
         """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +109,11 @@ class RasterWriter:
         }
         if tiled:
             creation.update(blockxsize=block_size, blockysize=block_size)
+        if nbits is not None:
+            if dtype != "uint8" or not 1 <= nbits <= 7:
+                raise ValueError(f"nbits={nbits} needs a uint8 raster and 1..7 bits")
+            creation["nbits"] = nbits
+        self.max_value = None if nbits is None else 2**nbits - 1
         if profile.crs is not None:
             creation.update(crs=profile.crs, transform=profile.transform)
         elif profile.transform != Affine.identity():  # a geotransform without a CRS
@@ -119,6 +140,10 @@ class RasterWriter:
             array = array[None]
         if array.shape[1:] != (int(window.height), int(window.width)):
             raise ValueError(f"array {array.shape[1:]} does not match window {window}")
+        if self.max_value is not None and array.size and int(array.max()) > self.max_value:
+            # GDAL would silently keep the low bits only
+            raise ValueError(f"value {int(array.max())} does not fit the raster's "
+                             f"{self.max_value.bit_length()} bits per pixel")  # fmt: skip
         self._dst.write(array.astype(self._dst.dtypes[0], copy=False), window=window)
 
     def close(self) -> Path:
@@ -162,6 +187,12 @@ class RasterWriter:
             self.abort()
 
 
+def class_map_bits(values: Sequence[int], nodata: int) -> int:
+    """Bits per pixel of a class map holding ``values`` and ``nodata``: the fewest of 1, 2, 4, 8."""
+    needed = max((*values, nodata)).bit_length()
+    return next(b for b in (1, 2, 4, 8) if b >= needed)
+
+
 def class_map_writer(
     path: str | Path,
     profile: RasterProfile,
@@ -176,6 +207,10 @@ def class_map_writer(
     The map holds ``scheme.raw_values()`` (a :func:`~landcover.geo.map_values.map_scheme`);
     colours and names are keyed by those values.
 
+    With a scheme the map is packed into :func:`class_map_bits` bits when fewer than 8 hold
+    every class value and ``nodata``, so that its colour table (and QGIS' legend of the
+    file alone) lists ``2 ** bits`` values instead of 256 (see the module docstring).
+
     The class names go into the file as band tags ``CLASS_<value>=<name>``; the QGIS style
     and GDAL category names are sidecars written once the file is in place
     (:func:`landcover.geo.qgis_style.write_class_map_sidecars`).
@@ -184,9 +219,10 @@ def class_map_writer(
 
     cmap = scheme.colormap(nodata=nodata) if scheme is not None else None
     tags = category_tags(scheme) if scheme is not None else None
+    bits = class_map_bits(scheme.raw_values(), nodata) if scheme is not None else 8
     return RasterWriter(path, profile, count=1, dtype="uint8", nodata=nodata, colormap=cmap,
-                        descriptions=["class"], cog=cog, compress=compress,
-                        tags=tags)  # fmt: skip
+                        descriptions=["class"], cog=cog, compress=compress, tags=tags,
+                        nbits=bits if bits < 8 else None)  # fmt: skip
 
 
 def write_class_map(

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--geojson",
         default=None,
         metavar="PATH",
-        help="also write generalised polygons (GeoJSON, WGS 84)",
+        help="also write generalised polygons (GeoJSON, WGS 84; a raster without CRS: its "
+        "own coordinates, as QGIS places it)",
     )
     p.add_argument(
         "--gpkg",
@@ -133,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         "with the colours and names keyed by them, also in the styles and polygons' class_id); "
         "'index' the class indices 0..n-1",
     )
+    p.add_argument(
+        "--map-nodata",
+        type=int,
+        default=NODATA_CLASS,
+        metavar="V",
+        help=f"the class map's value where the input has no data (default {NODATA_CLASS}); "
+        "no class may take it. A value below 16, e.g. 0 for classes 1..7, packs the map into "
+        "4 bits or fewer, so that its colour table - the legend QGIS shows for the GeoTIFF "
+        "without its .qml - lists 16 values or fewer instead of 256",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -160,27 +171,6 @@ def _check_paths_and_device(args: argparse.Namespace, probs: str | None) -> str 
     return None
 
 
-def _check_geojson_referenced(src: str) -> None:
-    """Refuse GeoJSON for a raster without CRS and geotransform (a plain JPEG or PNG).
-
-    GeoJSON has no way to say "no CRS": GDAL and QGIS read every GeoJSON as WGS 84, so
-    pixel coordinates would land near 0°N 0°E as "latitudes" up to the image height. A
-    GeoPackage can hold a layer without a spatial reference, placed where QGIS draws such
-    a raster (:func:`landcover.inference.vectorize.write_gpkg`).
-    """
-    from affine import Affine
-
-    from landcover.geo.raster import read_profile
-
-    profile = read_profile(src)
-    if profile.crs is None and profile.transform == Affine.identity():
-        raise ValueError(
-            f"{src} has no CRS nor geotransform, and GeoJSON cannot hold coordinates "
-            "without a CRS (QGIS would read the pixel grid as longitudes/latitudes); use "
-            "--gpkg for polygons that overlay the image in QGIS, or georeference it first"
-        )
-
-
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (2 for bad input)."""
     args = build_parser().parse_args(argv)
@@ -206,8 +196,6 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     try:
         vector = VectorOptions(int(args.min_area), args.min_area_m2, args.simplify)
-        if args.geojson is not None:
-            _check_geojson_referenced(args.input)
         bundle = ModelBundle.load(args.bundle)
         if bundle.kind != "adapted":
             print("landcover predict: note: this bundle is not adapted; predicting with the "
@@ -232,7 +220,7 @@ def main(argv: list[str]) -> int:
             probabilities=probs, geojson=args.geojson, gpkg=args.gpkg, vector=vector,
             style=not args.no_style, cog=args.cog, batch_size=args.batch_size,
             balance=args.engine == "onnxruntime" and args.window == FAST_WINDOW,
-            progress=not args.quiet, class_values=args.class_values,
+            progress=not args.quiet, class_values=args.class_values, nodata=args.map_nodata,
         )  # fmt: skip
     except (BundleError, GeoDataError, ValueError) as err:
         print(f"landcover predict: error: {err}", file=sys.stderr)
@@ -251,6 +239,7 @@ def main(argv: list[str]) -> int:
         "engine": args.engine,
         "precision": predictor.precision,
         "class_values": result.info["class_values"],
+        "nodata": result.info["nodata"],
         "width": result.width,
         "height": result.height,
         "windows": result.windows,
@@ -266,7 +255,7 @@ def main(argv: list[str]) -> int:
             if summary[key]:
                 print(f"wrote {summary[key]}")
         values = ", ".join(f"{v} {n}" for n, v in summary["class_values"].items())
-        print(f"map values: {values}, {NODATA_CLASS} nodata")
+        print(f"map values: {values}, {summary['nodata']} nodata")
         print(f"{result.width}x{result.height} px, {result.windows} windows, "
               f"{result.seconds:.2f} s ({result.pixels_per_second:,.0f} px/s)")  # fmt: skip
     return 0

@@ -241,6 +241,7 @@ def predict_raster(
     compress: str = "deflate",
     balance: bool = False,
     class_values: str = "file",
+    nodata: int = NODATA_CLASS,
 ) -> RasterPrediction:
     """Segment a raster on disk into a class-map GeoTIFF, streaming strip by strip.
 
@@ -248,7 +249,7 @@ def predict_raster(
         predictor: The bundle's predictor (its engine runs the network).
         src: Input raster (its bands must be the bundle's bands).
         out: Output class map: uint8 class values (see ``class_values``), colour table,
-            nodata 255 where the input has no data, the input's CRS and transform.
+            ``nodata`` where the input has no data, the input's CRS and transform.
         window: Window size (default :func:`default_window`).
         overlap: Overlap of neighbouring windows (default ``window // 4``).
         probabilities: Also write float32 per-class probabilities here (nodata ``nan``).
@@ -269,6 +270,11 @@ def predict_raster(
         class_values: ``"file"``: the map (and its colour table, names, styles, polygons'
             ``class_id``) holds the class file's values, e.g. 1..7; ``"index"``: the class
             indices 0..n-1 (:mod:`landcover.geo.map_values`).
+        nodata: The class map's value of pixels without data (255 by default; no class may
+            take it). With every value below 16 (e.g. 0 for classes 1..7) the map is
+            packed into 4 bits or fewer and its colour table, which QGIS lists as the
+            legend of the file alone, has 16 entries or fewer instead of 256
+            (:func:`~landcover.geo.writer.class_map_writer`).
 
     Returns:
         Output paths, size and timing.
@@ -292,7 +298,14 @@ def predict_raster(
     plan = WindowPlan.make(profile.height, profile.width, window, overlap,
                            predictor.size_divisor)  # fmt: skip
     scheme = map_scheme(predictor.bundle.scheme(), class_values, NODATA_CLASS)
-    to_value = torch.from_numpy(value_lut(scheme, NODATA_CLASS))
+    if nodata != NODATA_CLASS:
+        taken = dict(zip(scheme.raw_values(), scheme.names))
+        if not 0 <= nodata <= 255 or nodata in taken:
+            why = f"class {taken[nodata]!r} has it" if nodata in taken else "not in 0..255"
+            raise ValueError(f"the class map's nodata value {nodata} is not free ({why}); "
+                             f"choose a value no class has (--map-nodata)")  # fmt: skip
+        scheme = map_scheme(scheme, "file", nodata)
+    to_value = torch.from_numpy(value_lut(scheme, nodata))  # index 255 (no data) -> nodata
     vectors = geojson is not None or gpkg is not None
     tmp_dir = tempfile.TemporaryDirectory(prefix="landcover-vec-") if vectors else None
     probs_path = probabilities
@@ -300,7 +313,7 @@ def predict_raster(
         probs_path = Path(tmp_dir.name) / "probabilities.tif"
     keep_probs = probs_path is not None
 
-    writers: list[RasterWriter] = [class_map_writer(out, profile, scheme, nodata=NODATA_CLASS,
+    writers: list[RasterWriter] = [class_map_writer(out, profile, scheme, nodata=nodata,
                                                     cog=cog, compress=compress)]  # fmt: skip
     if keep_probs:
         tmp = probabilities is None
@@ -347,12 +360,14 @@ def predict_raster(
         "window": window,
         "overlap": overlap,
         "class_values": dict(zip(scheme.names, scheme.raw_values())),
+        "nodata": nodata,
     }
     try:
         if style:
             from landcover.geo.qgis_style import write_class_map_sidecars, write_probabilities_style
 
-            info["sidecars"] = [str(p) for p in write_class_map_sidecars(paths[0], scheme)]
+            sidecars = write_class_map_sidecars(paths[0], scheme, nodata)
+            info["sidecars"] = [str(p) for p in sidecars]
             if probabilities is not None:
                 qml = write_probabilities_style(paths[1], predictor.bundle.class_names)
                 info["sidecars"].append(str(qml))
@@ -365,7 +380,7 @@ def predict_raster(
             # one pass for both files (strip by strip, streamed)
             vec_start = time.perf_counter()
             written = write_vectors(paths[0], scheme, geojson=geojson, gpkg=gpkg, options=opts,
-                                    probabilities=prob_file)  # fmt: skip
+                                    probabilities=prob_file, nodata=nodata)  # fmt: skip
             info["vector_seconds"] = time.perf_counter() - vec_start
             info["polygons"] = written["polygons"]
             geo_path = written["geojson"]

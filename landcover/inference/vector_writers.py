@@ -30,11 +30,17 @@ class GeoJSONWriter:
     Args:
         path: File to write (created or truncated).
         coordinate_system: The collection's ``coordinate_system`` member.
+        crs_name: A ``crs`` member naming the coordinates' CRS (GeoJSON 2008's named CRS,
+            e.g. a WKT), for coordinates that are not WGS 84; ``None``: no member
+            (RFC 7946: WGS 84).
     """
 
-    def __init__(self, path: Path, coordinate_system: str) -> None:
+    def __init__(self, path: Path, coordinate_system: str, crs_name: str | None = None) -> None:
         self._file: IO[str] = path.open("w", encoding="utf-8")
-        self._file.write('{"type": "FeatureCollection", "coordinate_system": '
+        crs = "" if crs_name is None else (
+            f'"crs": {{"type": "name", "properties": {{"name": {json.dumps(crs_name)}}}}}, '
+        )  # fmt: skip
+        self._file.write(f'{{"type": "FeatureCollection", {crs}"coordinate_system": '
                          f'{json.dumps(coordinate_system)}, "features": [')  # fmt: skip
         self._first = True
 

@@ -27,11 +27,14 @@ value, or the index for maps of indices; :mod:`landcover.geo.map_values`), ``cla
 ``color``, ``area_m2`` (pixels
 x pixel area before simplification; ``null`` without a CRS) and ``mean_prob`` (mean
 probability of the polygon's class over its pixels, when probabilities are given).
-GeoJSON is written in WGS 84 (RFC 7946; pixel coordinates for rasters without a CRS,
-which GeoJSON cannot mark as such: readers take them for WGS 84, so ``landcover predict``
-refuses ``--geojson`` there and points to ``--gpkg``), GeoPackage (:mod:`pyogrio`, GDAL's
-OGR; version 1.2, with its QGIS style) in the raster's own CRS, or with no spatial
-reference and QGIS' placement of an unreferenced raster (y = -row).
+GeoJSON is written in WGS 84 (RFC 7946), GeoPackage (:mod:`pyogrio`, GDAL's OGR; version
+1.2, with its QGIS style) in the raster's own CRS. A raster without a CRS gives polygons
+in its own coordinates, and a plain image (no geotransform either: a JPEG) in QGIS'
+placement of an unreferenced raster (x = column, y = -row), both files alike: the
+GeoPackage layer has no spatial reference (GDAL's "Undefined SRS"), the GeoJSON a ``crs``
+member (GeoJSON 2008's named CRS, which GDAL and so QGIS still read; RFC 7946 readers
+ignore it) naming an undefined local CRS, :data:`UNDEFINED_CRS`: without it GDAL and QGIS
+read every GeoJSON as WGS 84, ``"crs": null`` included (GDAL 3.6).
 
 Memory and time: the map is read in strips of about 256 kpx (plus the sieve's halo) and
 features stream to the files (:mod:`landcover.inference.vector_writers`), so memory does
@@ -72,6 +75,9 @@ WGS84 = "EPSG:4326"
 GPKG_VERSION = "1.2"
 #: QGIS places a raster without CRS and geotransform at x in [0, W], y in [-H, 0].
 QGIS_UNREFERENCED = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+#: The GeoJSON ``crs`` member of polygons without a CRS: a local CRS GDAL reads as
+#: "Undefined" (QGIS 3.22: no authority, not geographic), not WGS 84.
+UNDEFINED_CRS = 'LOCAL_CS["Undefined"]'
 _EARTH_M_PER_DEG = 111_320.0
 #: GDAL's block cache while vectorising (MB): strips are read once, so a cache only has to
 #: hold a strip; GDAL's default (5 % of the RAM) kept every block of the class map and the
@@ -260,9 +266,16 @@ def _coordinate_system(transform: Affine | None, crs: CRS | None, to_wgs84: bool
     """The GeoJSON's ``coordinate_system`` member."""
     if crs is not None:
         return WGS84 if to_wgs84 else crs.to_string()
-    # no CRS: the raster's own grid coordinates (pixels without a geotransform)
+    # no CRS: the raster's own coordinates (pixels without a geotransform)
     plain = transform is None or transform == Affine.identity()
     return "pixel (column, row)" if plain else "the raster's coordinates (no CRS)"
+
+
+def _file_coordinate_system(transform: Affine, crs: CRS | None, to_wgs84: bool) -> str:
+    """The ``coordinate_system`` member of a GeoJSON written by :func:`write_vectors`."""
+    if crs is None and transform == Affine.identity():
+        return "pixel (column, -row): where QGIS draws a raster without georeference"
+    return _coordinate_system(transform, crs, to_wgs84)
 
 
 @dataclass(frozen=True)
@@ -355,9 +368,10 @@ def write_vectors(
     GeoPackage is version :data:`GPKG_VERSION` (GDAL >= 3.6 writes 1.4 by default, which
     GDAL 3.6 / QGIS 3.22 open with a "may only be partially supported" warning) in the
     raster's CRS and carries its QGIS style (:func:`landcover.geo.vector_style.
-    add_gpkg_style`). A raster without CRS and geotransform (a plain JPEG) gets
-    GeoPackage polygons where QGIS draws it (x = column, y = -row) and a layer without a
-    spatial reference.
+    add_gpkg_style`). A raster without a CRS gets polygons in its coordinates, and without
+    a geotransform either (a plain JPEG) where QGIS draws it (x = column, y = -row), in both
+    files; the GeoPackage layer has no spatial reference and the GeoJSON names
+    :data:`UNDEFINED_CRS` so that GDAL and QGIS do not take it for WGS 84.
 
     Args:
         class_map: uint8 class map (as written by ``predict_raster``).
@@ -392,7 +406,10 @@ def write_vectors(
             to_index = index_lut(scheme, nodata)
             gj = gp = None
             if targets[0] is not None:
-                gj = GeoJSONWriter(targets[0][1], _coordinate_system(t, crs, to_wgs84))
+                named = None if crs is not None and to_wgs84 else (  # RFC 7946: WGS 84
+                    crs.to_wkt() if crs is not None else UNDEFINED_CRS)  # fmt: skip
+                gj = GeoJSONWriter(targets[0][1], _file_coordinate_system(t, crs, to_wgs84),
+                                   named)  # fmt: skip
             if targets[1] is not None:
                 wkt = crs.to_wkt() if crs is not None else None
                 gp = GpkgWriter(targets[1][1], layer, wkt, GPKG_VERSION)
@@ -404,7 +421,7 @@ def write_vectors(
                 attrs = _attributes(batch, scheme, to_index, px_area)
                 count += len(attrs)
                 if gj is not None:
-                    g = _to_crs(batch.geoms, t)
+                    g = _to_crs(batch.geoms, t if crs is not None else gp_t)
                     gj.write(_to_wgs84(g, crs) if to_wgs84 and crs is not None else g, attrs)
                 if gp is not None:
                     gp.write(_to_crs(batch.geoms, gp_t), [

@@ -95,16 +95,35 @@ def test_band_mismatch_raster(tmp_path: Path, write_tif) -> None:
 
 
 def test_unreferenced_raster_has_no_crs(tmp_path: Path, write_tif) -> None:
-    src = write_tif(tmp_path / "plain.tif", np.full((3, 30, 30), 7, np.uint8), crs=False)
-    pred = Predictor.from_bundle(tiny_bundle(3, 3))
+    """A plain image: GeoJSON and GeoPackage polygons where QGIS draws it (x = column,
+    y = -row), neither claiming WGS 84. Before: the GeoJSON had y in [0, H] and no ``crs``
+    member, so GDAL (and QGIS) read it as EPSG:4326."""
+    import pyogrio
+    import shapely
+
+    img = np.full((3, 30, 40), 7, np.uint8)
+    img[:, 10:, 20:] = 200
+    src = write_tif(tmp_path / "plain.tif", img, crs=False)
+    pred = Predictor.from_bundle(tiny_bundle(3, 3, mean=100.0, std=50.0))
     res = predict_raster(pred, src, tmp_path / "o.tif", geojson=tmp_path / "o.geojson",
-                         progress=False)  # fmt: skip
+                         gpkg=tmp_path / "o.gpkg", progress=False)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(res.classes_path) as d:
             assert d.crs is None
     fc = json.loads(res.geojson_path.read_text())
-    assert fc["coordinate_system"].startswith("pixel")
+    assert fc["coordinate_system"].startswith("pixel (column, -row)")
+    assert fc["crs"] == {"type": "name", "properties": {"name": 'LOCAL_CS["Undefined"]'}}
+    xy = np.array([c for f in fc["features"] for ring in f["geometry"]["coordinates"]
+                   for c in ring])  # fmt: skip
+    assert xy[:, 0].min() == 0 and xy[:, 0].max() == 40
+    assert xy[:, 1].min() == -30 and xy[:, 1].max() == 0
+    # GDAL reads an undefined local CRS, not WGS 84, and the same polygons as the GeoPackage
+    info = pyogrio.read_info(res.geojson_path)
+    assert info["crs"].startswith('LOCAL_CS["Undefined"') and "4326" not in info["crs"]
+    gj = shapely.from_wkb(pyogrio.raw.read(res.geojson_path)[2])
+    gp = shapely.from_wkb(pyogrio.raw.read(tmp_path / "o.gpkg", layer="landcover")[2])
+    assert len(gj) == len(gp) > 1 and shapely.equals(gj, gp).all()
 
 
 def test_cli_adapt_then_predict(tmp_path: Path, support_folder: Path, write_tif,

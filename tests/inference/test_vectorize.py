@@ -93,6 +93,26 @@ def test_geojson_file_in_wgs84(tmp_path: Path, shared_data: Path) -> None:
             assert left - 1e-6 <= lon <= right + 1e-6 and bottom - 1e-6 <= lat <= top + 1e-6
 
 
+def test_geojson_in_the_rasters_crs_names_it(tmp_path: Path, shared_data: Path) -> None:
+    """``to_wgs84=False``: the GeoJSON names the raster's CRS (GeoJSON 2008 ``crs`` member),
+    so GDAL reads it in that CRS (before: no member, read as WGS 84)."""
+    import pyogrio
+
+    src = shared_data / "geotiff" / "RGB.byte.tif"
+    with rasterio.open(src) as s:
+        profile, bounds = s.profile, s.bounds
+    arr = np.zeros((profile["height"], profile["width"]), np.uint8)
+    arr[:, profile["width"] // 2 :] = 1
+    profile.update(count=1, dtype="uint8", nodata=255)
+    path = tmp_path / "classes.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr, 1)
+    out = write_geojson(path, tmp_path / "out.geojson", SCHEME, to_wgs84=False)
+    info = pyogrio.read_info(out)
+    assert rasterio.crs.CRS.from_user_input(info["crs"]).to_epsg() == 32618
+    assert info["total_bounds"] == pytest.approx(tuple(bounds))
+
+
 def test_default_generalisation_keeps_agreement_and_topology() -> None:
     """Speckle goes, the map stays: >= 5x fewer polygons, >= 0.97 agreement, and the
     polygons still tile the map (no gaps, no overlaps between neighbours)."""
