@@ -3,6 +3,7 @@
 # From the repository root:  bash docs/results/multispectral/run.sh [OUT]   (OUT: runs/multispectral)
 # Env: FOLDS (default "1,2,3,4"), TASKS (test tasks per shot and fold, default 4),
 #      MAP_FOLD (the fold whose model maps the whole scene, default 1), SHOTS (support tiles, 5),
+#      CONFIG (default configs/multispectral.yaml), BENCH_ARGS (more bench flags, e.g. --threads 1),
 #      SKIP_BENCH=1 (steps 3-4 only, on OUT/case and OUT/bench of an earlier or running run:
 #      the bundles are written fold by fold).
 set -euo pipefail
@@ -11,6 +12,7 @@ FOLDS=${FOLDS:-1,2,3,4}
 TASKS=${TASKS:-4}
 MAP_FOLD=${MAP_FOLD:-1}
 SHOTS=${SHOTS:-5}
+CONFIG=${CONFIG:-configs/multispectral.yaml}
 HERE=docs/results/multispectral
 mkdir -p "$OUT"
 t0=$(date +%s)
@@ -22,7 +24,7 @@ landcover data scene --out "$OUT/case" --force
 landcover data inspect "$OUT/case/regions"
 
 # 2. the tile benchmark: leave one quadrant out, every method, MAML++ models exported
-landcover bench regions "$OUT/case/regions" --config configs/multispectral.yaml --seeds 0 \
+landcover bench regions "$OUT/case/regions" --config "$CONFIG" --seeds 0 \
   --only-folds "$FOLDS" --tasks "$TASKS" --tuning-tasks 8 --export --no-progress \
   --out "$OUT/bench" ${BENCH_ARGS:-} \
   | tee "$OUT/bench.txt"
@@ -64,7 +66,7 @@ landcover predict "$OUT/adapted.bundle" "$OUT/case/scene.tif" "$OUT/map_adapted.
   | tee "$OUT/predict.json"
 landcover predict "$OUT/zero_steps.bundle" "$OUT/case/scene.tif" "$OUT/map_zero_steps.tif" --quiet
 ZERO_LABEL=unadapted
-if grep -q "proto_init: true" configs/multispectral.yaml; then
+if grep -q "proto_init: true" "$CONFIG"; then
   ZERO_LABEL="prototypes (0 steps)"
   # the meta bundle itself (no support): predict refuses it, and says why
   if landcover predict "$BUNDLE" "$OUT/case/scene.tif" "$OUT/map_meta.tif" --quiet \
