@@ -3,7 +3,9 @@
 Next to the bundles under evaluation, ``--baselines`` adds (Rußwurm et al. 2020's
 comparison; Finn et al. 2017, section 5.1, for pretrain + fine-tune):
 
-* ``unadapted``: the first bundle's meta-learned model with no adaptation step;
+* ``unadapted``: the first bundle's meta-learned model with no adaptation step; for a
+  Proto-MAML bundle also ``prototypes (0 steps)``, its support prototypes in the classifier
+  and no gradient step (:mod:`landcover.evaluation.no_step_rows`);
 * ``scratch``: a fresh network of the first bundle's architecture, trained on each task's
   support only by SGD;
 * ``pretrain``: the same architecture trained by plain supervised learning on the tiles of
@@ -31,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from landcover.evaluation.fewshot import Method
+from landcover.evaluation.no_step_rows import DESCRIPTIONS, no_step_methods
 from landcover.geo.normalize import BandStats
 from landcover.geo.region import Region
 from landcover.inference.bundle import ModelBundle
@@ -143,8 +146,10 @@ def baseline_methods(
     info: dict[str, Any] = {}
     for name in names:
         if name == "unadapted":
-            methods["unadapted"] = Method(bundle.build_learner(), 0)
-            info["unadapted"] = "the first bundle, 0 steps"
+            # a Proto-MAML bundle also gets "prototypes (0 steps)" (no_step_rows)
+            for row, method in no_step_methods(bundle.build_learner()).items():
+                methods[row] = method
+                info[row] = f"the first bundle: {DESCRIPTIONS[row]}"
         elif name == "rf":
             from landcover.meta.random_forest import RandomForestLearner
 

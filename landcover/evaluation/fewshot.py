@@ -52,10 +52,13 @@ class Method:
         learner: The learner (its ``adapt`` and ``predict`` are all that is used).
         steps: Inner steps at test time (``None``: the learner's default), or one count per
             shot count (``{shots: steps}``, e.g. chosen per shot count on validation tasks).
+        adapt_options: Further keyword arguments of ``learner.adapt`` (e.g.
+            ``{"prototypes": False}``: a Proto-MAML model without its support prototypes).
     """
 
     learner: Learner
     steps: int | dict[int, int] | None = None
+    adapt_options: dict[str, Any] = field(default_factory=dict)
 
     def steps_for(self, shots: int) -> int | None:
         """The inner steps used on a task with ``shots`` support tiles."""
@@ -172,8 +175,9 @@ def evaluate_fewshot(
             maps: dict[str, Tensor] = {}
             for name, method in methods.items():
                 scores, classes = score_task(
-                    method.learner, task, method.steps_for(int(k)), num_classes, ignore_index
-                )
+                    method.learner, task, method.steps_for(int(k)), num_classes, ignore_index,
+                    adapt_options=method.adapt_options,
+                )  # fmt: skip
                 for s, v in scores.items():
                     result.scores[name][int(k)][s].append(v)
                 maps[name] = classes[0].cpu()

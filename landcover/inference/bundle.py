@@ -377,15 +377,20 @@ def check_mappable(bundle: ModelBundle, state: AdaptedState) -> None:
     """Refuse to map with a Proto-MAML model that was not adapted.
 
     A learner meta-trained with ``proto_init`` sets its classifier from the class prototypes
-    of each task's labelled tiles, so its meta-learned classifier is never trained: mapping
-    with it (a meta bundle, or an adapted one that kept 0 steps) gives a meaningless map.
+    of each task's labelled tiles, so its meta-learned classifier is never trained on its
+    own: mapping with it (a meta bundle, or an adapted one that took no inner step and set
+    no prototypes, as bundles adapted before 0 steps meant prototypes did) gives a
+    meaningless map. A state that set the prototypes (``extras["proto_init"]``, e.g.
+    ``landcover adapt --steps 0``: the prototype classifier with no gradient step) maps.
 
     Raises:
-        BundleError: The bundle's learner uses ``proto_init`` and ``state`` took no inner
-            step or holds no adapted classifier; the message says how to adapt it.
+        BundleError: The bundle's learner uses ``proto_init`` and ``state`` neither took an
+            inner step nor set the prototypes, or holds no adapted classifier; the message
+            says how to adapt it.
     """
     options = (bundle.learner or {}).get("options") or {}
-    if options.get("proto_init") and (state.step < 1 or PROTO_NAMES[0] not in state.params):
+    adapted = state.step >= 1 or bool(state.extras.get("proto_init"))
+    if options.get("proto_init") and (not adapted or PROTO_NAMES[0] not in state.params):
         raise BundleError(
             "this model was meta-trained with proto_init (Proto-MAML): its classifier is "
             "made from each region's labelled tiles, so it cannot map before it is adapted; "

@@ -33,7 +33,11 @@ Options shared by the family:
   starts from the Prototypical Network's decision rule instead of one fixed head for every
   task; absent classes keep the meta-learned rows. The prototypes are computed from the
   meta-parameters, so the meta-gradient reaches the body through them (first order too).
-  Zero inner steps use no prototypes (the meta-model itself).
+  Zero inner steps still set the prototypes (the prototype classifier with no gradient step,
+  Proto-MAML's honest "no adaptation step" reference); ``adapt(..., prototypes=False)``
+  gives the meta-model itself, whose classifier rows are only ever trained as the rows of
+  classes absent from a support (not a usable model on its own). A state whose classifier
+  came from prototypes carries ``extras["proto_init"] = True``.
 * ``task_batch``: how :meth:`MAML.meta_backward` runs the tasks of a meta-batch:
   ``"loop"`` (default: one task at a time, one backward per task), ``"grouped"`` (all
   tasks through one forward per inner step with per-task weights as grouped convolutions,
@@ -325,6 +329,7 @@ class MAML(TaskBatching, Learner):
         training: bool,
         functional: bool = False,
         query: tuple[Any, Tensor] | None = None,
+        prototypes: bool = True,
     ) -> tuple[TensorDict, list[Tensor]]:
         """Run the inner loop; return the fast tensors and intermediate query losses.
 
@@ -338,10 +343,12 @@ class MAML(TaskBatching, Learner):
             functional: Take gradients with :func:`torch.func.grad` (under ``vmap``).
             query: ``(encoded query inputs, targets)`` to record the query loss after
                 each step but the last (multi-step loss).
+            prototypes: With ``proto_init``, set the support classes' classifier rows from
+                their prototypes before the steps (``False``: start from the meta rows).
         """
         fast = self._batch_fast(self._init_fast(meta))
         feats = self._encode(meta, support_x, training)
-        if self.proto_init and steps > 0:
+        if self.proto_init and prototypes:
             fast = self._proto_head(meta, fast, feats, support_y, training)
         step_losses: list[Tensor] = []
         for i in range(steps):
@@ -433,10 +440,15 @@ class MAML(TaskBatching, Learner):
         *,
         steps: int | None = None,
         create_graph: bool = False,
+        prototypes: bool = True,
     ) -> AdaptedState:
         """Take ``steps`` inner steps (default: the trained number) on the support set.
 
         More steps than trained reuse the last trained step's rate and BatchNorm entry.
+        With ``proto_init`` the classifier rows of the support's classes are first set from
+        their prototypes, also at ``steps=0`` (the prototype classifier alone);
+        ``prototypes=False`` skips that (at 0 steps: the meta-model, no support used).
+        Without ``proto_init``, ``prototypes`` has no effect.
         """
         steps = self.default_steps if steps is None else int(steps)
         if steps < 0:
@@ -449,8 +461,12 @@ class MAML(TaskBatching, Learner):
                 steps,
                 create_graph=create_graph,
                 training=self.training,
+                prototypes=prototypes,
             )
-        return self._to_state(fast, steps)
+        state = self._to_state(fast, steps)
+        if self.proto_init and prototypes:
+            state.extras["proto_init"] = True
+        return state
 
     def predict(self, state: AdaptedState, x: Tensor) -> Tensor:
         """Outputs for ``x`` with the adapted state (final-step BatchNorm entry)."""

@@ -11,6 +11,8 @@ the evaluation layer; :mod:`landcover.evaluation.metrics` re-exports the scores.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -80,6 +82,7 @@ def adapt_and_predict(
     steps: int | None,
     *,
     chunk: int = 16,
+    adapt_options: Mapping[str, Any] | None = None,
 ) -> tuple[Tensor, AdaptedState]:
     """Adapt a learner on a task's support set and predict its query set.
 
@@ -92,12 +95,15 @@ def adapt_and_predict(
         task: The task (support used for adaptation, query predicted).
         steps: Inner steps (``0``: no adaptation; ``None``: the learner's default).
         chunk: Query tiles per forward pass.
+        adapt_options: Further keyword arguments of ``learner.adapt``.
 
     Returns:
         ``(query logits (n, C, H, W), adapted state)``.
     """
     with torch.enable_grad():
-        state = learner.adapt(task.support_x, task.support_y, steps=steps).detached()
+        state = learner.adapt(
+            task.support_x, task.support_y, steps=steps, **(adapt_options or {})
+        ).detached()
     outs = []
     with torch.no_grad():
         for i in range(0, task.query_x.shape[0], chunk):
@@ -106,9 +112,18 @@ def adapt_and_predict(
 
 
 def score_task(
-    learner: Learner, task: Task, steps: int | None, num_classes: int, ignore_index: int = 255
+    learner: Learner,
+    task: Task,
+    steps: int | None,
+    num_classes: int,
+    ignore_index: int = 255,
+    *,
+    adapt_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, float], Tensor]:
-    """Scores of one method on one task, and its predicted query class maps."""
-    logits, _ = adapt_and_predict(learner, task, steps)
+    """Scores of one method on one task, and its predicted query class maps.
+
+    ``adapt_options``: further keyword arguments of ``learner.adapt``.
+    """
+    logits, _ = adapt_and_predict(learner, task, steps, adapt_options=adapt_options)
     classes = logits_to_classes(logits)
     return segmentation_scores(classes, task.query_y, num_classes, ignore_index), classes

@@ -80,3 +80,30 @@ def test_report_says_how_an_untuned_baseline_was_set_and_the_split(tmp_path, cap
 
 def setup_text(data):
     return " ".join(str(v) for v in data["meta"]["baselines"].values())
+
+
+def test_unadapted_of_a_proto_maml_bundle_also_gives_the_prototype_row(tmp_path, capsys):
+    """``--baselines unadapted`` on a Proto-MAML bundle: ``unadapted`` (no support used) and
+    ``prototypes (0 steps)`` (the support's prototypes, no gradient step), told apart."""
+    held = write_folder_fixture(tmp_path / "held", regions=2, tiles=4, size=16, seed=1)
+    r0 = load_regions(held)[0]
+    torch.manual_seed(0)
+    model = build_model("small_unet", len(r0.band_names), r0.scheme.num_classes, width=4,
+                        depth=1, norm="none")  # fmt: skip
+    learner = build_learner("mamlpp", model, nn.CrossEntropyLoss(ignore_index=255), steps=1,
+                            proto_init=True, bn="none")  # fmt: skip
+    n = len(r0.band_names)
+    bundle = ModelBundle.from_learner(learner, bands=list(r0.band_names), mean=[0.0] * n,
+                                      std=[1.0] * n, classes=r0.scheme, tile_size=16,
+                                      inner_steps=1)  # fmt: skip
+    path = bundle.save(tmp_path / "proto.bundle")
+    out = tmp_path / "report"
+    rc = main([str(path), "--regions", str(held), "--shots", "1", "--tasks", "2", "--query",
+               "1", "--out", str(out), "--baselines", "unadapted"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["summary"]) == {"proto", "unadapted", "prototypes (0 steps)"}
+    report = (out / "report.md").read_text()
+    assert "Proto-MAML's prototype classifier" in report and "no support used" in report
+    scores = data["per_task"]
+    assert scores["unadapted"]["1"]["miou"] != scores["prototypes (0 steps)"]["1"]["miou"]

@@ -1,4 +1,8 @@
-"""A Proto-MAML model cannot map before it is adapted (its classifier was never trained)."""
+"""A Proto-MAML model cannot map before it is adapted (its classifier was never trained).
+
+Adapted means: at least one inner step, or the support's prototypes written into the
+classifier (``landcover adapt --steps 0``: the prototype classifier with no gradient step).
+"""
 
 from __future__ import annotations
 
@@ -29,11 +33,12 @@ def test_meta_or_zero_step_proto_maml_bundle_is_refused_with_the_fix(tmp_path) -
     kept_nothing = bundle.with_adapted(AdaptedState())  # a guard that kept 0 steps
     with pytest.raises(BundleError, match="cannot map before it is adapted"):
         Predictor.from_bundle(kept_nothing)
-    # `landcover adapt --steps 0` keeps the meta-learned tensors as fast weights, step 0
+    # the meta-model without prototypes at 0 steps (what adapt --steps 0 kept before 0 steps
+    # meant prototypes): the meta-learned classifier as fast weights, step 0
     learner = bundle.build_learner("cpu")
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
-    zero = learner.adapt(x, y, steps=0).detached()
-    zero.params.update({n: p.detach() for n, p in learner.named_parameters() if "classifier" in n})
+    zero = learner.adapt(x, y, steps=0, prototypes=False).detached()
+    assert "head.classifier.weight" in zero.params and "proto_init" not in zero.extras
     with pytest.raises(BundleError, match="proto_init"):
         Predictor.from_bundle(bundle.with_adapted(zero))
     with pytest.raises(BundleError, match="proto_init"):
@@ -54,3 +59,31 @@ def test_adapted_proto_maml_bundle_maps() -> None:
     assert classes.shape == (40, 40) and int(classes.min()) >= 0
     # unadapted tiny (non-Proto-MAML) bundles still map as before
     assert Predictor.from_bundle(tiny_bundle()) is not None
+
+
+def test_zero_step_proto_maml_adaptation_writes_prototypes_and_maps(tmp_path) -> None:
+    """``adapt_bundle(steps=0)`` (``landcover adapt --steps 0``) keeps the prototype
+    classifier: the saved bundle says so, predict accepts it and maps as the learner does."""
+    from landcover.inference.adapt import adapt_bundle
+
+    bundle = _proto_bundle()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randn(3, 32, 32, generator=g) for _ in range(2)]
+    masks = [torch.randint(0, 3, (32, 32), generator=g) for _ in range(2)]
+    result = adapt_bundle(bundle, images, masks, steps=0, guard=False)
+    path = result.bundle.save(tmp_path / "proto0.bundle")
+    loaded = ModelBundle.load(path)
+    state = loaded.adapted_state()
+    assert state.step == 0 and state.extras["proto_init"] is True
+    learner = bundle.build_learner("cpu")
+    expected = learner.adapt(torch.stack(images), torch.stack(masks), steps=0)
+    torch.testing.assert_close(
+        state.params["head.classifier.weight"], expected.params["head.classifier.weight"].detach()
+    )
+    predictor = Predictor.from_bundle(loaded)
+    image = torch.from_numpy(np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32))
+    classes = predict_array(predictor, image).classes
+    with torch.no_grad():
+        direct = learner.predict(expected.detached(), image[None]).argmax(1)[0]
+    assert np.array_equal(np.asarray(classes), direct.numpy())
+    export_onnx(loaded, tmp_path / "proto0.onnx")  # the ONNX export accepts it too

@@ -45,7 +45,48 @@ def test_zero_rate_step_predicts_the_prototypical_network_decision():
     torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
 
 
-def test_absent_classes_keep_the_meta_learned_rows_and_zero_steps_use_no_prototypes():
+def test_zero_steps_are_the_prototype_classifier_and_no_prototypes_the_meta_model():
+    """``adapt(steps=0)`` writes the prototypes and takes no step: its query output is the
+    Prototypical Network's (closed form, float64); ``prototypes=False`` is the meta-model."""
+    model = _strided_model()
+    task = seg_task(seed=5, n=3, size=16, classes=4, dtype=torch.float64)
+    learner = build_learner(
+        "mamlpp", model, nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.5, steps=3,
+        proto_init=True, bn="none",
+    )  # fmt: skip
+    state = learner.adapt(task.support_x, task.support_y, steps=0)
+    assert state.step == 0 and state.extras["proto_init"] is True
+    ours = F.log_softmax(learner.predict(state, task.query_x), dim=1)
+    with torch.no_grad():
+        protos, present = class_prototypes(model.embed(task.support_x), task.support_y, 4)
+        theirs = F.log_softmax(prototype_logits(model.embed(task.query_x), protos), dim=1)
+    assert bool(present.all())
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+    meta = learner.adapt(task.support_x, task.support_y, steps=0, prototypes=False)
+    assert "proto_init" not in meta.extras
+    for name, p in model.named_parameters():
+        if name in meta.params:
+            torch.testing.assert_close(meta.params[name], p)
+    # a step from the prototypes moves away from them (the rate is not zero)
+    stepped = learner.adapt(task.support_x, task.support_y, steps=1)
+    assert stepped.extras["proto_init"] is True
+    assert not torch.allclose(stepped.params["head.classifier.weight"], state.params[
+        "head.classifier.weight"])  # fmt: skip
+
+
+def test_prototypes_flag_is_inert_without_proto_init():
+    model = _small_model()
+    task = seg_task(seed=6, n=2, size=6, classes=3, dtype=torch.float64)
+    learner = build_learner("maml", model, nn.CrossEntropyLoss(ignore_index=255), inner_lr=0.1,
+                            steps=1)  # fmt: skip
+    a = learner.adapt(task.support_x, task.support_y, steps=0)
+    b = learner.adapt(task.support_x, task.support_y, steps=0, prototypes=False)
+    assert "proto_init" not in a.extras
+    torch.testing.assert_close(a.params, b.params)
+    torch.testing.assert_close(a.params["head.classifier.weight"], model.head.classifier.weight)
+
+
+def test_absent_classes_keep_the_meta_learned_rows_and_no_prototypes_is_the_meta_model():
     model = _small_model()
     task = seg_task(seed=2, n=2, size=6, classes=3, dtype=torch.float64)
     support_y = task.support_y.clone()
@@ -64,8 +105,11 @@ def test_absent_classes_keep_the_meta_learned_rows_and_zero_steps_use_no_prototy
         protos, _ = class_prototypes(model.embed(task.support_x), support_y, 3)
     torch.testing.assert_close(w[:2].flatten(1), 2 * protos[:2])
     torch.testing.assert_close(b[:2], -protos[:2].pow(2).sum(1))
-    unadapted = learner.adapt(task.support_x, support_y, steps=0)
+    unadapted = learner.adapt(task.support_x, support_y, steps=0, prototypes=False)
     torch.testing.assert_close(unadapted.params["head.classifier.weight"], meta_w)
+    zero = learner.adapt(task.support_x, support_y, steps=0)  # prototypes, no step
+    torch.testing.assert_close(zero.params["head.classifier.weight"], w.view_as(meta_w))
+    torch.testing.assert_close(zero.params["head.classifier.weight"][2], meta_w[2])
 
 
 @pytest.mark.parametrize("name", ["maml", "fomaml"])

@@ -3,6 +3,7 @@
 # From the repository root:  bash docs/results/multispectral/run.sh [OUT]   (OUT: runs/multispectral)
 # Env: FOLDS (default "1,2,3,4"), TASKS (test tasks per shot and fold, default 4),
 #      MAP_FOLD (the fold whose model maps the whole scene, default 1), SHOTS (support tiles, 5),
+#      CONFIG (default configs/multispectral.yaml), BENCH_ARGS (more bench flags, e.g. --threads 1),
 #      SKIP_BENCH=1 (steps 3-4 only, on OUT/case and OUT/bench of an earlier or running run:
 #      the bundles are written fold by fold).
 set -euo pipefail
@@ -11,6 +12,7 @@ FOLDS=${FOLDS:-1,2,3,4}
 TASKS=${TASKS:-4}
 MAP_FOLD=${MAP_FOLD:-1}
 SHOTS=${SHOTS:-5}
+CONFIG=${CONFIG:-configs/multispectral.yaml}
 HERE=docs/results/multispectral
 mkdir -p "$OUT"
 t0=$(date +%s)
@@ -22,7 +24,7 @@ landcover data scene --out "$OUT/case" --force
 landcover data inspect "$OUT/case/regions"
 
 # 2. the tile benchmark: leave one quadrant out, every method, MAML++ models exported
-landcover bench regions "$OUT/case/regions" --config configs/multispectral.yaml --seeds 0 \
+landcover bench regions "$OUT/case/regions" --config "$CONFIG" --seeds 0 \
   --only-folds "$FOLDS" --tasks "$TASKS" --tuning-tasks 8 --export --no-progress \
   --out "$OUT/bench" ${BENCH_ARGS:-} \
   | tee "$OUT/bench.txt"
@@ -30,8 +32,9 @@ fi
 t1=$(date +%s)
 
 # 3. the held-out quadrant of MAP_FOLD: SHOTS of its tiles (those with most valid pixels) as
-#    the analyst's labeled support; adapt (guarded) and map the whole scene (unadapted too,
-#    unless the model is Proto-MAML: predict refuses a classifier that was never trained)
+#    the analyst's labeled support; adapt (guarded) and map the whole scene, and the same with
+#    0 steps (Proto-MAML: the support's prototypes in the classifier, no gradient step; other
+#    learners: the meta-model); a Proto-MAML model that was never adapted must be refused
 HELD=$(python - "$OUT/bench/partial_folds.json" "$MAP_FOLD" <<'PY'
 import json, sys
 folds = json.load(open(sys.argv[1]))
@@ -57,23 +60,26 @@ cp "$OUT/case/classes.yaml" "$OUT/support/"
 BUNDLE="$OUT/bench/bundles/seed0_fold${MAP_FOLD}.bundle"
 landcover adapt "$BUNDLE" --support "$OUT/support" -o "$OUT/adapted.bundle" --json \
   | tee "$OUT/adapt.json"
-landcover adapt "$BUNDLE" --support "$OUT/support" --steps 0 --no-guard -o "$OUT/unadapted.bundle" \
-  --json > "$OUT/unadapted.json"
+landcover adapt "$BUNDLE" --support "$OUT/support" --steps 0 --no-guard -o "$OUT/zero_steps.bundle" \
+  --json > "$OUT/zero_steps.json"
 landcover predict "$OUT/adapted.bundle" "$OUT/case/scene.tif" "$OUT/map_adapted.tif" --quiet --json \
   | tee "$OUT/predict.json"
-# a Proto-MAML model kept at 0 steps has no classifier: predict refuses it (and says why)
-if landcover predict "$OUT/unadapted.bundle" "$OUT/case/scene.tif" "$OUT/map_unadapted.tif" \
-  --quiet > "$OUT/unadapted_predict.txt" 2>&1; then
-  grep -q "proto_init" configs/multispectral.yaml && { echo "predict mapped an unadapted Proto-MAML model"; exit 1; }
-  UNADAPTED=(--map "unadapted=$OUT/map_unadapted.tif")
-else
-  UNADAPTED=()
+landcover predict "$OUT/zero_steps.bundle" "$OUT/case/scene.tif" "$OUT/map_zero_steps.tif" --quiet
+ZERO_LABEL=unadapted
+if grep -q "proto_init: true" "$CONFIG"; then
+  ZERO_LABEL="prototypes (0 steps)"
+  # the meta bundle itself (no support): predict refuses it, and says why
+  if landcover predict "$BUNDLE" "$OUT/case/scene.tif" "$OUT/map_meta.tif" --quiet \
+    > "$OUT/meta_predict.txt" 2>&1; then
+    echo "predict mapped a Proto-MAML model that was never adapted"; exit 1
+  fi
+  grep -q "proto_init" "$OUT/meta_predict.txt"
 fi
 t2=$(date +%s)
 
 # 4. score the maps over the reference's valid pixels; scene | reference | maps
 python "$HERE/score_map.py" --scene "$OUT/case/scene.tif" --reference "$OUT/case/reference.tif" \
-  --map "adapted=$OUT/map_adapted.tif" "${UNADAPTED[@]}" \
+  --map "adapted=$OUT/map_adapted.tif" --map "$ZERO_LABEL=$OUT/map_zero_steps.tif" \
   --held-out "$HELD" --support "$OUT/support" --out "$OUT"
 echo "{\"bench_s\": $((t1 - t0)), \"adapt_predict_s\": $((t2 - t1)), \"total_s\": $(( $(date +%s) - t0 ))}" \
   | tee "$OUT/wall.json"

@@ -12,7 +12,8 @@ fine-tuned) and the masked-prototype head (Prototypical Networks, Snell et al. 2
 masked average pooling) are trained by the same Lightning module for the same outer steps
 on the same tasks; the from-scratch baseline trains only on each task's support. Every
 baseline's fine-tuning rate and steps, and MAML++'s test-time steps, are chosen on the
-validation regions only.
+validation regions only. MAML++'s no-step rows (:mod:`landcover.evaluation.no_step_rows`):
+``unadapted`` (no support used) and, for Proto-MAML, ``prototypes (0 steps)``.
 """
 
 from __future__ import annotations
@@ -213,6 +214,7 @@ def _run_fold(
     from lightning.pytorch import seed_everything
 
     from landcover.evaluation.fewshot import Method, evaluate_test_split
+    from landcover.evaluation.no_step_rows import no_step_methods
     from landcover.meta.random_forest import RandomForestLearner
     from landcover.meta.registry import build_learner
     from landcover.models import build_model
@@ -252,7 +254,8 @@ def _run_fold(
     t = time.perf_counter()
     methods = {
         "MAML++": Method(maml.learner, maml_steps),
-        "unadapted": Method(maml.learner, 0),
+        # 0 steps: "unadapted", and for Proto-MAML "prototypes (0 steps)" (no_step_rows)
+        **no_step_methods(maml.learner),
         "pretrain+finetune": Method(pre_ft),
         "scratch": Method(scratch),
         "protonet": Method(proto),
