@@ -92,12 +92,19 @@ def test_killed_worker_rerun_and_corrupt_scene(tmp_path: Path, capsys) -> None:
     assert "| r1 | bad | failed |" in md and "not a readable raster" in md
 
 
-def test_local_cluster_workers_run_without_the_profiler_and_malloc_trim() -> None:
+def test_local_cluster_workers_run_without_the_profiler_and_malloc_trim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The local cluster's workers skip what cost mapping CPU (docs/batch.md)."""
     import dask
 
     from landcover.batch.engine import PROFILE, local_cluster
 
+    # A Dask nanny writes its pre-spawn variables into its own process's environment, so a
+    # default LocalCluster started earlier in this process (another test) leaves
+    # MALLOC_TRIM_THRESHOLD_ set here; a variable set in the environment is the user's choice,
+    # which Dask (and landcover) keep. `landcover batch` starts one cluster per process.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with local_cluster(workers=1) as cluster, Client(cluster) as client:
         (env,) = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()
         (profile,) = client.run(lambda: dask.config.get(PROFILE)).values()
