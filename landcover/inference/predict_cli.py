@@ -197,11 +197,11 @@ def main(argv: list[str]) -> int:
     try:
         vector = VectorOptions(int(args.min_area), args.min_area_m2, args.simplify)
         bundle = ModelBundle.load(args.bundle)
-        if bundle.kind != "adapted":
+        predictor = Predictor.from_bundle(bundle, args.device, engine=args.engine)
+        if bundle.kind != "adapted":  # said once the model is accepted (Proto-MAML is not)
             print("landcover predict: note: this bundle is not adapted; predicting with the "
                   "meta-learned weights (run `landcover adapt` first for a region)",
                   file=sys.stderr)  # fmt: skip
-        predictor = Predictor.from_bundle(bundle, args.device, engine=args.engine)
         # The fast windows, unless a window's output depends on its size (normalisation
         # over the window's own pixels: transductive BatchNorm, GroupNorm): then both
         # engines use the same windows and give the same map.

@@ -87,3 +87,24 @@ def test_zero_step_proto_maml_adaptation_writes_prototypes_and_maps(tmp_path) ->
         direct = learner.predict(expected.detached(), image[None]).argmax(1)[0]
     assert np.array_equal(np.asarray(classes), direct.numpy())
     export_onnx(loaded, tmp_path / "proto0.onnx")  # the ONNX export accepts it too
+
+
+def test_predict_cli_refuses_a_proto_maml_meta_bundle_without_a_contrary_note(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal is the only message: no "predicting with the meta-learned weights" first."""
+    import rasterio
+
+    from landcover.cli import main as landcover
+
+    path = _proto_bundle().save(tmp_path / "meta.bundle")
+    image = tmp_path / "in.tif"
+    profile = {"driver": "GTiff", "width": 32, "height": 32, "count": 3, "dtype": "uint8"}
+    with rasterio.open(image, "w", **profile) as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8))
+    code = landcover(["predict", str(path), str(image), str(tmp_path / "map.tif"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "cannot map before it is adapted" in err
+    assert "predicting with the meta-learned weights" not in err
+    assert not (tmp_path / "map.tif").exists()
