@@ -110,6 +110,11 @@ class IMAML(MAML):
     ) -> None:
         if options.get("adapt") is not None:
             raise ValueError("iMAML adapts every parameter; remove the 'adapt' option")
+        if options.get("proto_init"):
+            raise ValueError(
+                "iMAML's inner loop sets no prototypes; remove the 'proto_init' option "
+                "(Proto-MAML is maml, fomaml or mamlpp with proto_init: true)"
+            )
         if float(lam) <= 0:
             raise ValueError(f"lam must be > 0; got {lam}")
         options.update(first_order=True, body_once=False)
@@ -128,6 +133,7 @@ class IMAML(MAML):
         training: bool,
         functional: bool = False,
         query: tuple[Any, Tensor] | None = None,
+        prototypes: bool = True,
     ) -> tuple[TensorDict, list[Tensor]]:
         """Safeguarded gradient descent on the proximal objective of one task.
 
@@ -139,9 +145,10 @@ class IMAML(MAML):
         solution at all. Each step costs one forward+backward, like a plain step, because
         the gradient at an accepted candidate is the next step's gradient. Works under
         :func:`torch.func.vmap` (the accept test is a :func:`torch.where`). The inner loop
-        is first order; ``create_graph`` and ``query`` are ignored.
+        is first order; ``create_graph`` and ``query`` are ignored, and so is
+        ``prototypes`` (iMAML refuses ``proto_init``).
         """
-        del create_graph, query
+        del create_graph, query, prototypes
         fast = self._init_fast(meta)
         if steps <= 0:
             return fast, []

@@ -453,9 +453,6 @@ class MAML(TaskBatching, Learner):
         steps = self.default_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0; got {steps}")
-        # only the Proto-MAML path takes the switch (subclasses' inner loops, e.g. iMAML's,
-        # have no prototypes)
-        proto = {"prototypes": prototypes} if self.proto_init else {}
         with torch.enable_grad():
             fast, _ = self._inner(
                 named_params(self.model),
@@ -464,7 +461,7 @@ class MAML(TaskBatching, Learner):
                 steps,
                 create_graph=create_graph,
                 training=self.training,
-                **proto,
+                prototypes=prototypes,
             )
         state = self._to_state(fast, steps)
         if self.proto_init and prototypes:

@@ -190,3 +190,12 @@ def test_inner_step_differentiates_the_support_loss_with_the_classifier_held_fix
     grads = torch.autograd.grad(loss_fn(out, task.support_y), list(init.values()))
     for (n, p), g in zip(init.items(), grads):
         torch.testing.assert_close(state.params[n].detach(), p.detach() - alpha * g)
+
+
+def test_imaml_refuses_proto_init_in_words() -> None:
+    """iMAML's inner loop sets no prototypes: proto_init would be a silent no-op."""
+
+    from landcover.meta.imaml import IMAML
+
+    with pytest.raises(ValueError, match="iMAML's inner loop sets no prototypes"):
+        IMAML(nn.Conv2d(3, 2, 1), proto_init=True)

@@ -203,10 +203,11 @@ class _FoldRun:
     """
 
     def __init__(self, s: Any, source: dict[str, Any], out: Path, root: Path, export: bool,
-                 device: str, progress: bool, threads: int) -> None:  # fmt: skip
+                 device: str, progress: bool, threads: int,
+                 regions: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.s, self.source, self.out, self.root = s, source, out, root
         self.export, self.device, self.progress, self.threads = export, device, progress, threads
-        self._regions: dict[str, Any] | None = None
+        self._regions = regions  # loaded already in this process; never pickled
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_regions": None}
@@ -324,10 +325,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--jobs applies to CPU runs; on a GPU run the folds one at a time")
     start = time.perf_counter()
     plan = [(seed, j, test, val) for seed in seeds for j, (test, val) in splits]
-    threads = max(1, args.threads // jobs) if jobs > 1 else max(1, args.threads)
     fold = _FoldRun(s, source, args.out, args.root, args.export, device, progress and jobs == 1,
-                    threads)  # fmt: skip
-    fold._regions = regions  # this process has them already (workers load their own)
+                    max(1, args.threads // jobs), regions)  # fmt: skip
     runs: list[dict[str, Any]] = []
     for done, r in enumerate(_run_plan(fold, plan, jobs, start), 1):
         runs.append(r)
