@@ -86,16 +86,20 @@ def test_assembled_blocks_equal_predict(
 
 
 @pytest.mark.parametrize(
-    ("pixels", "slots", "scenes", "blocks"),
+    ("pixels", "slots", "total", "blocks"),
     [
-        (16384**2, 2, 1, 4),  # one huge scene: 2 blocks per worker thread
-        (16384**2, 2, 9, 1),  # many scenes keep the workers busy: no block halos to pay
-        (16384**2, 64, 1, 16),  # no block below block_pixels (4096²)
-        (4096**2, 8, 1, 1),  # a scene of one block budget is never cut
+        (16384**2, 2, 16384**2, 2),  # one huge scene: one block per worker thread
+        (16384**2, 2, 9 * 16384**2, 1),  # nine equal scenes keep 2 workers busy: no halos
+        (16384**2, 2, 16384**2 + 8 * 4096**2, 2),  # the huge one among small ones: cut
+        (16384**2, 4, 2 * 16384**2, 2),  # two huge scenes on four workers: two blocks each
+        (16384**2, 3, 2 * 16384**2, 2),  # a share of 2/3 scene: ceil(1.5) blocks
+        (16384**2, 64, 16384**2, 16),  # no block below block_pixels (4096²)
+        (4096**2, 8, 4096**2, 1),  # a scene of one block budget is never cut
+        (16384**2, 2, 0, 2),  # a total that leaves the scene out still cuts it as one
     ],
 )
-def test_block_budget(pixels, slots, scenes, blocks) -> None:
+def test_block_budget(pixels, slots, total, blocks) -> None:
     from landcover.batch.engine import block_budget
 
-    budget = block_budget(4096**2, pixels, slots, scenes)
+    budget = block_budget(4096**2, pixels, slots, total)
     assert -(-pixels // budget) == blocks

@@ -41,16 +41,17 @@ def test_bad_settings(settings, message) -> None:
 
 
 def test_small_run_reports_identical_outputs(tmp_path: Path, capsys) -> None:
-    args = _args(scenes=2, size=160, big=600, block_pixels=65536, workers="1",
+    args = _args(scenes=2, size=160, big=600, block_pixels=65536, workers="2",
                  json=str(tmp_path / "b.json"))  # fmt: skip
     assert bench.run(args) == 0
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [(r["case"], r["workers"]) for r in rows] == [
-        ("many", 1), ("many", 1), ("one-big", 1), ("one-big", 1)]  # fmt: skip
+        ("many", 1), ("many", 2), ("one-big", 1), ("one-big", 2)]  # fmt: skip
     batch = [r for r in rows if "identical" in r]
     assert all(r["identical"] for r in batch)
-    assert batch[0]["blocks"] == 2 and batch[1]["blocks"] > 1  # the big scene in blocks
+    # two scenes on two workers are not cut; one scene is cut into a block per worker
+    assert batch[0]["blocks"] == 2 and batch[1]["blocks"] == 2
     assert rows[0]["pixels"] == 2 * 160 * 160
     assert len(rows[0]["per_scene_s"]) == 2
     assert all(r["cpu_s"] > 0 for r in rows)
-    assert "| one-big | landcover batch, 1 worker(s) |" in capsys.readouterr().out
+    assert "| one-big | landcover batch, 2 worker(s) |" in capsys.readouterr().out
