@@ -246,7 +246,9 @@ def map_block(model: RegionModel, scene: Scene, block: Block, opts: PredictOptio
     try:
         classes, probs = block_paths(scene.work, block, opts.probabilities)
         src = subset_vrt(scene.input, scene.work / f"block{block.index:04d}.vrt", rows=block.read)
-        kwargs = {**_predict_kwargs(opts), "cog": False, "style": opts.style and block.index == 0}
+        # scratch files, read once by the assembly: not compressed (the assembly's COG is)
+        kwargs = {**_predict_kwargs(opts), "cog": False, "compress": None,
+                  "style": opts.style and block.index == 0}  # fmt: skip
         predict_raster(predictor_for(model), src, classes, probabilities=probs, **kwargs)
     except Exception as err:
         raise _failed(f"{scene.region}/{scene.id} block {block.index}", err) from None

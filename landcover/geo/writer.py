@@ -67,7 +67,7 @@ class RasterWriter:
         descriptions: Sequence[str | None] | None = None,
         cog: bool = False,
         block_size: int = 256,
-        compress: str = "deflate",
+        compress: str | None = "deflate",
         tags: Mapping[str, str] | None = None,
         nbits: int | None = None,
     ) -> None:
@@ -83,7 +83,8 @@ class RasterWriter:
             descriptions: Band descriptions.
             cog: Translate to a Cloud-Optimized GeoTIFF (with overviews) on close.
             block_size: Internal tile size (multiple of 16).
-            compress: GDAL compression.
+            compress: GDAL compression of a plain GeoTIFF (``None``: none). A COG is
+                always DEFLATE, and its temporary file is written uncompressed.
             tags: GDAL metadata items of band 1 (stored inside the GeoTIFF).
             nbits: Bits per pixel of a uint8 raster, 1..7 (GDAL's ``NBITS``; a colour table
                 then has ``2 ** nbits`` entries); values that do not fit are refused on
@@ -103,10 +104,14 @@ class RasterWriter:
             "count": count,
             "dtype": dtype,
             "nodata": nodata,
-            "compress": compress,
             "tiled": tiled,
             "BIGTIFF": "IF_SAFER",
         }
+        if compress and not cog:
+            # a COG is compressed by GDAL's COG driver on close, which re-encodes every
+            # tile: compressing the temporary file too cost 1.5x the time of the whole
+            # write for the same bytes (a 16384² class map: 77 s against 50 s, identical files)
+            creation["compress"] = compress
         if tiled:
             creation.update(blockxsize=block_size, blockysize=block_size)
         if nbits is not None:
@@ -200,7 +205,7 @@ def class_map_writer(
     *,
     nodata: int = 255,
     cog: bool = False,
-    compress: str = "deflate",
+    compress: str | None = "deflate",
 ) -> RasterWriter:
     """A :class:`RasterWriter` for a one-band uint8 class map with a colour table.
 

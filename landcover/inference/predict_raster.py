@@ -238,7 +238,7 @@ def predict_raster(
     cog: bool = False,
     batch_size: int = 4,
     progress: bool = True,
-    compress: str = "deflate",
+    compress: str | None = "deflate",
     balance: bool = False,
     class_values: str = "file",
     nodata: int = NODATA_CLASS,

@@ -79,6 +79,8 @@ def test_class_map_round_trip_keeps_georeferencing(
         assert dst.nodata == 255 and dst.dtypes[0] == "uint8"
         arr = dst.read(1)
         cmap = dst.colormap(1)
+        # both are DEFLATE (a COG's temporary file is not compressed: the COG driver is)
+        assert dst.compression == rasterio.enums.Compression.deflate
         if cog:
             assert dst.overviews(1), "COG should carry overviews"
             assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -89,6 +91,14 @@ def test_class_map_round_trip_keeps_georeferencing(
     assert np.array_equal(arr[~invalid], classes.numpy()[~invalid] + 1)
     assert read_profile(out).crs.to_epsg() == 32618
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_writer_compress_none_writes_an_uncompressed_geotiff(landsat: Path, tmp_path: Path) -> None:
+    profile = read_profile(landsat)
+    with RasterWriter(tmp_path / "plain.tif", profile, compress=None) as w:
+        w.write(np.ones((64, 64), np.uint8), Window(0, 0, 64, 64))
+    with rasterio.open(tmp_path / "plain.tif") as dst:
+        assert dst.compression is None and dst.read(1, window=Window(0, 0, 64, 64)).all()
 
 
 def test_class_map_without_georeferencing(tmp_path: Path) -> None:

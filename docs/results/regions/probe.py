@@ -41,7 +41,12 @@ from landcover.bench.regions.core import (
 )
 from landcover.geo.datasets import load_regions
 from landcover.tasks.scoring import score_task
-from landcover.training.baselines import choose_finetune, choose_steps, fit_learner
+from landcover.training.baselines import (
+    choose_finetune,
+    choose_steps,
+    choose_steps_per_shot,
+    fit_learner,
+)
 
 ROOT = Path("data/samples/dubai-aerial")
 CLASSES = Path("configs/classes/dubai-aerial.yaml")
@@ -106,6 +111,8 @@ def variant(args: argparse.Namespace) -> dict[str, Any]:
         s.epochs = args.epochs
     inner = int(s.learner_options.get("steps", 5))
     s.maml_steps = sorted({1, inner, 2 * inner})
+    if args.maml_steps:  # test-step candidates, chosen per shot count as the bench does
+        s.maml_steps = [int(n) for n in args.maml_steps.split(",")]
     regions = _regions(s)
     final = json.loads(args.final.read_text(encoding="utf-8"))
     order = [(r["seed"], r["fold"]) for r in final["folds"]]
@@ -122,27 +129,35 @@ def variant(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         run = Path(args.out) / f"{args.label}_s{args.seed}_f{j}"
         maml = fit_learner("mamlpp", s.learner_options, dm, run, **fit_options(s, progress=False))
-        steps, grid = choose_steps(maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks)
+        if args.maml_steps:
+            per_shot, grid = choose_steps_per_shot(maml.learner, dm, s.maml_steps,
+                                                   shots=final["meta"]["shots"],
+                                                   tasks=s.tuning_tasks)  # fmt: skip
+        else:
+            steps, grid = choose_steps(maml.learner, dm, s.maml_steps, tasks=s.tuning_tasks)
+            per_shot = {int(k): steps for k in final["meta"]["shots"]}
         at = order.index((args.seed, j)) * per_run
-        res: dict[str, Any] = {"train_s": time.perf_counter() - t, "steps": steps, "grid": grid}
+        res: dict[str, Any] = {"train_s": time.perf_counter() - t, "steps": per_shot,
+                               "grid": grid}  # fmt: skip
         for k in final["meta"]["shots"]:
             ours = [
-                score_task(maml.learner, dm.eval_task("test", i, shots=k), steps,
+                score_task(maml.learner, dm.eval_task("test", i, shots=k), per_shot[int(k)],
                            dm.num_classes, dm.ignore_index)[0]["miou"]
                 for i in range(per_run)
             ]  # fmt: skip
             base = {m: final["per_task"][m][str(k)]["miou"][at : at + per_run]
-                    for m in ("MAML++", "pretrain+finetune")}  # fmt: skip
+                    for m in ("MAML++", "pretrain+finetune", "unadapted", "rf")
+                    if m in final["per_task"]}  # fmt: skip
             res[str(k)] = {
                 "variant": float(np.mean(ours)),
-                "final_MAML++": float(np.mean(base["MAML++"])),
-                "final_pretrain+finetune": float(np.mean(base["pretrain+finetune"])),
+                **{f"final_{m}": float(np.mean(v)) for m, v in base.items()},
                 "margin_vs_pretrain": float(np.mean(np.subtract(ours, base["pretrain+finetune"]))),
             }
         out["folds"][str(j)] = res
         print(json.dumps({j: res}), flush=True)
     shots = [str(k) for k in final["meta"]["shots"]]
-    for key in ("variant", "final_MAML++", "margin_vs_pretrain"):
+    keys = [key for key in next(iter(out["folds"].values()))[shots[0]]]
+    for key in keys:
         out[f"mean_{key}"] = {k: float(np.mean([f[k][key] for f in out["folds"].values()]))
                               for k in shots}  # fmt: skip
     return out
@@ -165,6 +180,11 @@ def main() -> None:
     v.add_argument("--folds", default="0,1,2,3")
     v.add_argument("--options", default="{}", help="YAML mapping of MAML++ options")
     v.add_argument("--epochs", type=int, default=None, help="x 20 outer steps (config's)")
+    v.add_argument(
+        "--maml-steps",
+        default=None,
+        help="MAML++ test-step candidates, e.g. 1,3,6,12,24,48 (chosen per shot)",
+    )
     v.add_argument("--final", type=Path, default=FINAL, help="metrics.json to pair with")
     for q in (b, v):
         q.add_argument("--out", default="/tmp/regions_probe", help="run folders")
