@@ -111,3 +111,54 @@ def test_window_agreement_on_a_real_aerial_image(shared_data: Path, tmp_path: Pa
     assert (got["width"], got["height"]) == (1099, 846) and got["fit_pixel_accuracy"] > 0.7
     assert got["one statistic"]["agreement"] >= 0.995
     assert got["per-window statistics"]["agreement_256"] < 0.9
+
+
+def test_shipped_network_is_the_folder_config() -> None:
+    """The pretrained section measures the network ``configs/folder.yaml`` ships."""
+    import yaml
+
+    from landcover.bench.predict import pretrained
+
+    root = Path(__file__).resolve().parents[2]
+    model = yaml.safe_load((root / "configs" / "folder.yaml").read_text())["model"]
+    assert model["arch"] == pretrained.SHIPPED_ARCH
+    assert model["model_options"] == pretrained.SHIPPED_OPTIONS
+
+
+@pytest.mark.slow
+def test_only_pretrained_reports_window_agreement_and_a_scene(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from landcover.bench.predict import pretrained
+
+    real = Path(__file__).resolve().parents[2] / "data" / "samples" / "dubai-aerial"
+    monkeypatch.setattr(pretrained, "FIT_STEPS", 3)
+    out = tmp_path / "b.json"
+    out.write_text(json.dumps({"scene": {"seconds": 1.0}}))  # an earlier full run's entry
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--only-pretrained", "--scene", "640", "--threads", "1",
+                              "--real", str(real), "--json", str(out)])  # fmt: skip
+    assert bench.run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["scene"] == {"seconds": 1.0} and "scene_previous" not in result  # kept
+    p = result["pretrained"]
+    assert p["fit_steps"] == 3 and p["arch"] == pretrained.SHIPPED_ARCH
+    w = p["windows"]
+    assert (w["window"], w["overlap"]) == (1024, 256)  # PRETRAINED_WINDOW
+    assert w["classes_in_map"] >= 2  # a map with structure, not one class
+    # the issue's bar for the default windows; small windows do depend on the window
+    assert w["agreement"]["default"] >= 0.995
+    assert w["agreement"]["256 px"] < w["agreement"]["default"]
+    s = p["scene"]
+    assert s["raster"] == "640x640" and s["bands"] == 3 and s["window_used"] == 1024
+    assert s["px_per_s"] == pytest.approx(640 * 640 / s["seconds"])
+    assert "shipped pretrained network" in capsys.readouterr().out
+
+
+def test_only_pretrained_needs_the_real_folder(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--only-pretrained", "--real", str(tmp_path / "absent")])
+    with pytest.raises(SystemExit, match="needs the dubai-aerial folder"):
+        bench.run(args)

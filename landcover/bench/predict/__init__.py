@@ -94,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("../shared/data/dubai-aerial"),
         help="dubai-aerial folder: window agreement on its largest real image (skipped if absent)",
     )
+    parser.add_argument(
+        "--only-pretrained",
+        action="store_true",
+        help="only the shipped pretrained network (window agreement on --real, a --scene² "
+        "RGB scene through predict's default path); updates the 'pretrained' entry of --json",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="write results as JSON")
 
 
@@ -201,7 +207,8 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         int8 = predictor.use_int8(spec["raster"])
     w = int(spec["window"])
     overlap = int(spec.get("overlap", w // 4))
-    predictor.probabilities(torch.rand(int(spec.get("batch_size", 4)), BANDS, w, w) * 3000)
+    bands = len(predictor.bundle.bands)
+    predictor.probabilities(torch.rand(int(spec.get("batch_size", 4)), bands, w, w) * 3000)
     before = _status_mb("VmRSS")
     reset = _reset_peak()
     start = time.perf_counter()
@@ -344,9 +351,10 @@ def run(args: argparse.Namespace) -> int:
     scene = args.scene or (1536 if args.quick else 10980)
     crop_size = args.crop or (768 if args.quick else 2048)
     result: dict[str, Any] = {"threads": args.threads, "memory_engine": "onnxruntime"}
-    if (args.only_scene or args.only_vectors) and args.json and Path(args.json).is_file():
+    only = args.only_scene or args.only_vectors or args.only_pretrained
+    if only and args.json and Path(args.json).is_file():
         result = json.loads(Path(args.json).read_text())
-        if "scene" in result:  # keep the earlier scene row (another configuration) beside
+        if "scene" in result and args.only_scene:  # keep the earlier scene row beside
             result["scene_previous"] = result["scene"]
 
     def save() -> None:  # after every section: a partial result survives an interruption
@@ -356,6 +364,17 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lc-bench-predict-") as tmp:
         d = Path(tmp)
+        if args.only_pretrained:
+            from landcover.bench.predict import pretrained as pp
+
+            if not args.real.is_dir():
+                raise SystemExit(f"--only-pretrained needs the dubai-aerial folder: {args.real} "
+                                 "is not a folder (give --real)")  # fmt: skip
+            result["pretrained"] = pp.pretrained_section(args.real, d, scene=scene,
+                                                         threads=args.threads)  # fmt: skip
+            save()
+            pp.print_section(result["pretrained"])
+            return 0
         tput_raster = _write_raster(d / "tput.tif", max(width // 2, window), width)
         bundle = _bundle(d / "model.bundle", tput_raster)
         fw = args.fast_window or ps.FAST_WINDOW
