@@ -1,17 +1,15 @@
-"""Raster I/O on rasterio: windowed reads to tensors, class-map GeoTIFFs, streaming writers.
+"""Raster reading on rasterio: windowed reads to tensors, profiles, window grids.
 
 * :func:`read_raster` reads a raster (GeoTIFF, PNG, JPEG, anything GDAL opens) or a window
   of it as a float tensor ``C×H×W`` with its :class:`RasterProfile` (CRS, transform of the
   window, nodata, band descriptions) and a validity mask (``False`` where the raster has no
   data: nodata value, internal mask or alpha band).
-* :class:`RasterWriter` (in :mod:`landcover.geo.writer`, re-exported here) streams windows
-  into a tiled GeoTIFF written to a temporary file and renamed into place on
-  :meth:`RasterWriter.close` (atomic; an exception leaves nothing).
-  With ``cog=True`` the finished file is translated to a Cloud-Optimized GeoTIFF (GDAL's COG
-  driver, which builds overviews block by block). Peak memory is one window plus GDAL's
-  block cache, independent of the raster size.
-* :func:`write_class_map` writes a whole class map (uint8 class indices with a colour table,
-  nodata where the input was nodata) keeping the input's CRS and transform.
+* Writing lives in :mod:`landcover.geo.writer` (which imports this module, never the
+  reverse): :class:`~landcover.geo.writer.RasterWriter` streams windows into a tiled GeoTIFF
+  written to a temporary file and renamed into place on close (atomic; an exception leaves
+  nothing; ``cog=True`` translates it with GDAL's COG driver), and
+  :func:`~landcover.geo.writer.write_class_map` writes a whole class map with its colour
+  table, keeping the input's CRS and transform.
 * :func:`iter_windows` covers a raster with windows of a given size (and overlap).
 
 Images without georeferencing are accepted: their profile has ``crs=None`` and outputs then
