@@ -46,8 +46,13 @@ def test_small_run_reports_identical_outputs(tmp_path: Path, capsys) -> None:
     assert bench.run(args) == 0
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [(r["case"], r["workers"]) for r in rows] == [
-        ("many", 1), ("many", 2), ("one-big", 1), ("one-big", 2)]  # fmt: skip
-    batch = [r for r in rows if "identical" in r]
+        ("many", 1), ("many", 2), ("many", 2), ("one-big", 1), ("one-big", 2)]  # fmt: skip
+    # the ceiling: two plain predict processes at once, identical maps, half the scenes each
+    ceiling = rows[1]
+    assert ceiling["run"] == "landcover predict, 2 processes at once (ceiling)"
+    assert ceiling["identical"] and ceiling["cpu_s"] > 0
+    assert ceiling["speedup_vs_serial"] == pytest.approx(rows[0]["wall_s"] / ceiling["wall_s"])
+    batch = [r for r in rows if "blocks" in r]
     assert all(r["identical"] for r in batch)
     # two scenes on two workers are not cut; one scene is cut into a block per worker
     assert batch[0]["blocks"] == 2 and batch[1]["blocks"] == 2
