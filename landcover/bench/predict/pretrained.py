@@ -36,8 +36,6 @@ SHIPPED_OPTIONS: dict[str, Any] = {
 }
 #: Adam steps of the decoder's fit to the image's mask.
 FIT_STEPS = 60
-#: Side of the crops it is fitted on.
-CROP = 256
 #: Windows (size, overlap) compared with one whole-raster window, besides the default.
 OTHER_WINDOWS = ((256, 64), (512, 128))
 
@@ -47,43 +45,27 @@ def fit_shipped_bundle(image: np.ndarray, mask: np.ndarray, *, steps: int = FIT_
     """A bundle of the shipped network whose decoder is fitted to ``mask``.
 
     Args:
-        image: ``(3, H, W)`` RGB, both sides at least :data:`CROP` px.
+        image: ``(3, H, W)`` RGB, both sides at least 256 px (``windows.WINDOW``).
         mask: ``(H, W)`` class indices of :data:`landcover.bench.strokes.DUBAI`.
         steps: Adam steps on four random crops each.
         seed: Seed of the decoder's initialisation and the crops.
     """
     import torch
 
-    from landcover.bench.strokes import DUBAI, IGNORE_INDEX
+    from landcover.bench.predict.windows import WINDOW, fit_to_mask
+    from landcover.bench.strokes import DUBAI
     from landcover.inference.bundle import ModelBundle
     from landcover.meta.registry import build_learner
     from landcover.models.factory import build_model
 
     torch.manual_seed(seed)
-    x = torch.from_numpy(image).float()
-    mean, std = x.flatten(1).mean(1), x.flatten(1).std(1)
-    xn = (x - mean[:, None, None]) / std[:, None, None]
-    y = torch.from_numpy(mask).long()
     model = build_model(SHIPPED_ARCH, 3, DUBAI.num_classes, **SHIPPED_OPTIONS)
-    params = [p for p in model.parameters() if p.requires_grad]  # the frozen encoder has none
-    opt = torch.optim.Adam(params, lr=3e-3)
-    loss = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    gen = torch.Generator().manual_seed(seed)
-    h, w = x.shape[-2:]
-    model.train()
-    for _ in range(steps):
-        ys = torch.randint(0, h - CROP + 1, (4,), generator=gen).tolist()
-        xs = torch.randint(0, w - CROP + 1, (4,), generator=gen).tolist()
-        xb = torch.stack([xn[:, a : a + CROP, b : b + CROP] for a, b in zip(ys, xs)])
-        yb = torch.stack([y[a : a + CROP, b : b + CROP] for a, b in zip(ys, xs)])
-        opt.zero_grad()
-        loss(model(xb), yb).backward()
-        opt.step()
+    mean, std, loss = fit_to_mask(model, image, mask, steps=steps, seed=seed)
     learner = build_learner("mamlpp", model, loss, steps=1, inner_lr=0.1,
                             adapt=["head.classifier"])  # fmt: skip
     return ModelBundle.from_learner(
         learner.eval(), bands=["red", "green", "blue"], mean=mean.tolist(), std=std.tolist(),
-        classes=DUBAI, tile_size=CROP,
+        classes=DUBAI, tile_size=WINDOW,
     )  # fmt: skip
 
 
@@ -151,18 +133,11 @@ def pretrained_section(root: Path, out_dir: Path, *, scene: int, threads: int,
     ``steps``: the decoder's fit (default :data:`FIT_STEPS`).
     """
     steps = FIT_STEPS if steps is None else steps
-    from PIL import Image
-
     from landcover.bench.predict import scene as ps
-    from landcover.bench.predict.windows import largest_image
-    from landcover.bench.strokes import DUBAI
+    from landcover.bench.predict.windows import load_largest
     from landcover.inference.predict import default_window
 
-    image_path, mask_path = largest_image(root)
-    image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1).copy()
-    raw = np.asarray(Image.open(mask_path).convert("RGB")).copy()
-    raw[(raw == 0).all(axis=-1)] = (155, 155, 155)  # black = unlabeled (as in Tile 3)
-    mask = DUBAI.encode(raw, mask_path)
+    image_path, image, mask = load_largest(root)
     start = time.perf_counter()
     bundle = fit_shipped_bundle(image, mask, steps=steps)
     fit_s = time.perf_counter() - start

@@ -43,6 +43,58 @@ def largest_image(root: Path) -> tuple[Path, Path]:
     return best, best.parent.parent / "masks" / f"{best.stem}.png"
 
 
+def load_largest(root: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The largest image of a dubai-aerial folder: its path, ``(3, H, W)`` RGB and mask.
+
+    The mask holds class indices of :data:`landcover.bench.strokes.DUBAI`; its black
+    pixels (Tile 3's pixels of no class) count as unlabeled.
+    """
+    from PIL import Image
+
+    from landcover.bench.strokes import DUBAI
+
+    image_path, mask_path = largest_image(root)
+    image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1).copy()
+    raw = np.asarray(Image.open(mask_path).convert("RGB")).copy()
+    raw[(raw == 0).all(axis=-1)] = (155, 155, 155)  # black = unlabeled (as in Tile 3)
+    return image_path, image, DUBAI.encode(raw, mask_path)
+
+
+def fit_to_mask(model: Any, image: np.ndarray, mask: np.ndarray, *, steps: int,
+                seed: int) -> tuple[Any, Any, Any]:  # fmt: skip
+    """Fit ``model``'s trainable parameters to ``mask`` in training mode (Adam, lr 3e-3).
+
+    ``image`` is standardised with its own per-band statistics; each step takes four
+    random :data:`WINDOW`-px crops (a generator seeded with ``seed``).
+
+    Returns:
+        ``(mean, std, loss)``: the standardisation (tensors) and the loss it minimised.
+    """
+    import torch
+
+    from landcover.bench.strokes import IGNORE_INDEX
+
+    x = torch.from_numpy(image).float()
+    mean, std = x.flatten(1).mean(1), x.flatten(1).std(1)
+    xn = (x - mean[:, None, None]) / std[:, None, None]
+    y = torch.from_numpy(mask).long()
+    params = [p for p in model.parameters() if p.requires_grad]  # a frozen encoder has none
+    opt = torch.optim.Adam(params, lr=3e-3)
+    loss = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    gen = torch.Generator().manual_seed(seed)
+    h, w = x.shape[-2:]
+    model.train()  # batch statistics for BatchNorm models (what transductive BN uses)
+    for _ in range(steps):
+        ys = torch.randint(0, h - WINDOW + 1, (4,), generator=gen).tolist()
+        xs = torch.randint(0, w - WINDOW + 1, (4,), generator=gen).tolist()
+        xb = torch.stack([xn[:, a : a + WINDOW, b : b + WINDOW] for a, b in zip(ys, xs)])
+        yb = torch.stack([y[a : a + WINDOW, b : b + WINDOW] for a, b in zip(ys, xs)])
+        opt.zero_grad()
+        loss(model(xb), yb).backward()
+        opt.step()
+    return mean, std, loss
+
+
 def fit_bundle(
     image: np.ndarray, mask: np.ndarray, *, learner: str = "maml", steps: int = FIT_STEPS,
     seed: int = 0,
@@ -59,31 +111,15 @@ def fit_bundle(
     """
     import torch
 
-    from landcover.bench.strokes import DUBAI, IGNORE_INDEX
+    from landcover.bench.strokes import DUBAI
     from landcover.inference.bundle import ModelBundle
     from landcover.meta.registry import build_learner
     from landcover.models.factory import build_model
 
     torch.manual_seed(seed)
-    x = torch.from_numpy(image).float()
-    mean, std = x.flatten(1).mean(1), x.flatten(1).std(1)
-    xn = (x - mean[:, None, None]) / std[:, None, None]
-    y = torch.from_numpy(mask).long()
     model = build_model("small_unet", 3, DUBAI.num_classes, width=8, depth=3, norm="batch",
                         stride=4)  # fmt: skip
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    gen = torch.Generator().manual_seed(seed)
-    h, w = x.shape[-2:]
-    model.train()  # batch statistics, as the transductive policy normalises
-    for _ in range(steps):
-        ys = torch.randint(0, h - WINDOW + 1, (4,), generator=gen).tolist()
-        xs = torch.randint(0, w - WINDOW + 1, (4,), generator=gen).tolist()
-        xb = torch.stack([xn[:, a : a + WINDOW, b : b + WINDOW] for a, b in zip(ys, xs)])
-        yb = torch.stack([y[a : a + WINDOW, b : b + WINDOW] for a, b in zip(ys, xs)])
-        opt.zero_grad()
-        loss(model(xb), yb).backward()
-        opt.step()
+    mean, std, loss = fit_to_mask(model, image, mask, steps=steps, seed=seed)
     bn = "transductive" if learner == "maml" else "per_step"
     fitted = build_learner(learner, model, loss, steps=1, inner_lr=0.1, bn=bn)
     return ModelBundle.from_learner(
@@ -101,17 +137,12 @@ def window_agreement(root: Path, out_dir: Path) -> dict[str, Any]:
         default windows' map with the whole-raster window's map and the seconds taken.
     """
     import rasterio
-    from PIL import Image
 
     from landcover.bench.strokes import DUBAI
     from landcover.inference.predict import Predictor, default_window
     from landcover.inference.predict_raster import predict_raster
 
-    image_path, mask_path = largest_image(root)
-    image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1).copy()
-    raw = np.asarray(Image.open(mask_path).convert("RGB")).copy()
-    raw[(raw == 0).all(axis=-1)] = (155, 155, 155)  # black = unlabeled (as in Tile 3)
-    mask = DUBAI.encode(raw, mask_path)
+    image_path, image, mask = load_largest(root)
     bundle = fit_bundle(image, mask)
     h, w = image.shape[-2:]
     whole = -(-max(h, w) // 32) * 32
