@@ -110,7 +110,7 @@ def variant(args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs is not None:
         s.epochs = args.epochs
     inner = int(s.learner_options.get("steps", 5))
-    s.maml_steps = sorted({1, inner, 2 * inner})
+    s.maml_steps = sorted({0, 1, inner, 2 * inner})
     if args.maml_steps:  # test-step candidates, chosen per shot count as the bench does
         s.maml_steps = [int(n) for n in args.maml_steps.split(",")]
     regions = _regions(s)

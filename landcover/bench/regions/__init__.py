@@ -116,7 +116,9 @@ def config_settings(config: Path | None = None) -> Any:
         s.augment = str(data.get("augment", s.augment))
         s.epochs = int((cfg.get("trainer") or {}).get("max_epochs", s.epochs))
         inner = int(s.learner_options.get("steps", 5))
-        s.maml_steps = sorted({1, inner, 2 * inner, 4 * inner})
+        # 0 steps is a candidate: where the validation area says the inner loop hurts (often
+        # at 1 shot), the meta-model is kept, as `landcover adapt`'s guard does per support
+        s.maml_steps = sorted({0, 1, inner, 2 * inner, 4 * inner})
     return s
 
 

@@ -267,8 +267,10 @@ def _run_fold(
     )  # fmt: skip
     timings["evaluate"] = time.perf_counter() - t
     if keep is not None:
-        # a bundle's default steps: the most chosen (`landcover adapt`'s guard tries fewer)
-        keep.update(mamlpp=maml, maml_steps=max(maml_steps.values()))
+        # a bundle's default steps: the most chosen, at least the trained ones (`landcover
+        # adapt`'s guard tries fewer, down to 0, on the user's own held-out support)
+        trained = int(s.learner_options.get("steps", 1))
+        keep.update(mamlpp=maml, maml_steps=max(trained, *maml_steps.values()))
     info = {
         "test": [r.name for r in dm.test_regions],
         "val": [r.name for r in dm.val_regions],
