@@ -51,7 +51,9 @@ class RegionsSettings:
         finetune_rates: Candidate fine-tuning SGD rates of the baselines.
         finetune_steps: Candidate fine-tuning steps of the baselines.
         maml_steps: Candidate test-time steps of MAML++ (chosen per shot count).
-        tuning_tasks: Validation tasks per shot count (1 and 5) for the choices.
+        tuning_tasks: Validation tasks per shot count for the choices (fine-tuning rate and
+            steps, MAML++'s test-time steps). 8: with 2, the choice between MAML++'s
+            0 and 12 steps flipped between seeds of one fold (docs/results/regions).
         val_tasks: Validation tasks logged during training.
         augment: Augmentation of training tiles.
         train_protonet: Train the masked-prototype learner episodically (its own run);
@@ -77,7 +79,7 @@ class RegionsSettings:
     finetune_rates: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     finetune_steps: list[int] = field(default_factory=lambda: [5, 15])
     maml_steps: list[int] = field(default_factory=lambda: [5, 10])
-    tuning_tasks: int = 2
+    tuning_tasks: int = 8
     val_tasks: int = 8
     augment: str = "flips"
     train_protonet: bool = False
