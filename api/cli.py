@@ -27,7 +27,7 @@ from pydantic import ValidationError
 DEMO_BUNDLE = Path("runs/demo/maml.bundle")
 NO_MODEL_HELP = """landcover serve: no base model to serve.
   The models folder {folder} holds no *.bundle file. Either
-    - run `make demo` (about 10 minutes on a laptop CPU); it writes {demo}, which
+    - run `make demo` (about 7 minutes on 2 CPU cores); it writes {demo}, which
       `landcover serve` then serves as model 'maml'; or
     - pass a folder of bundles: `landcover serve --models-dir FOLDER`
       (make one with `landcover export RUN_DIR -o FOLDER/NAME.bundle`)."""
