@@ -209,8 +209,11 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     overlap = int(spec.get("overlap", w // 4))
     bands = len(predictor.bundle.bands)
     predictor.probabilities(torch.rand(int(spec.get("batch_size", 4)), bands, w, w) * 3000)
-    before = _status_mb("VmRSS")
+    # reset first, then read: the high-water mark after the reset is >= every later RSS, so
+    # the growth is never negative (read the other way round, memory the allocator returned
+    # between the two reads made the peak fall below "before" on small rasters)
     reset = _reset_peak()
+    before = _status_mb("VmRSS")
     start = time.perf_counter()
     res = None
     if spec["raster"] is not None:
