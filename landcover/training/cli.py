@@ -130,18 +130,9 @@ def build_cli(argv: list[str], run: bool = True) -> MetaCLI:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``landcover train``.
-
-    Training runs inside :func:`~landcover.models.frozen_encoder.feature_cache`: a frozen
-    pretrained encoder (``configs/folder.yaml``) computes each tile's features once for all
-    outer steps and validation tasks, as ``landcover bench regions`` does (other encoders,
-    and augmented tiles, are not affected).
-    """
-    from landcover.models.frozen_encoder import feature_cache
-
+    """Entry point of ``landcover train``."""
     try:
-        with feature_cache():
-            build_cli(argv)
+        build_cli(argv)
     except SystemExit as exc:  # argparse errors and --help
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except (ValueError, KeyError, FileNotFoundError) as err:  # bad data or settings

@@ -201,21 +201,3 @@ def test_sen12ms_config_holds_out_the_russwurm_scenes_by_default(tmp_path):
             root=str(write_folder_fixture(tmp_path / "f", regions=3, tiles=2, size=16)),
             val_regions="dataset",
         )
-
-
-def test_training_runs_inside_the_feature_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`landcover train` memoises a frozen encoder's features for the whole run (as the bench
-    does), and empties the store when it returns."""
-    from landcover.models import frozen_encoder
-    from landcover.training import cli
-
-    seen: list[int] = []
-
-    def fake_build(argv: list[str]) -> None:
-        seen.append(frozen_encoder._STORE.limit)
-        frozen_encoder._STORE.put(("k",), [torch.zeros(4)])
-
-    monkeypatch.setattr(cli, "build_cli", fake_build)
-    assert main(["--config", "x.yaml"]) == 0
-    assert seen and seen[0] > 0
-    assert frozen_encoder._STORE.limit == 0 and not frozen_encoder._STORE.items
