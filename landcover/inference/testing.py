@@ -64,3 +64,27 @@ def tiny_bundle(
         tile_size=tile_size,
         info={"note": "untrained test bundle"},
     )
+
+
+def brightest_band_tiles(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 3-band 32-px tiles whose class (0..2) is the brightest band: learnable per pixel.
+
+    Returns:
+        ``(images (n, 3, 32, 32), masks (n, 32, 32))``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n, 32, 32), generator=g)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
+    x.scatter_add_(1, y[:, None], torch.full((n, 1, 32, 32), 2.0))
+    return x, y
+
+
+def fit_brightest_band(model: torch.nn.Module, steps: int = 30) -> torch.nn.Module:
+    """Train ``model`` (3 bands, 3 classes) in place to segment :func:`brightest_band_tiles`."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y = brightest_band_tiles(4, seed=1)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model

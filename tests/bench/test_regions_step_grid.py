@@ -11,18 +11,9 @@ import torch
 import yaml
 
 from landcover.bench.regions import config_settings
-from landcover.inference.testing import tiny_bundle
+from landcover.inference.testing import brightest_band_tiles, fit_brightest_band, tiny_bundle
 from landcover.tasks.task import Task
 from landcover.training.baselines import choose_steps_per_shot
-
-
-def _tiles(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tiles whose class is which band is brightest (learnable per pixel)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n, 32, 32), generator=g)
-    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
-    x.scatter_add_(1, y[:, None], torch.full((n, 1, 32, 32), 2.0))
-    return x, y
 
 
 class _Validation:
@@ -32,8 +23,8 @@ class _Validation:
 
     def eval_task(self, split: str, i: int, *, shots: int) -> Task:
         assert split == "val"
-        sx, sy = _tiles(shots, seed=100 + 10 * i + shots)
-        qx, qy = _tiles(2, seed=500 + i)
+        sx, sy = brightest_band_tiles(shots, seed=100 + 10 * i + shots)
+        qx, qy = brightest_band_tiles(2, seed=500 + i)
         return Task(sx, sy, qx, qy)
 
 
@@ -41,12 +32,7 @@ def _learner(inner_lr: float, pretrained: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     learner = tiny_bundle(3, 3, learner_options={"steps": 2, "inner_lr": inner_lr}).build_learner()
     if pretrained:  # meta-weights that already segment the tiles well
-        opt = torch.optim.Adam(learner.model.parameters(), lr=0.05)
-        x, y = _tiles(4, seed=1)
-        for _ in range(30):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(learner.model(x), y).backward()
-            opt.step()
+        fit_brightest_band(learner.model)
     return learner
 
 

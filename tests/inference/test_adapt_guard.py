@@ -10,32 +10,17 @@ import torch
 from landcover.inference.adapt import adapt_bundle, crop_pool
 from landcover.inference.adapt_guard import candidate_steps, split_support
 from landcover.inference.bundle import ModelBundle
-from landcover.inference.testing import tiny_bundle
+from landcover.inference.testing import brightest_band_tiles, fit_brightest_band, tiny_bundle
 
 REPORT_KEYS = {"support_miou_before", "support_miou_after", "steps_kept", "steps_tried",
                "held_out_tiles"}  # fmt: skip
 
 
-def _task(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tiles whose class is which band is brightest (learnable per pixel)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n, 32, 32), generator=g)
-    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
-    x.scatter_add_(1, y[:, None], torch.full((n, 1, 32, 32), 2.0))
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def good_weights() -> dict[str, torch.Tensor]:
-    """Weights of the tiny network that already segment :func:`_task` well."""
+    """Weights of the tiny network that already segment :func:`brightest_band_tiles` well."""
     torch.manual_seed(0)
-    model = tiny_bundle(3, 3).build_learner().train().model
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    x, y = _task(4, seed=1)
-    for _ in range(30):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    model = fit_brightest_band(tiny_bundle(3, 3).build_learner().train().model)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -59,7 +44,7 @@ def test_guard_keeps_the_map_when_plain_steps_diverge(
     learner: str, options: dict, steps: int, good_weights: dict[str, torch.Tensor]
 ) -> None:
     bundle = _trained(learner, options, good_weights)
-    x, y = _task(4, seed=2)
+    x, y = brightest_band_tiles(4, seed=2)
     plain = adapt_bundle(bundle, x, y, steps=steps, guard=False)
     assert plain.miou_before > 0.6  # the meta-weights are good ...
     assert not plain.miou_after > plain.miou_before - 0.2  # ... and plain steps wreck them
@@ -78,7 +63,7 @@ def test_guard_keeps_the_map_when_plain_steps_diverge(
 
 def test_guard_adapts_when_steps_help_and_holds_out_pixels_of_one_tile() -> None:
     bundle = tiny_bundle(3, 3, learner_options={"steps": 5, "inner_lr": 0.5})
-    x, y = _task(1, seed=3)
+    x, y = brightest_band_tiles(1, seed=3)
     plain = adapt_bundle(bundle, x, y, steps=5, guard=False)
     assert plain.miou_after > plain.miou_before + 0.1  # adaptation helps on this task
     report = adapt_bundle(bundle, x, y, steps=5).report()

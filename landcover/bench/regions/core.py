@@ -271,7 +271,7 @@ def _run_fold(
     if keep is not None:
         # a bundle's default steps: the most chosen, at least the trained ones (`landcover
         # adapt`'s guard tries fewer, down to 0, on the user's own held-out support)
-        trained = int(s.learner_options.get("steps", 1))
+        trained = int(maml.learner.default_steps)
         keep.update(mamlpp=maml, maml_steps=max(trained, *maml_steps.values()))
     info = {
         "test": [r.name for r in dm.test_regions],
